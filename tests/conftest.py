@@ -1,0 +1,37 @@
+"""Shared fixtures: one DynamoDB Local per test session, and an environment that can never reach AWS."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.local.dynamodb_local import DynamoDBLocal
+
+# Tests sign with throwaway credentials and must never find real ones (or the instance
+# metadata service) through the provider chain.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+)
+os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynamoDBLocal]:
+    """One DynamoDB Local for the whole session; tests isolate themselves by table name."""
+    log = Path(tmp_path_factory.mktemp("dynamodb-local")) / "dynamodb-local.log"
+    ddb = DynamoDBLocal(log_path=log).start()
+    try:
+        yield ddb
+    finally:
+        ddb.stop()
