@@ -1,0 +1,238 @@
+"""The downstream HTTP API of DESIGN.md §4.
+
+Handlers translate HTTP to ``Dispatcher`` calls and back; they never route,
+retry or buffer. One middleware turns every failure into the JSON error body
+of §4: a ``GatewayError`` renders itself; aiohttp's own 404/405/413 are
+mapped to the tree; anything else is logged with its traceback and answered
+500 ``internal`` without one. No request can crash the process or leak a
+stack trace to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import records
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.dispatcher import Dispatcher
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    RequestError,
+    RouteNotFound,
+    StoreTimeout,
+)
+from gateway.health import Health
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+JSON = "application/json"
+
+#: Application keys (aiohttp wants typed keys rather than strings).
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+HEALTH = web.AppKey("health", Health)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+
+
+def error_response(error: GatewayError) -> web.Response:
+    return web.Response(body=error.body(), status=error.status, content_type=JSON, headers=error.headers())
+
+
+class DownstreamApi:
+    """Request handlers; one instance per app."""
+
+    def __init__(self, config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock) -> None:
+        self._config = config
+        self._views = config.views
+        self._dispatcher = dispatcher
+        self._health = health
+        self._metrics = metrics
+        self._clock = clock
+        self._timeout = config.request_timeout
+
+    # -- middleware ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await handler(request)
+        except GatewayError as error:
+            response = error_response(error)
+        except TimeoutError:
+            response = error_response(
+                StoreTimeout(f"The request did not finish within its {self._timeout:g}s deadline; it may or may not have been applied.")
+            )
+        except web.HTTPException as exc:
+            response = error_response(_map_http_exception(exc, request))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            response = error_response(GatewayError("The gateway failed unexpectedly; the error is logged. Retrying may help."))
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        self._metrics.observe_downstream(route, response.status, time.perf_counter() - started)
+        return response
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get_features(self, request: web.Request) -> web.Response:
+        view = records.view_of(self._views, request.match_info["view"])
+        key = records.check_key(request.match_info["key"])
+        query = request.query
+        wanted = None
+        strong = False
+        if query:
+            names = query.get("features")
+            if names is not None:
+                wanted = records.check_feature_names(view, [n for n in names.split(",") if n])
+            strong = records.check_consistency(query.get("consistency"))
+        found = await self._dispatcher.read(view, key, wanted, strong)
+        if found is None:
+            raise NotFound(f"View {view.name!r} has no entity with key {key[:128]!r}.")
+        return web.Response(body=orjson.dumps(found), content_type=JSON)
+
+    async def read(self, request: web.Request) -> web.Response:
+        body = await self._json_object(request)
+        view = records.view_of(self._views, body.get("view"))
+        keys = body.get("keys")
+        if not isinstance(keys, list) or not keys:
+            raise RequestError("'keys' must be a non-empty list of entity keys.")
+        if len(keys) > records.MAX_READ_KEYS:
+            raise RequestError(f"A read takes at most {records.MAX_READ_KEYS} keys (DynamoDB's BatchGetItem limit); got {len(keys)}.")
+        for i, key in enumerate(keys):
+            records.check_key(key, f"keys[{i}]")
+        wanted = records.check_feature_names(view, body.get("features"))
+        strong = records.check_consistency(body.get("consistency"))
+        results = await self._dispatcher.read_many(view, keys, wanted, strong)
+        return json_response({"view": view.name, "results": results})
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def put_features(self, request: web.Request) -> web.Response:
+        view = records.view_of(self._views, request.match_info["view"])
+        body = await self._json_object(request)
+        record = records.write_record(
+            view,
+            request.match_info["key"],
+            body.get("features"),
+            body.get("event_time"),
+            request.headers.get("Idempotency-Key"),
+            self._clock.wall_ms(),
+        )
+        return json_response(await self._dispatcher.write(record))
+
+    async def delete_features(self, request: web.Request) -> web.Response:
+        view = records.view_of(self._views, request.match_info["view"])
+        event_time: Any = request.query.get("event_time")
+        if event_time is not None and event_time.isdigit():
+            event_time = int(event_time)
+        record = records.delete_record(
+            view, request.match_info["key"], event_time, request.headers.get("Idempotency-Key"), self._clock.wall_ms()
+        )
+        return json_response(await self._dispatcher.write(record))
+
+    async def write(self, request: web.Request) -> web.Response:
+        body = await self._json_object(request)
+        view = records.view_of(self._views, body.get("view"))
+        raw = body.get("records")
+        if not isinstance(raw, list) or not raw:
+            raise RequestError("'records' must be a non-empty list of {key, features, event_time, idempotency_key}.")
+        if len(raw) > records.MAX_WRITE_RECORDS:
+            raise RequestError(f"A write takes at most {records.MAX_WRITE_RECORDS} records; got {len(raw)}.")
+        now_ms = self._clock.wall_ms()
+        batch = []
+        for i, rec in enumerate(raw):
+            if not isinstance(rec, dict):
+                raise RequestError(f"records[{i}] must be a JSON object.")
+            batch.append(
+                records.write_record(
+                    view, rec.get("key"), rec.get("features"), rec.get("event_time"), rec.get("idempotency_key"),
+                    now_ms, where=f"records[{i}].",
+                )
+            )
+        return json_response({"view": view.name, "results": await self._dispatcher.write_many(batch)})
+
+    # -- operations ----------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "region": self._config.region})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self._health.ready:
+            return json_response({"ready": True, "region": self._config.region})
+        return json_response({"ready": False, "region": self._config.region, "reasons": self._health.reasons()}, status=503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _json_object(self, request: web.Request) -> dict[str, Any]:
+        limit = self._config.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(f"The body is {declared} bytes; this gateway accepts at most {limit}.")
+        try:
+            # client_max_size counts the bytes actually received, so a chunked body or one
+            # that outgrows its Content-Length is cut off at the limit too.
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(f"The body is larger than the {limit} bytes this gateway accepts.") from None
+        if not raw:
+            raise RequestError("The request needs a JSON body.")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(f"The body is not valid JSON: {exc}.") from None
+        if not isinstance(body, dict):
+            raise RequestError("The body must be a JSON object.")
+        return body
+
+
+def _map_http_exception(exc: web.HTTPException, request: web.Request) -> GatewayError:
+    if exc.status == 404:
+        return RouteNotFound(f"No route {request.method} {request.path}; see the API table in the README.")
+    if exc.status == 405:
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}.")
+    if exc.status == 413:
+        return BodyTooLarge("The body is larger than this gateway accepts.")
+    return RequestError(f"The request was refused: {exc.reason}.")
+
+
+def create_app(config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock) -> web.Application:
+    api = DownstreamApi(config, dispatcher, health, metrics, clock)
+    # +1: aiohttp refuses bodies of exactly client_max_size bytes; ours is an inclusive limit.
+    app = web.Application(middlewares=[api.middleware], client_max_size=config.max_body_bytes + 1)
+    app[DISPATCHER] = dispatcher
+    app[HEALTH] = health
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(health.cleanup_ctx)
+    app.router.add_get("/v1/features/{view}/{key:.+}", api.get_features, allow_head=False)
+    app.router.add_put("/v1/features/{view}/{key:.+}", api.put_features)
+    app.router.add_delete("/v1/features/{view}/{key:.+}", api.delete_features)
+    app.router.add_post("/v1/read", api.read)
+    app.router.add_post("/v1/write", api.write)
+    app.router.add_get("/healthz", api.healthz, allow_head=False)
+    app.router.add_get("/readyz", api.readyz, allow_head=False)
+    app.router.add_get("/metrics", api.metrics, allow_head=False)
+    return app

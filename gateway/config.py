@@ -1,0 +1,265 @@
+"""Gateway configuration: frozen dataclasses loaded from TOML, overridable by ``FGW_…`` environment variables.
+
+Invariant: a ``Config`` that exists is valid. ``load()`` is the only way to make
+one from a file; it applies environment overrides, then ``validate()`` checks
+every setting once and raises ``ConfigError`` naming the file and the dotted
+key, so a bad config stops the process at start with one clear line.
+
+Environment overrides use the dotted key with ``__`` between segments, upper
+case, ``-`` written as ``_``: ``FGW_GATEWAY__WORKERS=4``,
+``FGW_DYNAMODB__ENDPOINT_URL=http://127.0.0.1:8600``,
+``FGW_VIEWS__USERS__TABLE=prod_users``. A value is read as a TOML value when
+it parses as one (``4``, ``true``, ``1.5``, ``["a"]``) and as a plain string
+otherwise.
+
+One file can describe several regions (``[regions.NAME]``, as
+``config/local.toml`` does for the local cluster); ``gateway.region`` (or
+``serve --region``) selects which one this process is, and that region's
+``downstream``/``peer``/``dynamodb_endpoint`` fill in the listen addresses
+and the DynamoDB endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+ENV_PREFIX = "FGW_"
+
+#: Feature types a view may declare. ``float`` accepts integers too (a float feature may hold 3).
+FEATURE_TYPES = frozenset({"string", "int", "float", "bool", "list", "map", "any"})
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewConfig:
+    name: str
+    table: str
+    key_attribute: str = "pk"
+    #: Declared features and their types; ``None`` means the view accepts any feature name.
+    features: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionConfig:
+    name: str
+    downstream: Address
+    peer: Address
+    dynamodb_endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoDBConfig:
+    #: Empty means the AWS regional endpoint, resolved by botocore.
+    endpoint_url: str | None = None
+    attempt_timeout: float = 2.0
+    max_attempts: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    region: str
+    listen: Address
+    peer_listen: Address
+    workers: int = 1
+    #: Largest request body read; larger bodies get 413 even when Content-Length lies.
+    max_body_bytes: int = 1 << 20
+    #: Deadline of one downstream request, including DynamoDB retries.
+    request_timeout: float = 5.0
+    #: Seconds SIGTERM waits for in-flight requests before the process exits.
+    shutdown_grace: float = 10.0
+    dynamodb: DynamoDBConfig = field(default_factory=DynamoDBConfig)
+    views: Mapping[str, ViewConfig] = field(default_factory=dict)
+    regions: Mapping[str, RegionConfig] = field(default_factory=dict)
+    #: The file this was loaded from, for messages.
+    source: str = "<defaults>"
+
+
+def load(path: str | os.PathLike[str], *, region: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate. Raises ``ConfigError``."""
+    source = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    apply_env_overrides(raw, os.environ if env is None else env, source)
+    if region is not None:
+        raw.setdefault("gateway", {})["region"] = region
+    return from_dict(raw, source)
+
+
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        segments = name[len(ENV_PREFIX):].split("__")
+        node = raw
+        for i, segment in enumerate(segments):
+            wanted = segment.lower().replace("-", "_")
+            match = next((k for k in node if k.lower().replace("-", "_") == wanted), wanted)
+            if i == len(segments) - 1:
+                node[match] = _env_value(text)
+            else:
+                child = node.setdefault(match, {})
+                if not isinstance(child, dict):
+                    raise ConfigError(f"{source}: environment variable {name} addresses inside {match!r}, which is not a table")
+                node = child
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+class _Reader:
+    """Pulls typed values out of one TOML table, naming the dotted key in every error."""
+
+    def __init__(self, table: Mapping[str, Any], prefix: str, source: str) -> None:
+        self.table, self.prefix, self.source = table, prefix, source
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.prefix}{key}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise self.fail(key, "is required")
+            return default
+        value = self.table[key]
+        # bool is an int in Python; a `true` where a number belongs is a mistake, not 1.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+            names = " or ".join(k.__name__ for k in _as_tuple(kind))
+            raise self.fail(key, f"must be {names}, got {value!r}")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any) -> Any:
+        value = self.get(key, (int, float) if kind is float else kind, default)
+        if value <= 0:
+            raise self.fail(key, f"must be greater than 0, got {value!r}")
+        return kind(value)
+
+    def address(self, key: str, default: Any = ...) -> Address:
+        text = self.get(key, str, default)
+        if isinstance(text, Address):
+            return text
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self.fail(key, f"must be HOST:PORT with a port from 1 to 65535, got {text!r}")
+        return Address(host, int(port))
+
+    def check_unknown(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known setting (check the spelling)")
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Build and validate a ``Config`` from parsed TOML."""
+    top = _Reader(raw, "", source)
+    gateway = _Reader(top.get("gateway", dict, {}), "gateway.", source)
+    ddb = _Reader(top.get("dynamodb", dict, {}), "dynamodb.", source)
+
+    regions: dict[str, RegionConfig] = {}
+    for name, table in top.get("regions", dict, {}).items():
+        r = _Reader(table if isinstance(table, dict) else {}, f"regions.{name}.", source)
+        if not isinstance(table, dict):
+            raise top.fail(f"regions.{name}", "must be a table")
+        if not _REGION_RE.match(name):
+            raise top.fail(f"regions.{name}", "is not a region name like us-east-1")
+        endpoint = r.get("dynamodb_endpoint", str, "") or None
+        regions[name] = RegionConfig(name, r.address("downstream"), r.address("peer"), endpoint)
+        r.check_unknown()
+
+    region = gateway.get("region", str)
+    if not _REGION_RE.match(region):
+        raise gateway.fail("region", f"is not a region name like us-east-1, got {region!r}")
+    if regions and region not in regions:
+        raise gateway.fail("region", f"{region!r} is not one of the regions this file defines: {', '.join(sorted(regions))}")
+    own = regions.get(region)
+
+    views: dict[str, ViewConfig] = {}
+    for name, table in top.get("views", dict, {}).items():
+        if not isinstance(table, dict):
+            raise top.fail(f"views.{name}", "must be a table")
+        views[name] = _view(name, _Reader(table, f"views.{name}.", source))
+    if not views:
+        raise top.fail("views", "at least one view must be configured")
+
+    endpoint_url = ddb.get("endpoint_url", str, "") or (own.dynamodb_endpoint if own else None)
+    if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+        raise ddb.fail("endpoint_url", f"must start with http:// or https://, got {endpoint_url!r}")
+    dynamodb = DynamoDBConfig(
+        endpoint_url=endpoint_url,
+        attempt_timeout=ddb.positive("attempt_timeout", float, 2.0),
+        max_attempts=ddb.positive("max_attempts", int, 6),
+    )
+
+    config = Config(
+        region=region,
+        listen=gateway.address("listen", own.downstream if own else Address("127.0.0.1", 8700)),
+        peer_listen=gateway.address("peer_listen", own.peer if own else Address("0.0.0.0", 8701)),
+        workers=gateway.positive("workers", int, 1),
+        max_body_bytes=gateway.positive("max_body_bytes", int, 1 << 20),
+        request_timeout=gateway.positive("request_timeout", float, 5.0),
+        shutdown_grace=gateway.positive("shutdown_grace", float, 10.0),
+        dynamodb=dynamodb,
+        views=MappingProxyType(views),
+        regions=MappingProxyType(regions),
+        source=source,
+    )
+    for reader in (top, gateway, ddb):
+        reader.check_unknown()
+    return config
+
+
+def _view(name: str, r: _Reader) -> ViewConfig:
+    if not _NAME_RE.match(name):
+        raise r.fail("", "view names may hold letters, digits, '_', '-' and '.' only")
+    table = r.get("table", str)
+    if not _NAME_RE.match(table) or len(table) < 3:
+        raise r.fail("table", f"is not a valid DynamoDB table name, got {table!r}")
+    key_attribute = r.get("key_attribute", str, "pk")
+    declared = r.get("features", dict, None)
+    features = None
+    if declared is not None:
+        for feature, kind in declared.items():
+            if kind not in FEATURE_TYPES:
+                raise r.fail(f"features.{feature}", f"type must be one of {', '.join(sorted(FEATURE_TYPES))}, got {kind!r}")
+            if feature.startswith("_") or feature == key_attribute:
+                raise r.fail(f"features.{feature}", "feature names may not start with '_' or equal the key attribute")
+        features = MappingProxyType(dict(declared))
+    r.check_unknown()
+    return ViewConfig(name=name, table=table, key_attribute=key_attribute, features=features)

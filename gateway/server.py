@@ -1,0 +1,126 @@
+"""Running the gateway: one uvloop worker per process, N processes sharing the port with SO_REUSEPORT.
+
+The parent of a multi-worker gateway only supervises: it forks the workers
+before any event loop exists, forwards SIGTERM/SIGINT to them, and exits
+with the worst exit code once all have stopped. If one worker dies on its
+own, the parent stops the others and exits non-zero, so the orchestrator
+restarts the pod whole rather than leaving it at reduced capacity unseen.
+
+A worker's life: open the store, listen, serve until SIGTERM/SIGINT, then
+turn readiness false, stop accepting, let in-flight requests finish within
+``shutdown_grace``, close the store, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from gateway.api import HEALTH, create_app
+from gateway.clock import SystemClock
+from gateway.config import Config
+from gateway.dispatcher import Dispatcher
+from gateway.health import Health
+from gateway.logs import setup_logging
+from gateway.metrics import Metrics
+from gateway.store import open_lean_store
+
+log = logging.getLogger(__name__)
+
+
+async def build_app(config: Config) -> web.Application:
+    """The downstream app with its store; the store is closed with the app."""
+    store = await open_lean_store(
+        config.region,
+        config.dynamodb.endpoint_url,
+        attempt_timeout=config.dynamodb.attempt_timeout,
+        max_attempts=config.dynamodb.max_attempts,
+    )
+    clock = SystemClock()
+    health = Health(config, store, clock)
+    app = create_app(config, Dispatcher(config, store, clock), health, Metrics(), clock)
+
+    async def close_store(_app: web.Application) -> None:
+        await store.close()
+
+    app.on_cleanup.append(close_store)
+    return app
+
+
+async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    app = await build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_grace)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=True, backlog=2048)
+        await site.start()
+        log.info("serving", extra={"region": config.region, "listen": str(config.listen), "pid": os.getpid()})
+        await stop.wait()
+        log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
+        app[HEALTH].draining = True
+    finally:
+        await runner.cleanup()
+
+
+def _worker_main(config: Config) -> None:
+    setup_logging()
+    try:
+        uvloop.run(run_worker(config))
+    except OSError as exc:
+        log.error("worker could not start: %s", exc)
+        sys.exit(1)
+
+
+def serve(config: Config, workers: int | None = None) -> int:
+    """Run the gateway until SIGTERM/SIGINT; returns the process exit code."""
+    setup_logging()
+    workers = workers or config.workers
+    if workers == 1:
+        try:
+            uvloop.run(run_worker(config))
+        except OSError as exc:
+            log.error("gateway could not start on %s: %s", config.listen, exc)
+            return 1
+        return 0
+    # fork, not spawn: the config is already loaded and validated, and no loop or thread exists yet.
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker_main, args=(config,), name=f"gateway-worker-{i}") for i in range(workers)]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.pid and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.start()
+    log.info("supervising workers", extra={"workers": workers, "pids": [p.pid for p in procs]})
+    worst = 0
+    remaining = list(procs)
+    while remaining:
+        for proc in list(remaining):
+            proc.join(0.2)
+            if proc.exitcode is None:
+                continue
+            remaining.remove(proc)
+            worst = max(worst, abs(proc.exitcode))
+            if not stopping:
+                log.error("worker exited on its own; stopping the others", extra={"pid": proc.pid, "exitcode": proc.exitcode})
+                forward(signal.SIGTERM, None)
+                worst = max(worst, 1)
+    return worst

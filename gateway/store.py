@@ -1,0 +1,404 @@
+"""The gateway's DynamoDB client: the ``Store`` interface and ``LeanStore``, its data-plane implementation.
+
+Items cross this interface exactly as DynamoDB JSON puts them on the wire
+(``{"pk": {"S": "u1"}, "n": {"N": "1.5"}, "b": {"B": "<base64>"}}``): no
+conversion, no floats, numbers stay strings. ``LeanStore`` sends them with
+orjson through a ``Transport`` (gateway/store_transport.py); ``BotocoreStore``
+(gateway/store_botocore.py) is the reference implementation the contract tests
+hold it to (DESIGN.md §11).
+
+Invariants:
+- ``batch_get_item`` returns one entry per requested key, in order; ``None``
+  means DynamoDB said the item does not exist. A key DynamoDB left unprocessed
+  is retried and, past the retry budget, raises ``StoreThrottled``: it is never
+  reported as missing.
+- ``batch_write_item`` either writes every request or raises.
+- Retryable failures (throttling, 5xx, connection errors, attempt timeouts) are
+  retried with full-jitter exponential backoff up to ``max_attempts`` attempts
+  (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
+- A failed condition raises ``errors.ConditionFailed`` carrying the stored item
+  (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), or ``None`` if there was none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import aiohttp
+
+from gateway.credentials import CredentialSource
+from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation
+from gateway.store_transport import HttpTransport, Transport, table_of
+
+__all__ = ["Condition", "Item", "LeanStore", "Store", "Transport", "open_lean_store"]
+
+Item = dict[str, dict[str, Any]]
+
+#: DynamoDB's per-request limits (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html,
+#: .../API_BatchWriteItem.html).
+BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A ``ConditionExpression`` with its own placeholders."""
+
+    expression: str
+    names: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    async def get_item(
+        self, table: str, key: Item, *, consistent: bool = False, projection: Sequence[str] | None = None
+    ) -> Item | None: ...
+
+    async def batch_get_item(
+        self, table: str, keys: Sequence[Item], *, consistent: bool = False, projection: Sequence[str] | None = None
+    ) -> list[Item | None]: ...
+
+    async def put_item(self, table: str, item: Item, *, condition: Condition | None = None) -> None: ...
+
+    async def update_item(
+        self,
+        table: str,
+        key: Item,
+        *,
+        update: str,
+        names: Mapping[str, str],
+        values: Mapping[str, dict[str, Any]],
+        condition: Condition | None = None,
+        return_values: str = "NONE",
+    ) -> Item | None: ...
+
+    async def delete_item(
+        self, table: str, key: Item, *, condition: Condition | None = None, return_old: bool = False
+    ) -> Item | None: ...
+
+    async def batch_write_item(self, table: str, *, puts: Sequence[Item] = (), deletes: Sequence[Item] = ()) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --- request building shared by LeanStore and BotocoreStore (pure functions) ---
+
+
+def projection_expression(projection: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``["a", "_ts"]`` -> ``("#p0,#p1", {"#p0": "a", "#p1": "_ts"})``: placeholders make reserved
+    words and names starting with "_" legal (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ExpressionAttributeNames.html)."""
+    unique = list(dict.fromkeys(projection))  # DynamoDB rejects overlapping paths
+    if not unique:
+        raise StoreValidation("A projection must name at least one attribute; pass None to read whole items.")
+    names = {f"#p{i}": name for i, name in enumerate(unique)}
+    return ",".join(names), names
+
+
+def merge_placeholders(
+    into: dict[str, Any], extra: Mapping[str, Any], table: str, operation: str, what: str
+) -> dict[str, Any]:
+    for placeholder, value in extra.items():
+        if into.setdefault(placeholder, value) != value:
+            raise StoreValidation(
+                f"{operation} on table {table!r}: placeholder {placeholder} is bound to two different "
+                f"{what} ({into[placeholder]!r} and {value!r}); rename one."
+            )
+    return into
+
+
+def write_payload(
+    table: str,
+    operation: str,
+    condition: Condition | None,
+    names: Mapping[str, str] | None = None,
+    values: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """TableName plus the merged condition/expression placeholders of a single-item write."""
+    payload: dict[str, Any] = {"TableName": table}
+    merged_names = dict(names) if names else {}
+    merged_values = dict(values) if values else {}
+    if condition is not None:
+        payload["ConditionExpression"] = condition.expression
+        # Makes a ConditionalCheckFailedException carry the stored item, so callers learn why.
+        payload["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        merge_placeholders(merged_names, condition.names, table, operation, "attribute names")
+        merge_placeholders(merged_values, condition.values, table, operation, "values")
+    if merged_names:  # DynamoDB rejects empty placeholder maps
+        payload["ExpressionAttributeNames"] = merged_names
+    if merged_values:
+        payload["ExpressionAttributeValues"] = merged_values
+    return payload
+
+
+def key_identity(item: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> tuple[Any, ...]:
+    """A hashable identity of the key attributes ``names`` of ``item``.
+
+    Numbers compare by value (DynamoDB answers key {"N": "1.0"} with {"N": "1"}), so
+    duplicates are found and answers matched to the keys that asked for them.
+    """
+    ident: list[Any] = []
+    for name in names:
+        attr = item.get(name)
+        if not attr or len(attr) != 1:
+            ident.append((name, None))
+            continue
+        ((kind, value),) = attr.items()
+        if kind == "N":
+            try:
+                value = Decimal(value)
+            except (InvalidOperation, TypeError, ValueError):
+                pass
+        ident.append((name, kind, value))
+    return tuple(ident)
+
+
+def backoff_delay(retry: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**retry)) for the ``retry``-th retry (0-based)."""
+    return rng() * min(cap, base * (1 << min(retry, 30)))
+
+
+def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [seq[i : i + size] for i in range(0, len(seq), size)]
+
+
+# --- LeanStore ---
+
+
+class LeanStore:
+    """``Store`` over DynamoDB's JSON protocol with a cached-key SigV4 signer (DESIGN.md §11)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        credentials: CredentialSource,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        attempt_timeout: float = 2.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.02,
+        backoff_cap: float = 1.0,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """Construct inside a running event loop when neither ``session`` nor ``transport`` is given:
+        the store then creates, and on ``close()`` closes, its own ``ClientSession``."""
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.endpoint = endpoint
+        self.region = region
+        self._owned_session: aiohttp.ClientSession | None = None
+        if transport is None:
+            if session is None:
+                session = self._owned_session = new_client_session()
+            transport = HttpTransport(endpoint, region, credentials, session)
+        self._transport = transport
+        self._attempt_timeout = attempt_timeout
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._rng = rng
+        self._projections: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
+
+    async def close(self) -> None:
+        if self._owned_session is not None:
+            await self._owned_session.close()
+            self._owned_session = None
+
+    def _backoff(self, retry: int) -> float:
+        return backoff_delay(retry, self._backoff_base, self._backoff_cap, self._rng)
+
+    async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        retry = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._attempt_timeout):
+                    return await self._transport.call(operation, payload)
+            except (StoreThrottled, StoreUnavailable, StoreTimeout) as exc:
+                error: StoreThrottled | StoreUnavailable | StoreTimeout = exc
+            except TimeoutError as exc:
+                # Retrying is safe: the gateway's writes are conditional or idempotent.
+                error = StoreTimeout(
+                    f"DynamoDB {operation} on table {table_of(payload)!r} did not answer within "
+                    f"{self._attempt_timeout:g} s."
+                )
+                error.__cause__ = exc
+            retry += 1
+            if retry >= self._max_attempts:
+                raise type(error)(f"{error.message} Gave up after {retry} attempts.") from error
+            await self._sleep(self._backoff(retry - 1))
+
+    def _projection(self, projection: Sequence[str]) -> tuple[str, dict[str, str]]:
+        # Views ask for the same few projections over and over; cache the expression.
+        cache_key = tuple(projection)
+        cached = self._projections.get(cache_key)
+        if cached is None:
+            if len(self._projections) > 256:
+                self._projections.clear()
+            cached = self._projections[cache_key] = projection_expression(cache_key)
+        return cached
+
+    async def get_item(
+        self, table: str, key: Item, *, consistent: bool = False, projection: Sequence[str] | None = None
+    ) -> Item | None:
+        payload: dict[str, Any] = {"TableName": table, "Key": key}
+        if consistent:
+            payload["ConsistentRead"] = True
+        if projection is not None:
+            payload["ProjectionExpression"], payload["ExpressionAttributeNames"] = self._projection(projection)
+        body = await self._call("GetItem", payload)
+        return body.get("Item")
+
+    async def batch_get_item(
+        self, table: str, keys: Sequence[Item], *, consistent: bool = False, projection: Sequence[str] | None = None
+    ) -> list[Item | None]:
+        """Duplicate keys are sent once and share the same answer object."""
+        if not keys:
+            return []
+        key_names = tuple(keys[0])
+        idents = [key_identity(key, key_names) for key in keys]
+        unique = list(dict(zip(idents, keys)).values())
+        request: dict[str, Any] = {}
+        if consistent:
+            request["ConsistentRead"] = True
+        strip: frozenset[str] = frozenset()
+        if projection is not None:
+            # The key attributes must come back to match answers to keys; drop them again
+            # if the caller did not ask for them.
+            wanted = list(dict.fromkeys(projection))
+            strip = frozenset(name for name in key_names if name not in wanted)
+            request["ProjectionExpression"], request["ExpressionAttributeNames"] = self._projection(
+                [*wanted, *sorted(strip)] if wanted else wanted
+            )
+        found: dict[tuple[Any, ...], Item] = {}
+        batches = chunks(unique, BATCH_GET_LIMIT)
+        if len(batches) == 1:
+            await self._batch_get(table, {**request, "Keys": batches[0]}, key_names, strip, found)
+        else:
+            async with asyncio.TaskGroup() as group:
+                for batch in batches:
+                    group.create_task(self._batch_get(table, {**request, "Keys": batch}, key_names, strip, found))
+        return [found.get(ident) for ident in idents]
+
+    async def _batch_get(
+        self,
+        table: str,
+        keys_and_attributes: dict[str, Any],
+        key_names: tuple[str, ...],
+        strip: frozenset[str],
+        found: dict[tuple[Any, ...], Item],
+    ) -> None:
+        request: dict[str, Any] = {"RequestItems": {table: keys_and_attributes}}
+        retry = 0
+        while True:
+            body = await self._call("BatchGetItem", request)
+            for item in body.get("Responses", {}).get(table, ()):
+                ident = key_identity(item, key_names)
+                found[ident] = {k: v for k, v in item.items() if k not in strip} if strip else item
+            # UnprocessedKeys repeats the whole KeysAndAttributes (projection included), so it is resent as is.
+            unprocessed = body.get("UnprocessedKeys")
+            if not unprocessed:
+                return
+            if retry + 1 >= self._max_attempts:
+                left = len(unprocessed.get(table, {}).get("Keys", ()))
+                raise StoreThrottled(
+                    f"DynamoDB BatchGetItem on table {table!r} left {left} keys unprocessed after "
+                    f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
+                )
+            await self._sleep(self._backoff(retry))
+            retry += 1
+            request = {"RequestItems": unprocessed}
+
+    async def put_item(self, table: str, item: Item, *, condition: Condition | None = None) -> None:
+        payload = write_payload(table, "PutItem", condition)
+        payload["Item"] = item
+        await self._call("PutItem", payload)
+
+    async def update_item(
+        self,
+        table: str,
+        key: Item,
+        *,
+        update: str,
+        names: Mapping[str, str],
+        values: Mapping[str, dict[str, Any]],
+        condition: Condition | None = None,
+        return_values: str = "NONE",
+    ) -> Item | None:
+        payload = write_payload(table, "UpdateItem", condition, names, values)
+        payload["Key"] = key
+        payload["UpdateExpression"] = update
+        if return_values != "NONE":
+            payload["ReturnValues"] = return_values
+        body = await self._call("UpdateItem", payload)
+        return body.get("Attributes")
+
+    async def delete_item(
+        self, table: str, key: Item, *, condition: Condition | None = None, return_old: bool = False
+    ) -> Item | None:
+        payload = write_payload(table, "DeleteItem", condition)
+        payload["Key"] = key
+        if return_old:
+            payload["ReturnValues"] = "ALL_OLD"
+        body = await self._call("DeleteItem", payload)
+        return body.get("Attributes")
+
+    async def batch_write_item(self, table: str, *, puts: Sequence[Item] = (), deletes: Sequence[Item] = ()) -> None:
+        requests = [{"PutRequest": {"Item": item}} for item in puts]
+        requests += [{"DeleteRequest": {"Key": key}} for key in deletes]
+        batches = chunks(requests, BATCH_WRITE_LIMIT)
+        if len(batches) == 1:
+            await self._batch_write(table, batches[0])
+        elif batches:
+            async with asyncio.TaskGroup() as group:
+                for batch in batches:
+                    group.create_task(self._batch_write(table, batch))
+
+    async def _batch_write(self, table: str, requests: Sequence[dict[str, Any]]) -> None:
+        request: dict[str, Any] = {"RequestItems": {table: requests}}
+        retry = 0
+        while True:
+            body = await self._call("BatchWriteItem", request)
+            unprocessed = body.get("UnprocessedItems")
+            if not unprocessed:
+                return
+            if retry + 1 >= self._max_attempts:
+                left = len(unprocessed.get(table, ()))
+                raise StoreThrottled(
+                    f"DynamoDB BatchWriteItem on table {table!r} left {left} writes unprocessed after "
+                    f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
+                )
+            await self._sleep(self._backoff(retry))
+            retry += 1
+            request = {"RequestItems": unprocessed}
+
+
+def new_client_session(limit: int = 256) -> aiohttp.ClientSession:
+    """One keep-alive session for all DynamoDB calls. Timeouts are LeanStore's per attempt, not aiohttp's."""
+    connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
+async def open_lean_store(region: str, endpoint_url: str | None = None, **kw: Any) -> LeanStore:
+    """A ``LeanStore`` with credentials from the provider chain and botocore's endpoint for ``region``.
+
+    Call at startup: resolving the endpoint loads botocore's service model (blocking file reads).
+    The store owns the ``ClientSession`` it creates.
+    """
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    credentials = kw.pop("credentials", None) or await CredentialSource.from_provider_chain(session)
+    if endpoint_url is None:
+        # A throwaway client resolves the endpoint exactly as the SDK would (FIPS, dual-stack,
+        # AWS_ENDPOINT_URL_DYNAMODB, partitions) without us re-implementing endpoint rules.
+        async with session.create_client("dynamodb", region_name=region) as client:
+            endpoint_url = client.meta.endpoint_url
+    return LeanStore(endpoint_url, region, credentials, **kw)

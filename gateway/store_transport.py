@@ -1,0 +1,144 @@
+"""The network seam under ``LeanStore``: one DynamoDB JSON call in, one parsed body (or one gateway error) out.
+
+``Transport.call(operation, payload)`` is the only way ``LeanStore`` talks to
+DynamoDB, so tests swap in a fake (tests/fakes.py) instead of monkeypatching.
+``HttpTransport`` is the real one: it signs with ``gateway.sigv4``, POSTs orjson
+bytes on one shared keep-alive ``aiohttp.ClientSession`` and parses the answer
+with orjson.
+
+Invariant: nothing from aiohttp or orjson leaves this module. Every failure is
+an ``errors.*`` instance whose message names the operation and the table, via
+``store_error()``, which ``BotocoreStore`` uses too so both clients map
+DynamoDB's error types identically.
+
+Errors: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from gateway.credentials import CredentialSource
+from gateway.errors import (
+    ConditionFailed,
+    ItemTooLarge,
+    StoreError,
+    StoreThrottled,
+    StoreTimeout,
+    StoreUnavailable,
+    StoreValidation,
+    TableNotFound,
+)
+from gateway.sigv4 import TARGET_PREFIX, SigV4Signer
+
+THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+UNAVAILABLE = frozenset({"InternalServerError", "ServiceUnavailable", "InternalFailure"})
+#: Prefixes of the ValidationException messages DynamoDB sends for items over 400 KB
+#: (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-items).
+ITEM_TOO_LARGE = ("Item size has exceeded the maximum allowed size", "Item size to update has exceeded")
+EXPIRED_CREDENTIALS = frozenset({"ExpiredTokenException", "ExpiredToken"})
+
+
+class Transport(Protocol):
+    async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send ``payload`` as ``operation`` (e.g. "GetItem"); return the parsed body or raise ``errors.*``."""
+        ...
+
+
+def table_of(payload: dict[str, Any]) -> str:
+    """The table a request is about, for error messages (batch requests name it in RequestItems)."""
+    table = payload.get("TableName")
+    if table is None:
+        table = ",".join(payload.get("RequestItems") or ()) or "?"
+    return table
+
+
+def store_error(
+    operation: str, table: str, status: int, error_type: str, message: str, item: dict[str, Any] | None = None
+) -> BaseException:
+    """The gateway error for a DynamoDB error answer (``error_type`` is ``__type`` without its namespace)."""
+    where = f"DynamoDB {operation} on table {table!r}"
+    if error_type == "ConditionalCheckFailedException":
+        return ConditionFailed(item)
+    if error_type in THROTTLING:
+        return StoreThrottled(f"{where} was throttled ({error_type}); reduce the request rate or raise the table's capacity.")
+    if error_type == "ResourceNotFoundException":
+        return TableNotFound(
+            f"{where} failed: the table does not exist in this region (or is not ACTIVE); create it or fix the "
+            f"view's table name. DynamoDB said: {message}"
+        )
+    if error_type == "ValidationException":
+        if message.startswith(ITEM_TOO_LARGE):
+            return ItemTooLarge(f"{where} refused the item: DynamoDB items are limited to 400 KB ({message}).")
+        return StoreValidation(f"{where} was rejected as invalid: {message}")
+    if error_type in UNAVAILABLE or status >= 500:
+        return StoreUnavailable(f"{where} failed with HTTP {status} {error_type or 'error'}: {message or 'no message'}")
+    if error_type in EXPIRED_CREDENTIALS:
+        return StoreUnavailable(f"{where} was refused because the credentials expired ({message}); they will be refreshed.")
+    return StoreError(f"{where} failed with HTTP {status} {error_type or 'error'}: {message or 'no message'}")
+
+
+def error_from_body(operation: str, payload: dict[str, Any], status: int, raw: bytes) -> BaseException:
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    error_type = str(body.get("__type", "")).rpartition("#")[2]
+    message = str(body.get("message") or body.get("Message") or raw[:200].decode("utf-8", "replace"))
+    return store_error(operation, table_of(payload), status, error_type, message, body.get("Item"))
+
+
+class HttpTransport:
+    """DynamoDB's JSON protocol over one shared ``aiohttp.ClientSession`` (not owned: the caller closes it)."""
+
+    __slots__ = ("_session", "_url", "_credentials", "_signer", "_targets")
+
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        credentials: CredentialSource,
+        session: aiohttp.ClientSession,
+        *,
+        signer: SigV4Signer | None = None,
+    ) -> None:
+        self._session = session
+        self._url = endpoint if endpoint.endswith("/") else endpoint + "/"
+        self._credentials = credentials
+        self._signer = signer or SigV4Signer(self._url, region)
+        self._targets: dict[str, str] = {}
+
+    async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        target = self._targets.get(operation)
+        if target is None:
+            target = self._targets[operation] = TARGET_PREFIX + operation
+        body = orjson.dumps(payload)
+        headers = self._signer.sign(target, body, await self._credentials.get())
+        try:
+            async with self._session.post(self._url, data=body, headers=headers) as response:
+                status = response.status
+                raw = await response.read()
+        except aiohttp.ServerTimeoutError as exc:
+            raise StoreTimeout(f"DynamoDB {operation} on table {table_of(payload)!r} timed out: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # Refused/reset connections and truncated answers: the request may be retried (see LeanStore).
+            raise StoreUnavailable(
+                f"DynamoDB {operation} on table {table_of(payload)!r} could not reach {self._url} "
+                f"({type(exc).__name__}: {exc})."
+            ) from exc
+        if status == 200:
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise StoreUnavailable(
+                    f"DynamoDB {operation} on table {table_of(payload)!r} answered 200 with a body that is not JSON."
+                ) from exc
+        error = error_from_body(operation, payload, status, raw)
+        if status == 400 and b"xpiredToken" in raw:
+            self._credentials.invalidate()
+        raise error

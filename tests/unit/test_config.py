@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Address, ConfigError, from_dict, load
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+[gateway]
+region = "eu-west-1"
+[views.users]
+table = "features_users"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load():
+    local = load(REPO / "config/local.toml", env={})
+    assert set(local.regions) == {"us-east-1", "eu-west-1", "ap-southeast-1"}
+    assert local.listen == Address("127.0.0.1", 8700)
+    eu = load(REPO / "config/local.toml", region="eu-west-1", env={})
+    assert (eu.listen.port, eu.peer_listen.port, eu.dynamodb.endpoint_url) == (8710, 8711, "http://127.0.0.1:8610")
+    ap = load(REPO / "config/local.toml", region="ap-southeast-1", env={})
+    assert (ap.listen.port, ap.peer_listen.port, ap.dynamodb.endpoint_url) == (8720, 8721, "http://127.0.0.1:8620")
+    example = load(REPO / "config/gateway.example.toml", env={})
+    assert example.region == "eu-west-1" and example.dynamodb.endpoint_url is None
+    assert example.views["users"].features["age"] == "int"
+
+
+def test_defaults_and_views(tmp_path):
+    config = load(write(tmp_path, MINIMAL), env={})
+    assert config.listen == Address("127.0.0.1", 8700)
+    assert config.workers == 1
+    view = config.views["users"]
+    assert (view.table, view.key_attribute, view.features) == ("features_users", "pk", None)
+
+
+def test_config_is_frozen(tmp_path):
+    config = load(write(tmp_path, MINIMAL), env={})
+    with pytest.raises(AttributeError):
+        config.workers = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.views["x"] = None  # type: ignore[index]
+
+
+def test_environment_overrides_every_level(tmp_path):
+    env = {
+        "FGW_GATEWAY__WORKERS": "4",
+        "FGW_GATEWAY__LISTEN": "0.0.0.0:9000",
+        "FGW_DYNAMODB__ENDPOINT_URL": "http://127.0.0.1:1234",
+        "FGW_VIEWS__USERS__TABLE": "prod_users",
+        "UNRELATED": "x",
+    }
+    config = load(write(tmp_path, MINIMAL), env=env)
+    assert config.workers == 4
+    assert config.listen == Address("0.0.0.0", 9000)
+    assert config.dynamodb.endpoint_url == "http://127.0.0.1:1234"
+    assert config.views["users"].table == "prod_users"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (MINIMAL + "[gateway.extra]\n", "gateway.extra: is not a known setting"),
+        (MINIMAL.replace('"eu-west-1"', '"mars"'), "gateway.region: is not a region name"),
+        (MINIMAL + "[dynamodb]\nmax_attempts = 0\n", "dynamodb.max_attempts: must be greater than 0"),
+        (MINIMAL + "[dynamodb]\nmax_attempts = true\n", "dynamodb.max_attempts: must be int"),
+        (MINIMAL.replace('region = "eu-west-1"', 'region = "eu-west-1"\nlisten = "nohost"'), "gateway.listen: must be HOST:PORT"),
+        (MINIMAL + 'features = { a = "decimal" }\n', "views.users.features.a: type must be one of"),
+        (MINIMAL + 'features = { _a = "int" }\n', "views.users.features._a: feature names may not start"),
+        ('[gateway]\nregion = "eu-west-1"\n', "views: at least one view"),
+        (MINIMAL + '[regions.us-east-1]\ndownstream = "127.0.0.1:1"\npeer = "127.0.0.1:2"\n', "'eu-west-1' is not one of the regions"),
+        ("[gateway\n", "not valid TOML"),
+    ],
+)
+def test_validation_names_file_and_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path, env={})
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load(tmp_path / "nope.toml", env={})
+
+
+def test_from_dict_requires_region():
+    with pytest.raises(ConfigError, match="gateway.region: is required"):
+        from_dict({"views": {"v": {"table": "tbl"}}})
