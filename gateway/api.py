@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway import records
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import (
     BodyTooLarge,
@@ -58,8 +59,11 @@ def error_response(error: GatewayError) -> web.Response:
 class DownstreamApi:
     """Request handlers; one instance per app."""
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock, deadlines: Deadlines
+    ) -> None:
         self._config = config
+        self._deadlines = deadlines
         self._views = config.views
         self._dispatcher = dispatcher
         self._health = health
@@ -72,22 +76,29 @@ class DownstreamApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = self._deadlines.track(task, self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await handler(request)
+            response = await handler(request)
         except GatewayError as error:
             response = error_response(error)
-        except TimeoutError:
-            response = error_response(
-                StoreTimeout(f"The request did not finish within its {self._timeout:g}s deadline; it may or may not have been applied.")
-            )
         except web.HTTPException as exc:
             response = error_response(_map_http_exception(exc, request))
         except asyncio.CancelledError:
-            raise
+            if not self._deadlines.untrack(deadline):
+                raise  # shutdown or client gone, not our deadline
+            task.uncancel()
+            response = error_response(
+                StoreTimeout(
+                    f"The request did not finish within its {self._timeout:g}s deadline; "
+                    "a write may or may not have been applied (retry with the same Idempotency-Key)."
+                )
+            )
         except Exception:
             log.exception("unhandled error serving %s %s", request.method, request.path)
             response = error_response(GatewayError("The gateway failed unexpectedly; the error is logged. Retrying may help."))
+        self._deadlines.untrack(deadline)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         self._metrics.observe_downstream(route, response.status, time.perf_counter() - started)
@@ -220,13 +231,15 @@ def _map_http_exception(exc: web.HTTPException, request: web.Request) -> Gateway
 
 
 def create_app(config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock) -> web.Application:
-    api = DownstreamApi(config, dispatcher, health, metrics, clock)
+    deadlines = Deadlines(clock)
+    api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines)
     # +1: aiohttp refuses bodies of exactly client_max_size bytes; ours is an inclusive limit.
     app = web.Application(middlewares=[api.middleware], client_max_size=config.max_body_bytes + 1)
     app[DISPATCHER] = dispatcher
     app[HEALTH] = health
     app[METRICS] = metrics
     app.cleanup_ctx.append(health.cleanup_ctx)
+    app.cleanup_ctx.append(deadlines.cleanup_ctx)
     app.router.add_get("/v1/features/{view}/{key:.+}", api.get_features, allow_head=False)
     app.router.add_put("/v1/features/{view}/{key:.+}", api.put_features)
     app.router.add_delete("/v1/features/{view}/{key:.+}", api.delete_features)

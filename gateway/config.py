@@ -89,6 +89,8 @@ class Config:
     request_timeout: float = 5.0
     #: Seconds SIGTERM waits for in-flight requests before the process exits.
     shutdown_grace: float = 10.0
+    #: DynamoDB reads outstanding per table and consistency per worker; reads beyond it are batched.
+    read_max_in_flight: int = 2
     dynamodb: DynamoDBConfig = field(default_factory=DynamoDBConfig)
     views: Mapping[str, ViewConfig] = field(default_factory=dict)
     regions: Mapping[str, RegionConfig] = field(default_factory=dict)
@@ -235,6 +237,7 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         max_body_bytes=gateway.positive("max_body_bytes", int, 1 << 20),
         request_timeout=gateway.positive("request_timeout", float, 5.0),
         shutdown_grace=gateway.positive("shutdown_grace", float, 10.0),
+        read_max_in_flight=gateway.positive("read_max_in_flight", int, 2),
         dynamodb=dynamodb,
         views=MappingProxyType(views),
         regions=MappingProxyType(regions),

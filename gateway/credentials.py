@@ -89,6 +89,12 @@ class CredentialSource:
         await source.get()
         return source
 
+    def cached(self) -> ReadOnlyCredentials | None:
+        """The cached copy if it needs no check yet, else ``None``: lets the hot path skip an await."""
+        if self._clock() < self._next_check:
+            return self._frozen
+        return None
+
     async def get(self) -> ReadOnlyCredentials:
         """Current credentials; awaits the provider only once per ``recheck_interval``."""
         frozen = self._frozen

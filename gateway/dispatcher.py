@@ -28,6 +28,7 @@ from gateway.items import (
     token_of,
     write_condition,
 )
+from gateway.read_coalescer import ReadCoalescer
 from gateway.records import WriteRecord
 from gateway.store import Store
 
@@ -36,11 +37,12 @@ INITIAL_EPOCH = 0
 
 
 class Dispatcher:
-    __slots__ = ("_config", "_store", "_clock", "region")
+    __slots__ = ("_config", "_store", "_reads", "_clock", "region")
 
-    def __init__(self, config: Config, store: Store, clock: Clock) -> None:
+    def __init__(self, config: Config, store: Store, reads: ReadCoalescer, clock: Clock) -> None:
         self._config = config
         self._store = store
+        self._reads = reads
         self._clock = clock
         self.region = config.region
 
@@ -48,7 +50,7 @@ class Dispatcher:
 
     async def read(self, view: ViewConfig, key: str, wanted: tuple[str, ...] | None, strong: bool) -> dict[str, Any] | None:
         """One entity's features, or ``None`` when it does not exist."""
-        item = await self._store.get_item(view.table, key_of(view.key_attribute, key), consistent=strong)
+        item = await self._reads.get(view.table, view.key_attribute, key, strong)
         if item is None:
             return None
         return {

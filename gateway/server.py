@@ -30,6 +30,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.health import Health
 from gateway.logs import setup_logging
 from gateway.metrics import Metrics
+from gateway.read_coalescer import ReadCoalescer
 from gateway.store import open_lean_store
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,11 @@ async def build_app(config: Config) -> web.Application:
     )
     clock = SystemClock()
     health = Health(config, store, clock)
-    app = create_app(config, Dispatcher(config, store, clock), health, Metrics(), clock)
+    reads = ReadCoalescer(store, max_in_flight=config.read_max_in_flight)
+    app = create_app(config, Dispatcher(config, store, reads, clock), health, Metrics(), clock)
 
     async def close_store(_app: web.Application) -> None:
+        await reads.close()
         await store.close()
 
     app.on_cleanup.append(close_store)

@@ -25,7 +25,7 @@ import hmac
 import time
 from collections.abc import Callable
 from hashlib import sha256
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 #: DynamoDB's JSON protocol (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.LowLevelAPI.html).
@@ -55,6 +55,13 @@ def derive_signing_key(secret_key: str, date_stamp: str, region: str, service: s
     key = hmac.digest(key, region.encode(), "sha256")
     key = hmac.digest(key, service.encode(), "sha256")
     return hmac.digest(key, b"aws4_request", "sha256")
+
+
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after absorbing key^ipad and key^opad (RFC 2104). Copying them per request is
+    ~3x cheaper than ``hmac.digest``, which re-derives the pads (and, on OpenSSL 3, fetches the digest) each call."""
+    block = key.ljust(64, b"\0")  # a derived key is 32 bytes, shorter than SHA-256's 64-byte block
+    return sha256(bytes(b ^ 0x36 for b in block)), sha256(bytes(b ^ 0x5C for b in block))
 
 
 def host_header(endpoint_url: str) -> str:
@@ -134,10 +141,10 @@ class SigV4Signer:
         self._amz_date = ""
         self._date_stamp = ""
         self._scope = ""
-        self._keys: dict[tuple[str, str], bytes] = {}
+        self._keys: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._last_secret: str | None = None
         self._last_date = ""
-        self._last_key = b""
+        self._last_key: tuple[Any, Any] = _hmac_pads(b"")
 
     def _tick(self, second: int) -> None:
         # botocore formats datetime.now(UTC) with "%Y%m%dT%H%M%SZ", i.e. it truncates to the second.
@@ -146,7 +153,8 @@ class SigV4Signer:
         self._date_stamp = self._amz_date[:8]
         self._scope = self._date_stamp + self._scope_tail
 
-    def signing_key(self, secret_key: str, date_stamp: str) -> bytes:
+    def signing_key(self, secret_key: str, date_stamp: str) -> tuple[Any, Any]:
+        """The derived key for (secret, date) in this region and service, as precomputed HMAC pads."""
         # Identity checks first: the common case is the same credentials object all day.
         if secret_key is self._last_secret and date_stamp == self._last_date:
             return self._last_key
@@ -154,7 +162,7 @@ class SigV4Signer:
         if key is None:
             if len(self._keys) >= _KEY_CACHE_LIMIT:
                 self._keys.clear()
-            key = derive_signing_key(secret_key, date_stamp, self.region, self.service)
+            key = _hmac_pads(derive_signing_key(secret_key, date_stamp, self.region, self.service))
             self._keys[(secret_key, date_stamp)] = key
             self.derivations += 1
         self._last_secret, self._last_date, self._last_key = secret_key, date_stamp, key
@@ -181,8 +189,12 @@ class SigV4Signer:
         string_to_sign = (
             f"{_ALGORITHM}\n{amz_date}\n{self._scope}\n{sha256(canonical.encode()).hexdigest()}"
         )
-        key = self.signing_key(credentials.secret_key, self._date_stamp)
-        signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
+        inner_pad, outer_pad = self.signing_key(credentials.secret_key, self._date_stamp)
+        inner = inner_pad.copy()
+        inner.update(string_to_sign.encode())
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        signature = outer.hexdigest()
         headers = {
             "Host": self.host,
             "Content-Type": CONTENT_TYPE,

@@ -28,10 +28,11 @@ from botocore.exceptions import (
     EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 
-from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable
+from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation
 from gateway.store import (
     BATCH_GET_LIMIT,
     BATCH_WRITE_LIMIT,
@@ -153,6 +154,9 @@ class BotocoreStore:
                 error.get("Message", ""),
                 _item_from_botocore(exc.response.get("Item")),
             ) from exc
+        except ParamValidationError as exc:
+            # botocore checks types before sending; DynamoDB answers the same request with a ValidationException.
+            raise StoreValidation(f"DynamoDB {operation} on table {table_of(payload)!r} was rejected as invalid: {exc}") from exc
         except (ReadTimeoutError, ConnectTimeoutError) as exc:
             raise StoreTimeout(f"DynamoDB {operation} on table {table_of(payload)!r} timed out: {exc}") from exc
         except (EndpointConnectionError, HTTPClientError, NoCredentialsError) as exc:

@@ -70,7 +70,7 @@ def store_error(
             f"{where} failed: the table does not exist in this region (or is not ACTIVE); create it or fix the "
             f"view's table name. DynamoDB said: {message}"
         )
-    if error_type == "ValidationException":
+    if error_type in ("ValidationException", "SerializationException"):
         if message.startswith(ITEM_TOO_LARGE):
             return ItemTooLarge(f"{where} refused the item: DynamoDB items are limited to 400 KB ({message}).")
         return StoreValidation(f"{where} was rejected as invalid: {message}")
@@ -118,7 +118,8 @@ class HttpTransport:
         if target is None:
             target = self._targets[operation] = TARGET_PREFIX + operation
         body = orjson.dumps(payload)
-        headers = self._signer.sign(target, body, await self._credentials.get())
+        credentials = self._credentials.cached() or await self._credentials.get()
+        headers = self._signer.sign(target, body, credentials)
         try:
             async with self._session.post(self._url, data=body, headers=headers) as response:
                 status = response.status
@@ -139,6 +140,7 @@ class HttpTransport:
                     f"DynamoDB {operation} on table {table_of(payload)!r} answered 200 with a body that is not JSON."
                 ) from exc
         error = error_from_body(operation, payload, status, raw)
-        if status == 400 and b"xpiredToken" in raw:
+        if status < 500 and isinstance(error, StoreUnavailable):
+            # Only expired credentials map a 4xx to StoreUnavailable: ask the provider again before the retry.
             self._credentials.invalidate()
         raise error

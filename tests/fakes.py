@@ -18,7 +18,11 @@ from gateway.store import Item
 
 
 class FakeClock:
-    """A clock that moves only when told to: ``now`` in seconds since the epoch."""
+    """A clock that moves only when told to: ``now`` in seconds since the epoch.
+
+    Callable (for ``clock=`` parameters that take ``time.time``/``time.monotonic``)
+    and a ``gateway.clock.Clock`` (``monotonic``, ``wall_us``, ``wall_ms``).
+    """
 
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now
@@ -28,6 +32,15 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall_us(self) -> int:
+        return round(self.now * 1_000_000)
+
+    def wall_ms(self) -> int:
+        return round(self.now * 1_000)
 
     def datetime(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.now, tz=datetime.timezone.utc)

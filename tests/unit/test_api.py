@@ -13,6 +13,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation, TableNotFound
 from gateway.health import Health
 from gateway.metrics import Metrics
+from gateway.read_coalescer import ReadCoalescer
 
 CONFIG = from_dict({"gateway": {"region": "eu-west-1"}, "views": {"items": {"table": "features_items"}}})
 
@@ -51,7 +52,7 @@ async def client():
     store = ScriptedStore()
     clock = SystemClock()
     health = Health(CONFIG, store, clock, interval=3600)
-    app = create_app(CONFIG, Dispatcher(CONFIG, store, clock), health, Metrics(), clock)
+    app = create_app(CONFIG, Dispatcher(CONFIG, store, ReadCoalescer(store), clock), health, Metrics(), clock)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         client.store = store
         yield client
