@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--workers: must be at least 1")
             return serve(load(args.config, region=args.region), args.workers)
         if args.command == "local" and args.local_command == "up":
-            from gateway.local.cluster import ClusterError, LocalCluster, run_until_signalled
+            from gateway.local.cluster import ClusterError, LocalCluster, run_until_signalled, use_local_credentials
             from gateway.local.dynamodb_local import DynamoDBLocalError
 
+            use_local_credentials()
             try:
                 regions = args.regions.split(",") if args.regions else None
                 return run_until_signalled(LocalCluster(args.config, regions, args.state_dir))

@@ -38,6 +38,22 @@ EXAMPLE_DATA = {
 }
 
 
+#: DynamoDB Local checks that requests are signed, not by whom (and -sharedDb ignores the key).
+#: The cluster and its gateways sign with these so the provider chain never looks further,
+#: and a developer's real AWS credentials never sign anything sent to a local process.
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def use_local_credentials() -> None:
+    os.environ.update(LOCAL_CREDENTIALS)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
+
+
 class ClusterError(RuntimeError):
     """The cluster cannot start (already running, a port taken, a process that did not come up)."""
 
