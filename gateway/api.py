@@ -76,8 +76,7 @@ class DownstreamApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        task = asyncio.current_task()
-        assert task is not None
+        task = request.task
         deadline = self._deadlines.track(task, self._timeout)
         try:
             response = await handler(request)

@@ -75,6 +75,8 @@ class DynamoDBConfig:
     endpoint_url: str | None = None
     attempt_timeout: float = 2.0
     max_attempts: int = 6
+    #: "http1" (gateway/http1.py, lean keep-alive pool) or "aiohttp" (one shared ClientSession).
+    wire: str = "http1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,10 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         endpoint_url=endpoint_url,
         attempt_timeout=ddb.positive("attempt_timeout", float, 2.0),
         max_attempts=ddb.positive("max_attempts", int, 6),
+        wire=ddb.get("wire", str, "http1"),
     )
+    if dynamodb.wire not in ("http1", "aiohttp"):
+        raise ddb.fail("wire", f"must be 'http1' or 'aiohttp', got {dynamodb.wire!r}")
 
     config = Config(
         region=region,

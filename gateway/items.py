@@ -94,8 +94,14 @@ def version_of(item: dict[str, dict[str, Any]]) -> Version | None:
 
 
 def token_of(item: dict[str, dict[str, Any]]) -> str | None:
-    version = version_of(item)
-    return version.token() if version else None
+    """``version_of(item).token()`` without building the ``Version``: this runs for every read."""
+    ts = item.get("_ts")
+    if ts is None:
+        return None
+    epoch = item.get("_epoch")
+    region = item.get("_region")
+    # DynamoDB answers numbers in canonical form, so the N text is the integer's text.
+    return f"{epoch['N'] if epoch else 0}.{ts['N']}.{region['S'] if region else ''}"
 
 
 def features_of(item: dict[str, dict[str, Any]], key_attribute: str, wanted: tuple[str, ...] | None) -> dict[str, Any]:

@@ -43,6 +43,7 @@ async def build_app(config: Config) -> web.Application:
         config.dynamodb.endpoint_url,
         attempt_timeout=config.dynamodb.attempt_timeout,
         max_attempts=config.dynamodb.max_attempts,
+        wire=config.dynamodb.wire,
     )
     clock = SystemClock()
     health = Health(config, store, clock)

@@ -33,7 +33,7 @@ import aiohttp
 
 from gateway.credentials import CredentialSource
 from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation
-from gateway.store_transport import HttpTransport, Transport, table_of
+from gateway.store_transport import HttpTransport, Transport, Wire, open_wire, table_of
 
 __all__ = ["Condition", "Item", "LeanStore", "Store", "Transport", "open_lean_store"]
 
@@ -178,6 +178,7 @@ class LeanStore:
         region: str,
         credentials: CredentialSource,
         *,
+        wire: str = "http1",
         session: aiohttp.ClientSession | None = None,
         transport: Transport | None = None,
         attempt_timeout: float = 2.0,
@@ -187,17 +188,16 @@ class LeanStore:
         sleep: Callable[[float], Any] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        """Construct inside a running event loop when neither ``session`` nor ``transport`` is given:
-        the store then creates, and on ``close()`` closes, its own ``ClientSession``."""
+        """Without a ``transport``, the store opens a ``wire`` ("http1" or "aiohttp", over ``session`` if
+        given) to ``endpoint`` and closes it on ``close()``; construct it inside a running event loop."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.endpoint = endpoint
         self.region = region
-        self._owned_session: aiohttp.ClientSession | None = None
+        self._wire: Wire | None = None
         if transport is None:
-            if session is None:
-                session = self._owned_session = new_client_session()
-            transport = HttpTransport(endpoint, region, credentials, session)
+            self._wire = open_wire(wire, endpoint if endpoint.endswith("/") else endpoint + "/", session)
+            transport = HttpTransport(endpoint, region, credentials, self._wire)
         self._transport = transport
         self._attempt_timeout = attempt_timeout
         self._max_attempts = max_attempts
@@ -208,9 +208,9 @@ class LeanStore:
         self._projections: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
 
     async def close(self) -> None:
-        if self._owned_session is not None:
-            await self._owned_session.close()
-            self._owned_session = None
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
 
     def _backoff(self, retry: int) -> float:
         return backoff_delay(retry, self._backoff_base, self._backoff_cap, self._rng)
@@ -380,17 +380,11 @@ class LeanStore:
             request = {"RequestItems": unprocessed}
 
 
-def new_client_session(limit: int = 256) -> aiohttp.ClientSession:
-    """One keep-alive session for all DynamoDB calls. Timeouts are LeanStore's per attempt, not aiohttp's."""
-    connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
-
-
 async def open_lean_store(region: str, endpoint_url: str | None = None, **kw: Any) -> LeanStore:
     """A ``LeanStore`` with credentials from the provider chain and botocore's endpoint for ``region``.
 
     Call at startup: resolving the endpoint loads botocore's service model (blocking file reads).
-    The store owns the ``ClientSession`` it creates.
+    The store owns the wire it opens.
     """
     from aiobotocore.session import get_session
 

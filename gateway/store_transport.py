@@ -3,8 +3,10 @@
 ``Transport.call(operation, payload)`` is the only way ``LeanStore`` talks to
 DynamoDB, so tests swap in a fake (tests/fakes.py) instead of monkeypatching.
 ``HttpTransport`` is the real one: it signs with ``gateway.sigv4``, POSTs orjson
-bytes on one shared keep-alive ``aiohttp.ClientSession`` and parses the answer
-with orjson.
+bytes over a ``Wire`` and parses the answer with orjson. Two wires exist:
+``Http1Pool`` (gateway/http1.py, the default: a lean keep-alive HTTP/1.1 pool)
+and ``AiohttpWire`` (one shared ``aiohttp.ClientSession``), chosen by
+``dynamodb.wire`` in the config; the contract tests run both.
 
 Invariant: nothing from aiohttp or orjson leaves this module. Every failure is
 an ``errors.*`` instance whose message names the operation and the table, via
@@ -32,6 +34,7 @@ from gateway.errors import (
     StoreValidation,
     TableNotFound,
 )
+from gateway.http1 import Http1Pool
 from gateway.sigv4 import TARGET_PREFIX, SigV4Signer
 
 THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
@@ -93,21 +96,63 @@ def error_from_body(operation: str, payload: dict[str, Any], status: int, raw: b
     return store_error(operation, table_of(payload), status, error_type, message, body.get("Item"))
 
 
-class HttpTransport:
-    """DynamoDB's JSON protocol over one shared ``aiohttp.ClientSession`` (not owned: the caller closes it)."""
+class Wire(Protocol):
+    """One POST of a signed body to the endpoint; raises ``ConnectionError`` when the answer cannot be had."""
 
-    __slots__ = ("_session", "_url", "_credentials", "_signer", "_targets")
+    async def post(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpWire:
+    """A ``Wire`` over an ``aiohttp.ClientSession``; closes the session only if it created it."""
+
+    __slots__ = ("_session", "_url", "_owned")
+
+    def __init__(self, url: str, session: aiohttp.ClientSession | None = None, *, limit: int = 256) -> None:
+        self._url = url
+        self._owned = session is None
+        self._session = session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0),
+            # Timeouts are LeanStore's, per attempt; not aiohttp's.
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def post(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        try:
+            async with self._session.post(self._url, data=body, headers=headers) as response:
+                return response.status, await response.read()
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._owned:
+            await self._session.close()
+
+
+def open_wire(kind: str, url: str, session: aiohttp.ClientSession | None = None) -> Wire:
+    if kind == "http1":
+        return Http1Pool(url)
+    if kind == "aiohttp":
+        return AiohttpWire(url, session)
+    raise ValueError(f"unknown wire {kind!r}: use 'http1' or 'aiohttp'")
+
+
+class HttpTransport:
+    """DynamoDB's JSON protocol over a ``Wire`` (not owned: the caller closes it)."""
+
+    __slots__ = ("_wire", "_url", "_credentials", "_signer", "_targets")
 
     def __init__(
         self,
         endpoint: str,
         region: str,
         credentials: CredentialSource,
-        session: aiohttp.ClientSession,
+        wire: Wire,
         *,
         signer: SigV4Signer | None = None,
     ) -> None:
-        self._session = session
+        self._wire = wire
         self._url = endpoint if endpoint.endswith("/") else endpoint + "/"
         self._credentials = credentials
         self._signer = signer or SigV4Signer(self._url, region)
@@ -121,12 +166,8 @@ class HttpTransport:
         credentials = self._credentials.cached() or await self._credentials.get()
         headers = self._signer.sign(target, body, credentials)
         try:
-            async with self._session.post(self._url, data=body, headers=headers) as response:
-                status = response.status
-                raw = await response.read()
-        except aiohttp.ServerTimeoutError as exc:
-            raise StoreTimeout(f"DynamoDB {operation} on table {table_of(payload)!r} timed out: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+            status, raw = await self._wire.post(headers, body)
+        except OSError as exc:  # ConnectionError included
             # Refused/reset connections and truncated answers: the request may be retried (see LeanStore).
             raise StoreUnavailable(
                 f"DynamoDB {operation} on table {table_of(payload)!r} could not reach {self._url} "

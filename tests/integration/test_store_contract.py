@@ -42,9 +42,11 @@ def canonical(value: Any) -> Any:
 
 
 class Contract:
-    def __init__(self, table: str, lean: LeanStore, botocore: BotocoreStore) -> None:
+    """LeanStore over both wires (the HTTP/1.1 pool and aiohttp) and BotocoreStore, run side by side."""
+
+    def __init__(self, table: str, lean: LeanStore, lean_aiohttp: LeanStore, botocore: BotocoreStore) -> None:
         self.table = table
-        self.lean = lean
+        self.stores: dict[str, Store] = {"lean": lean, "lean-aiohttp": lean_aiohttp, "botocore": botocore}
         self.botocore = botocore
 
     async def run(
@@ -56,7 +58,7 @@ class Contract:
     ) -> Outcome:
         """Run ``op`` on each store after resetting ``touched`` keys to ``seed``; assert both agree."""
         outcomes: dict[str, Outcome] = {}
-        for name, store in (("lean", self.lean), ("botocore", self.botocore)):
+        for name, store in self.stores.items():
             keys = [{"pk": {"S": pk}} for pk in dict.fromkeys([*touched, *(i["pk"]["S"] for i in seed)])]
             if keys:
                 await self.botocore.batch_write_item(self.table, deletes=keys)
@@ -72,6 +74,7 @@ class Contract:
             state = tuple([canonical(await self.botocore.get_item(self.table, k, consistent=True)) for k in keys])
             outcomes[name] = Outcome(result.value, result.error, result.old_item, state)
         assert outcomes["lean"] == outcomes["botocore"]
+        assert outcomes["lean-aiohttp"] == outcomes["botocore"]
         return outcomes["lean"]
 
 
@@ -79,15 +82,17 @@ class Contract:
 async def contract(dynamodb_local: DynamoDBLocal) -> AsyncIterator[Contract]:
     botocore = await BotocoreStore.open(REGION, dynamodb_local.endpoint)
     lean = await open_lean_store(REGION, dynamodb_local.endpoint)
+    lean_aiohttp = await open_lean_store(REGION, dynamodb_local.endpoint, wire="aiohttp")
     table = f"contract-{uuid.uuid4().hex[:12]}"
     try:
         await botocore.create_table(table)
         assert table in await botocore.list_tables()
-        yield Contract(table, lean, botocore)
+        yield Contract(table, lean, lean_aiohttp, botocore)
         await botocore.delete_table(table)
         assert table not in await botocore.list_tables()
     finally:
         await lean.close()
+        await lean_aiohttp.close()
         await botocore.close()
 
 

@@ -48,3 +48,9 @@ def test_not_applied_reason():
     assert not_applied_reason(rec, {"_req": {"S": "r1"}}) == "duplicate"
     assert not_applied_reason(rec, {"_req": {"S": "other"}}) == "stale_event_time"
     assert not_applied_reason(rec, None) == "stale_event_time"
+
+
+def test_token_of_matches_version_token():
+    item = put_item(record(), Stamp(ts=1_700_000_000_000_001, region="ap-southeast-1", epoch=12))
+    assert token_of(item) == version_of(item).token() == "12.1700000000000001.ap-southeast-1"
+    assert Version.parse(token_of({"_ts": {"N": "5"}})) == Version(0, 5, "")
