@@ -38,7 +38,7 @@ class Http1Error(ConnectionError):
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("transport", "_buffer", "_waiter", "_head_len", "_length", "_chunked", "_status", "_close",
-                 "_got_bytes", "closed", "reused", "discarded")
+                 "_got_bytes", "closed", "reused", "discarded", "_loop")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -59,6 +59,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Cached: asyncio.get_running_loop() costs a getpid() system call on every use.
+        self._loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -88,7 +90,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
         assert self._waiter is None and self.transport is not None, "one request at a time per connection"
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         self._got_bytes = False
         self.transport.write(request)
         return self._waiter

@@ -31,7 +31,7 @@ _QueueKey = tuple[str, str, bool]  # (table, key attribute, consistent)
 
 
 class ReadCoalescer:
-    __slots__ = ("_store", "_max_in_flight", "_queues", "_in_flight", "_scheduled", "_tasks", "_closed")
+    __slots__ = ("_store", "_max_in_flight", "_queues", "_in_flight", "_scheduled", "_tasks", "_closed", "_loop")
 
     def __init__(self, store: Store, *, max_in_flight: int = 4) -> None:
         assert max_in_flight >= 1
@@ -43,6 +43,8 @@ class ReadCoalescer:
         self._scheduled: set[_QueueKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Bound on first use; cached because asyncio.get_running_loop() makes a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def get(self, table: str, key_attribute: str, key: str, consistent: bool) -> Item | None:
         if self._closed:
@@ -52,7 +54,9 @@ class ReadCoalescer:
         if queue is None:
             queue = self._queues[qkey] = {}
             self._in_flight[qkey] = 0
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Item | None] = loop.create_future()
         waiters = queue.get(key)
         if waiters is None:
@@ -75,7 +79,8 @@ class ReadCoalescer:
                 keys = list(queue)[:BATCH_GET_LIMIT]
                 batch = {k: queue.pop(k) for k in keys}
             self._in_flight[qkey] += 1
-            task = asyncio.get_running_loop().create_task(self._fetch(qkey, batch))
+            assert self._loop is not None
+            task = self._loop.create_task(self._fetch(qkey, batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         assert self._in_flight[qkey] <= self._max_in_flight
