@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 
 from gateway.clock import Clock
 
 
 class Deadlines:
-    __slots__ = ("_clock", "_resolution", "_tracked", "_expired", "_ids", "_task")
+    __slots__ = ("_clock", "_resolution", "_tracked", "_expired", "_ids")
 
     def __init__(self, clock: Clock, resolution: float = 0.05) -> None:
         self._clock = clock
@@ -31,7 +30,6 @@ class Deadlines:
         self._tracked: dict[int, tuple[asyncio.Task[object], float]] = {}
         self._expired: set[int] = set()
         self._ids = itertools.count()
-        self._task: asyncio.Task[None] | None = None
 
     def track(self, task: asyncio.Task[object], timeout: float) -> int:
         token = next(self._ids)
@@ -61,12 +59,3 @@ class Deadlines:
         while True:
             await asyncio.sleep(self._resolution)
             self.sweep()
-
-    async def cleanup_ctx(self, _app: object) -> AsyncIterator[None]:
-        self._task = asyncio.create_task(self.run(), name="deadline-sweeper")
-        yield
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass

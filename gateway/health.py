@@ -2,15 +2,14 @@
 
 ``/healthz`` answers while the process runs. ``/readyz`` is true only while
 the local DynamoDB answered the last probe of every view's table and the
-process is not draining. The probe runs in one owned background task (started
-and stopped with the app), so a readiness check never waits on DynamoDB.
+process is not draining. The probe runs in one owned background task (``run()``,
+entered with ``gateway.background``), so a readiness check never waits on DynamoDB.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 from gateway.clock import Clock
 from gateway.config import Config
@@ -60,14 +59,3 @@ class Health:
         while True:
             await asyncio.sleep(self._interval)
             await self.probe()
-
-    async def cleanup_ctx(self, _app: object) -> AsyncIterator[None]:
-        """aiohttp cleanup context: the probe task lives exactly as long as the app."""
-        await self.probe()
-        task = asyncio.create_task(self.run(), name="readiness-probe")
-        yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass

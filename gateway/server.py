@@ -14,19 +14,24 @@ turn readiness false, stop accepting, let in-flight requests finish within
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import uvloop
 from aiohttp import web
 
-from gateway.api import HEALTH, create_app
+from gateway.api import DownstreamApi, create_server
+from gateway.background import background
 from gateway.clock import SystemClock
 from gateway.config import Config
+from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.health import Health
 from gateway.logs import setup_logging
@@ -37,26 +42,36 @@ from gateway.store import open_lean_store
 log = logging.getLogger(__name__)
 
 
-async def build_app(config: Config) -> web.Application:
-    """The downstream app with its store; the store is closed with the app."""
-    store = await open_lean_store(
-        config.region,
-        config.dynamodb.endpoint_url,
-        attempt_timeout=config.dynamodb.attempt_timeout,
-        max_attempts=config.dynamodb.max_attempts,
-        wire=config.dynamodb.wire,
-    )
-    clock = SystemClock()
-    health = Health(config, store, clock)
-    reads = ReadCoalescer(store, max_in_flight=config.read_max_in_flight)
-    app = create_app(config, Dispatcher(config, store, reads, clock), health, Metrics(), clock)
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """One worker's parts, alive for the duration of ``open_gateway``."""
 
-    async def close_store(_app: web.Application) -> None:
-        await reads.close()
-        await store.close()
+    api: DownstreamApi
+    health: Health
 
-    app.on_cleanup.append(close_store)
-    return app
+
+@contextlib.asynccontextmanager
+async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
+    """Store, coalescer, readiness probe and deadline sweeper; all closed or stopped on exit, in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        store = await open_lean_store(
+            config.region,
+            config.dynamodb.endpoint_url,
+            attempt_timeout=config.dynamodb.attempt_timeout,
+            max_attempts=config.dynamodb.max_attempts,
+            wire=config.dynamodb.wire,
+        )
+        stack.push_async_callback(store.close)
+        clock = SystemClock()
+        reads = ReadCoalescer(store, max_in_flight=config.read_max_in_flight)
+        stack.push_async_callback(reads.close)
+        health = Health(config, store, clock)
+        await health.probe()
+        await stack.enter_async_context(background(health.run(), "readiness-probe"))
+        deadlines = Deadlines(clock)
+        await stack.enter_async_context(background(deadlines.run(), "deadline-sweeper"))
+        api = DownstreamApi(config, Dispatcher(config, store, reads, clock), health, Metrics(), clock, deadlines)
+        yield Gateway(api, health)
 
 
 async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
@@ -64,22 +79,25 @@ async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = await build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_grace)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=True, backlog=2048)
-        await site.start()
-        # Everything alive now lives as long as the process: keep it out of the collector's
-        # full scans, which otherwise walk it on every gen-2 collection under load.
-        gc.collect()
-        gc.freeze()
-        log.info("serving", extra={"region": config.region, "listen": str(config.listen), "pid": os.getpid()})
-        await stop.wait()
-        log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
-        app[HEALTH].draining = True
-    finally:
-        await runner.cleanup()
+    async with open_gateway(config) as gateway:
+        runner = web.ServerRunner(
+            create_server(gateway.api, config), handle_signals=False, shutdown_timeout=config.shutdown_grace
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=True, backlog=2048)
+            await site.start()
+            # Everything alive now lives as long as the process: keep it out of the collector's
+            # full scans, which otherwise walk it on every gen-2 collection under load.
+            gc.collect()
+            gc.freeze()
+            log.info("serving", extra={"region": config.region, "listen": str(config.listen), "pid": os.getpid()})
+            await stop.wait()
+            log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
+            gateway.health.draining = True
+        finally:
+            # Stops listening, lets in-flight requests finish within shutdown_grace, closes connections.
+            await runner.cleanup()
 
 
 def _worker_main(config: Config) -> None:

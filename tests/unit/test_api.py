@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+import aiohttp
+from aiohttp import web
 
-from gateway.api import HEALTH, create_app
+from gateway.api import DownstreamApi, create_server
+from gateway.background import background
+from gateway.deadlines import Deadlines
 from gateway.clock import SystemClock
 from gateway.config import from_dict
 from gateway.dispatcher import Dispatcher
@@ -15,7 +21,11 @@ from gateway.health import Health
 from gateway.metrics import Metrics
 from gateway.read_coalescer import ReadCoalescer
 
-CONFIG = from_dict({"gateway": {"region": "eu-west-1"}, "views": {"items": {"table": "features_items"}}})
+CONFIG = from_dict(
+    {"gateway": {"region": "eu-west-1", "request_timeout": 0.3}, "views": {"items": {"table": "features_items"}}}
+)
+#: A store outcome that never completes, like a DynamoDB that accepted the connection and went silent.
+HANG = object()
 
 
 class ScriptedStore:
@@ -27,6 +37,8 @@ class ScriptedStore:
 
     async def _answer(self):
         self.calls += 1
+        if self.outcome is HANG:
+            await asyncio.Event().wait()
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
@@ -47,15 +59,40 @@ class ScriptedStore:
         pass
 
 
+class Client:
+    """A real loopback server running ``DownstreamApi`` over the scripted store, and a client session."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, store: ScriptedStore, health: Health) -> None:
+        self.session, self.base, self.store, self.health = session, base, store, health
+
+    async def request(self, method: str, path: str, **kw):
+        return await self.session.request(method, self.base + path, **kw)
+
+    async def get(self, path: str, **kw):
+        return await self.request("GET", path, **kw)
+
+    async def put(self, path: str, **kw):
+        return await self.request("PUT", path, **kw)
+
+    async def post(self, path: str, **kw):
+        return await self.request("POST", path, **kw)
+
+
 @pytest.fixture
 async def client():
     store = ScriptedStore()
     clock = SystemClock()
     health = Health(CONFIG, store, clock, interval=3600)
-    app = create_app(CONFIG, Dispatcher(CONFIG, store, ReadCoalescer(store), clock), health, Metrics(), clock)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        client.store = store
-        yield client
+    deadlines = Deadlines(clock)
+    api = DownstreamApi(CONFIG, Dispatcher(CONFIG, store, ReadCoalescer(store), clock), health, Metrics(), clock, deadlines)
+    runner = web.ServerRunner(create_server(api, CONFIG))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with background(deadlines.run(), "deadline-sweeper"), aiohttp.ClientSession() as session:
+        yield Client(session, f"http://127.0.0.1:{port}", store, health)
+    await runner.cleanup()
 
 
 @pytest.mark.parametrize(
@@ -95,7 +132,7 @@ async def test_batch_write_reports_upstream_errors_per_record(client):
 
 
 async def test_validation_happens_before_any_upstream_call(client):
-    before = client.store.calls  # the readiness probe at start-up
+    before = client.store.calls
     resp = await client.put("/v1/features/items/k1", data=b"{not json")
     assert resp.status == 400
     resp = await client.put("/v1/features/nope/k1", data=orjson.dumps({"features": {}}))
@@ -104,7 +141,7 @@ async def test_validation_happens_before_any_upstream_call(client):
 
 
 async def test_readyz_follows_the_store_probe_and_draining(client):
-    health = client.server.app[HEALTH]
+    health = client.health
     client.store.outcome = None
     await health.probe()
     assert (await client.get("/readyz")).status == 200
@@ -116,3 +153,42 @@ async def test_readyz_follows_the_store_probe_and_draining(client):
     await health.probe()
     health.draining = True
     assert (await client.get("/readyz")).status == 503
+
+
+@pytest.mark.parametrize(
+    "method, path, status, code",
+    [
+        ("GET", "/v1/features/items", 404, "route_not_found"),
+        ("GET", "/v1/features/items/", 404, "route_not_found"),
+        ("GET", "/v1/features//k1", 404, "route_not_found"),
+        ("GET", "/nope", 404, "route_not_found"),
+        ("PATCH", "/v1/features/items/k1", 405, "method_not_allowed"),
+        ("GET", "/v1/read", 405, "method_not_allowed"),
+        ("DELETE", "/healthz", 405, "method_not_allowed"),
+    ],
+)
+async def test_routing_errors(client, method, path, status, code):
+    resp = await client.request(method, path)
+    body = orjson.loads(await resp.read())
+    assert resp.status == status and body["error"]["code"] == code
+
+
+async def test_keys_may_hold_slashes(client):
+    client.store.outcome = {"pk": {"S": "a/b/c"}, "v": {"N": "1"}}
+    resp = await client.get("/v1/features/items/a%2Fb%2Fc")
+    body = orjson.loads(await resp.read())
+    assert resp.status == 200 and body["key"] == "a/b/c"
+
+
+async def test_a_request_past_its_deadline_gets_504_and_the_gateway_keeps_serving(client):
+    client.store.outcome = HANG
+    started = time.monotonic()
+    resp = await client.get("/v1/features/items/k1")
+    body = orjson.loads(await resp.read())
+    elapsed = time.monotonic() - started
+    assert resp.status == 504 and body["error"]["code"] == "upstream_timeout"
+    # The deadline is 0.3 s; the sweeper checks every 50 ms.
+    assert 0.3 <= elapsed < 0.6
+    client.store.outcome = {"pk": {"S": "k2"}}
+    resp = await client.get("/v1/features/items/k2")
+    assert resp.status == 200

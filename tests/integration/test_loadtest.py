@@ -1,0 +1,25 @@
+"""The benchmarks keep working: each runs briefly end to end and prints every figure it promises.
+
+Speed itself is judged from a full `make bench` run (figures in the README), never here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def test_read_bench_runs_and_prints_its_figures():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.read_bench", "--warmup", "1", "--seconds", "0.3", "--rounds", "1",
+         "--concurrency", "1", "4", "--keys", "50"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for arm in ("lean", "lean-aiohttp", "aiobotocore", "gateway", "gw+aiohttp"):
+        for callers in (1, 4):
+            assert re.search(rf"^{re.escape(arm)}\s+{callers}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+", out, re.M), out
+    assert re.search(r"gateway p50 added latency at 1 caller\(s\): -?[\d.]+ ms", out), out
+    assert re.search(r"gateway CPU per proxied read at 4 callers: \d+ us", out), out
