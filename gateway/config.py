@@ -91,8 +91,10 @@ class Config:
     request_timeout: float = 5.0
     #: Seconds SIGTERM waits for in-flight requests before the process exits.
     shutdown_grace: float = 10.0
-    #: DynamoDB reads outstanding per table and consistency per worker; reads beyond it are batched.
-    read_max_in_flight: int = 2
+    #: Most DynamoDB read calls outstanding per table and consistency per worker (lanes of the coalescer).
+    read_max_in_flight: int = 4
+    #: Seconds every open lane must have waited before another opens; until then reads ride the next batch.
+    read_lane_after: float = 0.002
     dynamodb: DynamoDBConfig = field(default_factory=DynamoDBConfig)
     views: Mapping[str, ViewConfig] = field(default_factory=dict)
     regions: Mapping[str, RegionConfig] = field(default_factory=dict)
@@ -242,7 +244,8 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         max_body_bytes=gateway.positive("max_body_bytes", int, 1 << 20),
         request_timeout=gateway.positive("request_timeout", float, 5.0),
         shutdown_grace=gateway.positive("shutdown_grace", float, 10.0),
-        read_max_in_flight=gateway.positive("read_max_in_flight", int, 2),
+        read_max_in_flight=gateway.positive("read_max_in_flight", int, 4),
+        read_lane_after=gateway.positive("read_lane_after", float, 0.002),
         dynamodb=dynamodb,
         views=MappingProxyType(views),
         regions=MappingProxyType(regions),

@@ -63,7 +63,9 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         )
         stack.push_async_callback(store.close)
         clock = SystemClock()
-        reads = ReadCoalescer(store, max_in_flight=config.read_max_in_flight)
+        reads = ReadCoalescer(
+            store, max_in_flight=config.read_max_in_flight, lane_after=config.read_lane_after, clock=clock
+        )
         stack.push_async_callback(reads.close)
         health = Health(config, store, clock)
         await health.probe()

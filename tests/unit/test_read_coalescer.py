@@ -6,7 +6,7 @@ from gateway.credentials import CredentialSource
 from gateway.errors import StoreThrottled, StoreUnavailable
 from gateway.read_coalescer import ReadCoalescer
 from gateway.store import LeanStore
-from tests.fakes import FakeDynamoDB, RecordingSleep
+from tests.fakes import FakeClock, FakeDynamoDB, RecordingSleep
 
 
 class GatedTransport:
@@ -32,7 +32,7 @@ def item(key: str) -> dict:
     return {"pk": {"S": key}, "v": {"N": str(len(key))}}
 
 
-def setup(max_in_flight: int = 1, keys: int = 300):
+def setup(max_in_flight: int = 1, keys: int = 300, lane_after: float = 0.0, clock=None):
     db = FakeDynamoDB()
     db.put(*(item(f"k{i}") for i in range(keys)))
     transport = GatedTransport(db)
@@ -40,7 +40,7 @@ def setup(max_in_flight: int = 1, keys: int = 300):
         "http://127.0.0.1:1", "us-east-1", CredentialSource.static("a", "b"),
         transport=transport, sleep=RecordingSleep(), max_attempts=2,
     )
-    return db, transport, ReadCoalescer(store, max_in_flight=max_in_flight)
+    return db, transport, ReadCoalescer(store, max_in_flight=max_in_flight, lane_after=lane_after, clock=clock)
 
 
 async def settle() -> None:
@@ -142,3 +142,44 @@ async def test_close_releases_waiters_and_refuses_new_reads():
         await waiting
     with pytest.raises(StoreUnavailable):
         await reads.get("tbl", "pk", "k1", False)
+
+
+async def test_a_second_lane_opens_only_once_the_first_has_waited_lane_after():
+    clock = FakeClock()
+    db, transport, reads = setup(max_in_flight=2, lane_after=10.0, clock=clock)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    second = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await settle()
+    assert transport.in_flight == 1  # the first lane is young: k1 waits to ride with the next batch
+    clock.advance(10.0)
+    third = asyncio.create_task(reads.get("tbl", "pk", "k2", False))
+    await settle()
+    assert transport.in_flight == 2  # the first lane is old now: a second one carries k1 and k2
+    transport.gate.set()
+    assert [await t for t in (first, second, third)] == [item("k0"), item("k1"), item("k2")]
+    assert db.operations() == ["GetItem", "BatchGetItem"]
+    await reads.close()
+
+
+async def test_a_lane_timer_opens_the_lane_without_further_traffic():
+    db, transport, reads = setup(max_in_flight=2, lane_after=0.01)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    second = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    # Nothing else arrives: the timer alone must open the second lane. (Bounded wait, not a sleep-then-assert.)
+    async with asyncio.timeout(5):
+        while transport.in_flight < 2:
+            await asyncio.sleep(0.005)
+    transport.gate.set()
+    assert [await first, await second] == [item("k0"), item("k1")]
+    await reads.close()
+
+
+async def test_close_fails_waiters_of_batches_that_never_started():
+    db, transport, reads = setup(max_in_flight=1)
+    waiting = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await asyncio.sleep(0)  # queued and flushed: the fetch task exists but has not run its first step
+    await reads.close()
+    with pytest.raises(StoreUnavailable):
+        await waiting
