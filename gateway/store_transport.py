@@ -29,7 +29,6 @@ from gateway.errors import (
     ItemTooLarge,
     StoreError,
     StoreThrottled,
-    StoreTimeout,
     StoreUnavailable,
     StoreValidation,
     TableNotFound,

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
@@ -113,7 +114,11 @@ async def run(args: argparse.Namespace) -> int:
         lean = await open_lean_store("us-east-1", ddb.endpoint)
         lean_aiohttp = await open_lean_store("us-east-1", ddb.endpoint, wire="aiohttp")
         session = get_session()
-        async with session.create_client("dynamodb", region_name="us-east-1", endpoint_url=ddb.endpoint) as botocore_client, \
+        # aiobotocore pools 10 connections by default; give it one per caller so the arm measures the client.
+        pool_config = AioConfig(max_pool_connections=max(args.concurrency))
+        async with session.create_client(
+            "dynamodb", region_name="us-east-1", endpoint_url=ddb.endpoint, config=pool_config
+        ) as botocore_client, \
                 aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
             async def lean_get(key: str) -> object:

@@ -19,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from gateway.local import processes
+
 #: Where ``make setup`` unpacks the npm package; overridable for installs elsewhere.
 DEFAULT_INSTALL_DIR = Path(__file__).resolve().parents[2] / ".deps" / "dynamodb-local"
 
@@ -95,18 +97,7 @@ class DynamoDBLocal:
     def start(self, timeout: float = 60.0) -> DynamoDBLocal:
         if self._proc is not None:
             raise DynamoDBLocalError("this DynamoDB Local is already started")
-        cmd = self.command()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
-            # Its own session, so a Ctrl-C aimed at our terminal's process group is ours
-            # to handle: we stop it in order, after the gateways that use it.
-            self._proc = subprocess.Popen(
-                cmd, cwd=find_jar(self._install_dir).parent, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
+        self._proc = processes.spawn(self.command(), log_path=self.log_path, cwd=find_jar(self._install_dir).parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -144,14 +135,8 @@ class DynamoDBLocal:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if proc is not None:
+            processes.stop(proc, timeout)
 
     def __enter__(self) -> DynamoDBLocal:
         return self.start()

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway.config import load
+from gateway.local import processes
 
 
 class GatewayProcessError(RuntimeError):
@@ -59,15 +60,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 30.0, *, wait_for: str = "/readyz") -> GatewayProcess:
         """Start, and return once ``wait_for`` answers 200 (``/healthz`` for a gateway expected unready)."""
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
-            self._proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(self.env or {})}, start_new_session=True,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
+        self._proc = processes.spawn(self.command(), log_path=self.log_path, env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -97,14 +90,4 @@ class GatewayProcess:
         return self._proc.wait(timeout)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
+        return processes.stop(self._proc, timeout) if self._proc is not None else None
