@@ -29,5 +29,5 @@ async def background(coro: Coroutine[Any, Any, None], name: str) -> AsyncIterato
         yield task
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Its outcome was reported by the callback; stopping must not raise it again.
+        await asyncio.gather(task, return_exceptions=True)
