@@ -64,7 +64,7 @@ def error_response(error: GatewayError) -> web.Response:
 
 
 class DownstreamApi:
-    """Request handlers; one instance per app."""
+    """The downstream API of one worker: routing, deadlines, error rendering and the handlers."""
 
     def __init__(
         self, config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock, deadlines: Deadlines
@@ -88,7 +88,7 @@ class DownstreamApi:
             "/metrics": {"GET": self.metrics},
         }
 
-    # -- middleware ----------------------------------------------------------------------------
+    # -- the request path ------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The low-level server's request handler: every downstream request passes here once."""

@@ -1,7 +1,8 @@
 """``feature-gateway local up``: a local cluster of regions on this machine.
 
-For each region: a DynamoDB Local on the region's configured port, every view's
-table, and a gateway process. It writes ``.local/cluster.json`` (regions,
+For each region: a DynamoDB Local on the region's configured port, every
+replicated table (one per view, the control table, the members table), and a
+gateway process. It writes ``.local/cluster.json`` (regions,
 ports, PIDs) for tools, prints the endpoints, and on Ctrl-C or SIGTERM stops
 every process it started, by PID, gateways first.
 
@@ -52,6 +53,17 @@ def use_local_credentials() -> None:
     os.environ.update(LOCAL_CREDENTIALS)
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         os.environ.pop(name, None)
+
+
+#: The global tables every region holds besides the feature tables (DESIGN.md §3).
+CONTROL_TABLE = "feature_gateway_routing"
+MEMBERS_TABLE = "feature_gateway_members"
+
+
+def cluster_tables(config: Config) -> list[tuple[str, str]]:
+    """(table, hash key) of every replicated table: one per view, the control table, the members table."""
+    tables = [(view.table, view.key_attribute) for view in config.views.values()]
+    return tables + [(CONTROL_TABLE, "pk"), (MEMBERS_TABLE, "pk")]
 
 
 class ClusterError(RuntimeError):
@@ -135,8 +147,8 @@ class LocalCluster:
             config = self.configs[region]
             store = await BotocoreStore.open(region, config.dynamodb.endpoint_url)
             try:
-                for view in config.views.values():
-                    await store.create_table(view.table, key_attr=view.key_attribute)
+                for table, key_attribute in cluster_tables(config):
+                    await store.create_table(table, key_attr=key_attribute)
             finally:
                 await store.close()
 

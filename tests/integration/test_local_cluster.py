@@ -13,8 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from gateway.local.cluster import pid_alive
+from gateway.local.cluster import CONTROL_TABLE, MEMBERS_TABLE, pid_alive
 from gateway.local.dynamodb_local import free_port
+from gateway.store_botocore import BotocoreStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,12 @@ async def test_local_up_serves_the_readme_examples_and_stops_everything(tmp_path
         pids = cluster["pids"]
         gateway = cluster["regions"]["us-east-1"]["downstream"]
         assert "us-east-1" in log.read_text()
+        admin = await BotocoreStore.open("us-east-1", cluster["regions"]["us-east-1"]["dynamodb"])
+        try:
+            tables = set(await admin.list_tables())
+        finally:
+            await admin.close()
+        assert {"features_users", "features_items", CONTROL_TABLE, MEMBERS_TABLE} <= tables
 
         # The seeded example entity, then a write and a read, as the README shows them with curl.
         async with http.get(f"{gateway}/v1/features/users/u-1001") as resp:
