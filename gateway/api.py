@@ -41,6 +41,7 @@ from gateway.errors import (
     StoreTimeout,
 )
 from gateway.health import Health
+from gateway.members import Membership
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,17 @@ class DownstreamApi:
     """The downstream API of one worker: routing, deadlines, error rendering and the handlers."""
 
     def __init__(
-        self, config: Config, dispatcher: Dispatcher, health: Health, metrics: Metrics, clock: Clock, deadlines: Deadlines
+        self,
+        config: Config,
+        dispatcher: Dispatcher,
+        health: Health,
+        metrics: Metrics,
+        clock: Clock,
+        deadlines: Deadlines,
+        membership: Membership,
     ) -> None:
         self._config = config
+        self._membership = membership
         self._deadlines = deadlines
         self._views = config.views
         self._dispatcher = dispatcher
@@ -86,6 +95,7 @@ class DownstreamApi:
             "/healthz": {"GET": self.healthz},
             "/readyz": {"GET": self.readyz},
             "/metrics": {"GET": self.metrics},
+            "/v1/members": {"GET": self.members},
         }
 
     # -- the request path ------------------------------------------------------------------------
@@ -224,6 +234,9 @@ class DownstreamApi:
         if self._health.ready:
             return json_response({"ready": True, "region": self._config.region})
         return json_response({"ready": False, "region": self._config.region, "reasons": self._health.reasons()}, status=503)
+
+    async def members(self, request: web.BaseRequest) -> web.Response:
+        return json_response(self._membership.describe())
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -80,6 +80,19 @@ class DynamoDBConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersConfig:
+    """The members table: each gateway's heartbeat, the fleet view and the replication canary."""
+
+    table: str = "feature_gateway_members"
+    #: Seconds between heartbeats of this instance's member item.
+    heartbeat_interval: float = 1.0
+    #: Seconds between reads of the local replica's members (the lag is measured at this resolution).
+    observe_interval: float = 1.0
+    #: A member whose heartbeat is older than this is gone (also the item's TTL).
+    expiry: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     region: str
     listen: Address
@@ -96,6 +109,7 @@ class Config:
     #: Seconds every open lane must have waited before another opens; until then reads ride the next batch.
     read_lane_after: float = 0.002
     dynamodb: DynamoDBConfig = field(default_factory=DynamoDBConfig)
+    members: MembersConfig = field(default_factory=MembersConfig)
     views: Mapping[str, ViewConfig] = field(default_factory=dict)
     regions: Mapping[str, RegionConfig] = field(default_factory=dict)
     #: The file this was loaded from, for messages.
@@ -197,6 +211,7 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     top = _Reader(raw, "", source)
     gateway = _Reader(top.get("gateway", dict, {}), "gateway.", source)
     ddb = _Reader(top.get("dynamodb", dict, {}), "dynamodb.", source)
+    mem = _Reader(top.get("members", dict, {}), "members.", source)
 
     regions: dict[str, RegionConfig] = {}
     for name, table in top.get("regions", dict, {}).items():
@@ -236,6 +251,16 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     if dynamodb.wire not in ("http1", "aiohttp"):
         raise ddb.fail("wire", f"must be 'http1' or 'aiohttp', got {dynamodb.wire!r}")
 
+    defaults = MembersConfig()  # slotted: the class attributes are descriptors, not the defaults
+    members = MembersConfig(
+        table=mem.get("table", str, defaults.table),
+        heartbeat_interval=mem.positive("heartbeat_interval", float, defaults.heartbeat_interval),
+        observe_interval=mem.positive("observe_interval", float, defaults.observe_interval),
+        expiry=mem.positive("expiry", float, defaults.expiry),
+    )
+    if members.expiry <= 2 * members.heartbeat_interval:
+        raise mem.fail("expiry", f"must be more than twice heartbeat_interval ({members.heartbeat_interval:g}s)")
+
     config = Config(
         region=region,
         listen=gateway.address("listen", own.downstream if own else Address("127.0.0.1", 8700)),
@@ -247,11 +272,12 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         read_max_in_flight=gateway.positive("read_max_in_flight", int, 4),
         read_lane_after=gateway.positive("read_lane_after", float, 0.002),
         dynamodb=dynamodb,
+        members=members,
         views=MappingProxyType(views),
         regions=MappingProxyType(regions),
         source=source,
     )
-    for reader in (top, gateway, ddb):
+    for reader in (top, gateway, ddb, mem):
         reader.check_unknown()
     return config
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of DESIGN.md §10 (the downstream and upstream families; more arrive with their features).
+"""Prometheus metrics of DESIGN.md §10 (downstream requests and replication lag so far; more arrive with their features).
 
 Label children are cached in plain dicts so the hot path does one dict lookup
 instead of prometheus-client's label validation per request.
@@ -6,7 +6,7 @@ instead of prometheus-client's label validation per request.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -22,6 +22,11 @@ class Metrics:
             "gateway_downstream_rq_seconds", "Downstream request latency.",
             ("route",), buckets=LATENCY_BUCKETS, registry=self.registry,
         )
+        self.replication_lag_seconds = Gauge(
+            "gateway_replication_lag_seconds",
+            "Replication lag from another region, measured from its gateways' heartbeats in the local replica.",
+            ("from_region",), registry=self.registry,
+        )
         self._rq_total: dict[tuple[str, int], object] = {}
         self._rq_seconds: dict[str, object] = {}
 
@@ -34,3 +39,6 @@ class Metrics:
         if histogram is None:
             histogram = self._rq_seconds[route] = self.downstream_rq_seconds.labels(route)
         histogram.observe(seconds)  # type: ignore[attr-defined]
+
+    def replication_lag(self, from_region: str) -> Gauge:
+        return self.replication_lag_seconds.labels(from_region)  # type: ignore[return-value]

@@ -35,6 +35,7 @@ from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.health import Health
 from gateway.logs import setup_logging
+from gateway.members import Membership
 from gateway.metrics import Metrics
 from gateway.read_coalescer import ReadCoalescer
 from gateway.store import open_lean_store
@@ -52,7 +53,7 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """Store, coalescer, readiness probe and deadline sweeper; all closed or stopped on exit, in reverse."""
+    """Store, coalescer, readiness probe, deadline sweeper, membership; closed or stopped on exit, in reverse."""
     async with contextlib.AsyncExitStack() as stack:
         store = await open_lean_store(
             config.region,
@@ -72,7 +73,13 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         await stack.enter_async_context(background(health.run(), "readiness-probe"))
         deadlines = Deadlines(clock)
         await stack.enter_async_context(background(deadlines.run(), "deadline-sweeper"))
-        api = DownstreamApi(config, Dispatcher(config, store, reads, clock), health, Metrics(), clock, deadlines)
+        metrics = Metrics()
+        membership = Membership(config, store, clock, metrics)
+        stack.push_async_callback(membership.leave)
+        await stack.enter_async_context(background(membership.run(), "membership"))
+        api = DownstreamApi(
+            config, Dispatcher(config, store, reads, clock), health, metrics, clock, deadlines, membership
+        )
         yield Gateway(api, health)
 
 

@@ -83,6 +83,10 @@ class Store(Protocol):
 
     async def batch_write_item(self, table: str, *, puts: Sequence[Item] = (), deletes: Sequence[Item] = ()) -> None: ...
 
+    async def scan(self, table: str, *, consistent: bool = False, page_size: int | None = None) -> list[Item]:
+        """Every item of a (small) table, all pages: for the members table, never for feature tables."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -360,6 +364,21 @@ class LeanStore:
             async with asyncio.TaskGroup() as group:
                 for batch in batches:
                     group.create_task(self._batch_write(table, batch))
+
+    async def scan(self, table: str, *, consistent: bool = False, page_size: int | None = None) -> list[Item]:
+        payload: dict[str, Any] = {"TableName": table}
+        if consistent:
+            payload["ConsistentRead"] = True
+        if page_size is not None:
+            payload["Limit"] = page_size
+        items: list[Item] = []
+        while True:
+            body = await self._call("Scan", payload)
+            items += body.get("Items", ())
+            last = body.get("LastEvaluatedKey")
+            if not last:
+                return items
+            payload = {**payload, "ExclusiveStartKey": last}
 
     async def _batch_write(self, table: str, requests: Sequence[dict[str, Any]]) -> None:
         request: dict[str, Any] = {"RequestItems": {table: requests}}

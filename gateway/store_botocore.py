@@ -257,6 +257,19 @@ class BotocoreStore:
                     "or raise its capacity."
                 )
 
+    async def scan(self, table: str, *, consistent: bool = False, page_size: int | None = None) -> list[Item]:
+        payload: dict[str, Any] = {"TableName": table, "ConsistentRead": consistent}
+        if page_size is not None:
+            payload["Limit"] = page_size
+        items: list[Item] = []
+        while True:
+            body = await self._call("Scan", payload)
+            items += [_item_from_botocore(item) for item in body.get("Items", ())]  # type: ignore[misc]
+            last = body.get("LastEvaluatedKey")
+            if not last:
+                return items
+            payload = {**payload, "ExclusiveStartKey": last}
+
     # --- control plane ---
 
     async def create_table(self, table: str, key_attr: str = "pk") -> None:

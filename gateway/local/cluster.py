@@ -55,15 +55,14 @@ def use_local_credentials() -> None:
         os.environ.pop(name, None)
 
 
-#: The global tables every region holds besides the feature tables (DESIGN.md §3).
+#: The control table (DESIGN.md §3); routing rules live here once the routing issue lands.
 CONTROL_TABLE = "feature_gateway_routing"
-MEMBERS_TABLE = "feature_gateway_members"
 
 
 def cluster_tables(config: Config) -> list[tuple[str, str]]:
     """(table, hash key) of every replicated table: one per view, the control table, the members table."""
     tables = [(view.table, view.key_attribute) for view in config.views.values()]
-    return tables + [(CONTROL_TABLE, "pk"), (MEMBERS_TABLE, "pk")]
+    return tables + [(CONTROL_TABLE, "pk"), (config.members.table, "pk")]
 
 
 class ClusterError(RuntimeError):

@@ -25,6 +25,8 @@ def gateway_toml(endpoint: str, port: int, suffix: str, **gateway: object) -> st
         + [
             "[dynamodb]",
             f'endpoint_url = "{endpoint}"',
+            "[members]",
+            f'table = "members_{suffix}"',
             "[views.users]",
             f'table = "features_users_{suffix}"',
             'features = { age = "int", country = "string", score = "float", segments = "list", active = "bool", profile = "map" }',
@@ -43,7 +45,11 @@ def table_suffix() -> str:
 @pytest.fixture(scope="session")
 async def feature_tables(dynamodb_local: DynamoDBLocal, table_suffix: str) -> AsyncIterator[dict[str, str]]:
     store = await BotocoreStore.open("us-east-1", dynamodb_local.endpoint)
-    tables = {"users": f"features_users_{table_suffix}", "items": f"features_items_{table_suffix}"}
+    tables = {
+        "users": f"features_users_{table_suffix}",
+        "items": f"features_items_{table_suffix}",
+        "members": f"members_{table_suffix}",
+    }
     try:
         for table in tables.values():
             await store.create_table(table)

@@ -276,3 +276,17 @@ async def test_health_readiness_and_metrics(http, gateway):
     async with http.get(f"{gateway.url}/metrics") as resp:
         text = await resp.text()
     assert 'gateway_downstream_rq_total{code="404",route="/v1/features/{view}/{key}"}' in text
+
+
+async def test_members_lists_this_gateway(http, gateway):
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with http.get(f"{gateway.url}/v1/members") as resp:
+            body = await resp.json()
+        assert resp.status == 200 and body["region"] == "us-east-1"
+        if any(m["instance"] == body["instance"] for m in body["members"]):
+            break
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.1)
+    me = next(m for m in body["members"] if m["instance"] == body["instance"])
+    assert me["region"] == "us-east-1" and me["downstream"] == gateway.url.removeprefix("http://")

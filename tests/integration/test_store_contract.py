@@ -301,6 +301,19 @@ async def test_batch_write_of_puts_and_deletes(contract: Contract) -> None:
     assert got == Outcome(value=None, state=(*map(canonical, puts), *([None] * 10)))
 
 
+async def test_scan_reads_every_page(contract: Contract) -> None:
+    t = contract.table
+    seed = [{"pk": {"S": f"scan-{i:02}"}, "v": {"N": str(i)}} for i in range(30)]
+
+    async def scan_ours(store: Store) -> list[Item]:
+        # The table holds other tests' items too; page_size=7 forces several pages.
+        items = await store.scan(t, page_size=7)
+        return sorted((i for i in items if i["pk"]["S"].startswith("scan-")), key=lambda i: i["pk"]["S"])
+
+    got = await contract.run(scan_ours, seed=seed)
+    assert got.value == canonical(seed)
+
+
 async def test_rich_item_written_by_either_store_reads_the_same(contract: Contract) -> None:
     t = contract.table
 

@@ -18,6 +18,7 @@ from gateway.config import from_dict
 from gateway.dispatcher import Dispatcher
 from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation, TableNotFound
 from gateway.health import Health
+from gateway.members import Membership
 from gateway.metrics import Metrics
 from gateway.read_coalescer import ReadCoalescer
 
@@ -84,7 +85,11 @@ async def client():
     clock = SystemClock()
     health = Health(CONFIG, store, clock, interval=3600)
     deadlines = Deadlines(clock)
-    api = DownstreamApi(CONFIG, Dispatcher(CONFIG, store, ReadCoalescer(store), clock), health, Metrics(), clock, deadlines)
+    metrics = Metrics()
+    membership = Membership(CONFIG, store, clock, metrics)
+    api = DownstreamApi(
+        CONFIG, Dispatcher(CONFIG, store, ReadCoalescer(store), clock), health, metrics, clock, deadlines, membership
+    )
     runner = web.ServerRunner(create_server(api, CONFIG))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
