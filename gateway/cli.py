@@ -24,12 +24,29 @@ def parser() -> argparse.ArgumentParser:
     local_sub = local.add_subparsers(dest="local_command", required=True)
     up = local_sub.add_parser("up", help="start DynamoDB Local and a gateway per region; Ctrl-C stops everything")
     up.add_argument("--config", default="config/local.toml")
-    up.add_argument(
-        "--regions",
-        help="comma-separated regions to start (default: the first region of the file; "
-        "regions do not replicate to each other until the global-table emulator lands)",
-    )
+    up.add_argument("--regions", help="comma-separated regions to start (default: every region of the file)")
     up.add_argument("--state-dir", default=".local")
+
+    fault = local_sub.add_parser("fault", help="inject a fault into the running local cluster")
+    fault.add_argument("--state-dir", default=".local")
+    kinds = fault.add_subparsers(dest="fault", required=True)
+    for name, text in (
+        ("lag", "add replication lag from one region to another"),
+        ("pause", "pause replication from one region to another (changes accumulate)"),
+        ("resume", "resume paused replication"),
+        ("reorder", "deliver changes to different items out of order (per-item order is kept)"),
+    ):
+        k = kinds.add_parser(name, help=text)
+        k.add_argument("--from", dest="source", required=True, metavar="REGION")
+        k.add_argument("--to", dest="target", required=True, metavar="REGION")
+        if name == "lag":
+            k.add_argument("--seconds", type=float, required=True)
+            k.add_argument("--jitter", type=float, default=0.0)
+        if name == "reorder":
+            k.add_argument("--off", action="store_true", help="back to in-order delivery")
+    for name, text in (("stop-region", "stop a region's gateway and freeze its DynamoDB"), ("start-region", "bring it back")):
+        kinds.add_parser(name, help=text).add_argument("region")
+    kinds.add_parser("status", help="regions and replication backlogs")
     return p
 
 
@@ -42,21 +59,43 @@ def main(argv: list[str] | None = None) -> int:
             if args.workers is not None and args.workers < 1:
                 raise ConfigError("--workers: must be at least 1")
             return serve(load(args.config, region=args.region), args.workers)
-        if args.command == "local" and args.local_command == "up":
-            from gateway.local.cluster import ClusterError, LocalCluster, run_until_signalled, use_local_credentials
-            from gateway.local.dynamodb_local import DynamoDBLocalError
-
-            use_local_credentials()
-            try:
-                regions = args.regions.split(",") if args.regions else None
-                return run_until_signalled(LocalCluster(args.config, regions, args.state_dir))
-            except (ClusterError, DynamoDBLocalError) as exc:
-                print(f"feature-gateway local up: {exc}", file=sys.stderr)
-                return 1
+        if args.command == "local":
+            return _local(args)
     except ConfigError as exc:
         print(f"feature-gateway: bad configuration: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _local(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from gateway.local.cluster import ClusterError, LocalCluster, run_until_signalled, send_fault, use_local_credentials
+    from gateway.local.dynamodb_local import DynamoDBLocalError
+    from gateway.local.gateway_process import GatewayProcessError
+
+    try:
+        if args.local_command == "up":
+            use_local_credentials()
+            regions = args.regions.split(",") if args.regions else None
+            return asyncio.run(run_until_signalled(LocalCluster(args.config, regions, args.state_dir)))
+        body: dict[str, object] = {}
+        if args.fault in ("lag", "pause", "resume", "reorder"):
+            body = {"from": args.source, "to": args.target}
+            if args.fault == "lag":
+                body.update(seconds=args.seconds, jitter=args.jitter)
+            if args.fault == "reorder":
+                body["enabled"] = not args.off
+        elif args.fault in ("stop-region", "start-region"):
+            body = {"region": args.region}
+        answer = asyncio.run(send_fault(Path(args.state_dir) / "cluster.json", args.fault, body))
+        print(json.dumps(answer, indent=2))
+        return 0
+    except (ClusterError, DynamoDBLocalError, GatewayProcessError) as exc:
+        print(f"feature-gateway local {args.local_command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

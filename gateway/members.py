@@ -97,7 +97,8 @@ class Membership:
             "started_at": {"N": str(self._started_at_ms)},
             "heartbeat_at": {"N": str(now_us)},
             "expires_at": {"N": str(now_us // 1_000_000 + int(config.members.expiry))},
-            "epochs": {"M": {}},
+            # "epochs" (scope -> epoch observed) joins once routing rules exist; an empty map is left out
+            # because DynamoDB Local's stream images render it as a value without a type.
             "buffer_depth": {"N": "0"},
             "_ts": {"N": str(now_us)},
             "_region": {"S": config.region},

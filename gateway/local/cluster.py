@@ -1,10 +1,20 @@
-"""``feature-gateway local up``: a local cluster of regions on this machine.
+"""``feature-gateway local up``: a local cluster of regions on this machine (DESIGN.md §9).
 
 For each region: a DynamoDB Local on the region's configured port, every
 replicated table (one per view, the control table, the members table), and a
-gateway process. It writes ``.local/cluster.json`` (regions,
-ports, PIDs) for tools, prints the endpoints, and on Ctrl-C or SIGTERM stops
-every process it started, by PID, gateways first.
+gateway process; between the regions, the global-table emulator
+(gateway/local/emulator.py), in this process. It writes ``.local/cluster.json``
+(regions, ports, PIDs, the fault-control URL) for tools, prints the endpoints,
+and on Ctrl-C or SIGTERM stops everything it started, by PID: gateways first,
+then the emulator, then DynamoDB.
+
+Faults (``feature-gateway local fault …``, or the methods below from tests):
+replication lag, pause/resume and out-of-order delivery between an ordered pair
+of regions are the emulator's; stopping a region is the cluster's. A stopped
+region's gateway is stopped and its DynamoDB Local is *frozen* (SIGSTOP), not
+killed: DynamoDB Local keeps its data in memory, and a real region outage does
+not lose the region's data either. Starting it thaws DynamoDB (SIGCONT) and
+starts a new gateway; the emulator then delivers the backlog it held.
 
 Invariant: at most one cluster per state directory. A second ``up`` finds the
 live PIDs in ``cluster.json`` and refuses with a clear message.
@@ -13,21 +23,24 @@ live PIDs in ``cluster.json`` and refuses with a clear message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
+from aiohttp import web
 
 from gateway.config import Config
 from gateway.config import load as load_config
-from gateway.local.dynamodb_local import DynamoDBLocal
+from gateway.local.dynamodb_local import DynamoDBLocal, free_port
+from gateway.local.emulator import GlobalTableEmulator
 from gateway.local.gateway_process import GatewayProcess
 
 #: A few entities so the curl examples of the README answer something.
@@ -38,7 +51,6 @@ EXAMPLE_DATA = {
     ],
 }
 
-
 #: DynamoDB Local checks that requests are signed, not by whom (and -sharedDb ignores the key).
 #: The cluster and its gateways sign with these so the provider chain never looks further,
 #: and a developer's real AWS credentials never sign anything sent to a local process.
@@ -48,15 +60,14 @@ LOCAL_CREDENTIALS = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 
+#: The control table (DESIGN.md §3); routing rules live here once the routing issue lands.
+CONTROL_TABLE = "feature_gateway_routing"
+
 
 def use_local_credentials() -> None:
     os.environ.update(LOCAL_CREDENTIALS)
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         os.environ.pop(name, None)
-
-
-#: The control table (DESIGN.md §3); routing rules live here once the routing issue lands.
-CONTROL_TABLE = "feature_gateway_routing"
 
 
 def cluster_tables(config: Config) -> list[tuple[str, str]]:
@@ -66,14 +77,16 @@ def cluster_tables(config: Config) -> list[tuple[str, str]]:
 
 
 class ClusterError(RuntimeError):
-    """The cluster cannot start (already running, a port taken, a process that did not come up)."""
+    """The cluster cannot start or obey (already running, a port taken, a process that did not come up)."""
 
 
 @dataclass
-class RegionProcesses:
-    region: str
+class Region:
+    name: str
+    config: Config
     dynamodb: DynamoDBLocal
     gateway: GatewayProcess | None = None
+    stopped: bool = False
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,18 +101,22 @@ def pid_alive(pid: int) -> bool:
 
 class LocalCluster:
     def __init__(self, config_path: str, regions: list[str] | None = None, state_dir: str | Path = ".local") -> None:
-        self.config_path = config_path
-        base = load_config(config_path)
-        # Until the global-table emulator replicates between regions, one region by default:
-        # independent regions would answer 404 for each other's writes.
-        self.region_names = regions or list(base.regions)[:1]
+        self.config_path = str(config_path)
+        base = load_config(self.config_path)
+        self.region_names = regions or list(base.regions)
         unknown = [r for r in self.region_names if r not in base.regions]
         if unknown:
             raise ClusterError(f"{config_path} defines no region {unknown[0]!r}; it has {', '.join(base.regions)}")
-        self.configs: dict[str, Config] = {r: load_config(config_path, region=r) for r in self.region_names}
+        self.configs: dict[str, Config] = {r: load_config(self.config_path, region=r) for r in self.region_names}
         self.state_dir = Path(state_dir)
         self.state_file = self.state_dir / "cluster.json"
-        self.processes: list[RegionProcesses] = []
+        self.logs = self.state_dir / "logs"
+        self.regions: dict[str, Region] = {}
+        self.emulator: GlobalTableEmulator | None = None
+        self._control: web.AppRunner | None = None
+        self.control_url: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     def check_not_running(self) -> None:
         if not self.state_file.exists():
@@ -115,128 +132,265 @@ class LocalCluster:
                 "stop it with Ctrl-C in its terminal or `kill` its first PID"
             )
 
-    def up(self) -> None:
+    async def up(self) -> None:
         self.check_not_running()
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
         try:
-            for region in self.region_names:
-                port = urlsplit(self.configs[region].dynamodb.endpoint_url or "").port
+            for name in self.region_names:
+                config = self.configs[name]
+                port = urlsplit(config.dynamodb.endpoint_url or "").port
                 if port is None:
-                    raise ClusterError(f"region {region} has no dynamodb_endpoint with a port in {self.config_path}")
-                ddb = DynamoDBLocal(port, log_path=logs / f"dynamodb-{region}.log")
-                if ddb.ping():
+                    raise ClusterError(f"region {name} has no dynamodb_endpoint with a port in {self.config_path}")
+                ddb = DynamoDBLocal(port, log_path=self.logs / f"dynamodb-{name}.log")
+                if await asyncio.to_thread(ddb.ping):
                     raise ClusterError(f"port {port} already answers as DynamoDB; is another cluster running?")
-                self.processes.append(RegionProcesses(region, ddb.start()))
-            asyncio.run(self._create_tables())
-            for proc in self.processes:
-                proc.gateway = GatewayProcess(
-                    self.config_path, region=proc.region, log_path=logs / f"gateway-{proc.region}.log"
-                ).start()
-            self._seed()
+                self.regions[name] = Region(name, config, ddb)
+            # JVMs start in parallel: three take about as long as one.
+            await asyncio.gather(*(asyncio.to_thread(r.dynamodb.start) for r in self.regions.values()))
+            await self._create_tables()
+            if len(self.regions) > 1:
+                tables = [t for t, _ in cluster_tables(self.configs[self.region_names[0]])]
+                self.emulator = GlobalTableEmulator(
+                    {r.name: r.dynamodb.endpoint for r in self.regions.values()}, tables
+                )
+                await self.emulator.start()
+            await asyncio.gather(*(self._start_gateway(r) for r in self.regions.values()))
+            await self._seed()
+            await self._start_control()
             self._write_state()
         except BaseException:
-            self.down()
+            await self.down()
             raise
+
+    async def down(self) -> None:
+        if self._control is not None:
+            await self._control.cleanup()
+            self._control = None
+        # Gateways first (all at once, then wait), so none outlives the DynamoDB it serves from.
+        for region in self.regions.values():
+            if region.gateway is not None:
+                region.gateway.signal(signal.SIGTERM)
+        await asyncio.gather(
+            *(asyncio.to_thread(r.gateway.stop) for r in self.regions.values() if r.gateway is not None)
+        )
+        if self.emulator is not None:
+            await self.emulator.stop()
+            self.emulator = None
+        for region in self.regions.values():
+            if region.stopped and region.dynamodb.pid:
+                # A frozen process cannot act on SIGTERM; thaw it so it can exit.
+                os.kill(region.dynamodb.pid, signal.SIGCONT)
+        await asyncio.gather(*(asyncio.to_thread(r.dynamodb.stop) for r in self.regions.values()))
+        self.regions.clear()
+        self.state_file.unlink(missing_ok=True)
 
     async def _create_tables(self) -> None:
         from gateway.store_botocore import BotocoreStore
 
-        for region in self.region_names:
-            config = self.configs[region]
-            store = await BotocoreStore.open(region, config.dynamodb.endpoint_url)
+        for region in self.regions.values():
+            store = await BotocoreStore.open(region.name, region.dynamodb.endpoint)
             try:
-                for table, key_attribute in cluster_tables(config):
+                for table, key_attribute in cluster_tables(region.config):
                     await store.create_table(table, key_attr=key_attribute)
             finally:
                 await store.close()
 
-    def _seed(self) -> None:
-        config = self.configs[self.region_names[0]]
-        for view_name, entities in EXAMPLE_DATA.items():
-            if view_name not in config.views:
-                continue
-            for key, features in entities:
-                req = urllib.request.Request(
-                    f"http://{config.listen}/v1/features/{view_name}/{key}",
-                    data=orjson.dumps({"features": features}),
-                    method="PUT",
-                    headers={"Content-Type": "application/json", "Idempotency-Key": f"seed-{key}"},
-                )
-                with urllib.request.urlopen(req, timeout=5.0):
-                    pass
+    async def _start_gateway(self, region: Region) -> None:
+        gateway = GatewayProcess(
+            self.config_path, region=region.name, log_path=self.logs / f"gateway-{region.name}.log"
+        )
+        region.gateway = gateway
+        await asyncio.to_thread(gateway.start)
+
+    async def _seed(self) -> None:
+        first = self.regions[self.region_names[0]]
+        async with aiohttp.ClientSession() as http:
+            for view_name, entities in EXAMPLE_DATA.items():
+                if view_name not in first.config.views:
+                    continue
+                for key, features in entities:
+                    async with http.put(
+                        f"http://{first.config.listen}/v1/features/{view_name}/{key}",
+                        data=orjson.dumps({"features": features}),
+                        headers={"Idempotency-Key": f"seed-{key}"},
+                    ) as resp:
+                        if resp.status != 200:
+                            raise ClusterError(f"seeding {view_name}/{key} failed: HTTP {resp.status} {await resp.text()}")
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def _emulator(self) -> GlobalTableEmulator:
+        if self.emulator is None:
+            raise ClusterError("replication faults need at least two regions")
+        return self.emulator
+
+    def _region(self, name: str) -> Region:
+        region = self.regions.get(name)
+        if region is None:
+            raise ClusterError(f"no region {name!r} in this cluster; regions are {', '.join(self.regions)}")
+        return region
+
+    async def stop_region(self, name: str) -> None:
+        """The region goes dark: its gateway stops, its DynamoDB freezes with its data."""
+        region = self._region(name)
+        if region.stopped:
+            return
+        if region.gateway is not None:
+            await asyncio.to_thread(region.gateway.stop)
+        assert region.dynamodb.pid is not None
+        os.kill(region.dynamodb.pid, signal.SIGSTOP)
+        region.stopped = True
+        self._write_state()
+
+    async def start_region(self, name: str) -> None:
+        region = self._region(name)
+        if not region.stopped:
+            return
+        assert region.dynamodb.pid is not None
+        os.kill(region.dynamodb.pid, signal.SIGCONT)
+        region.stopped = False
+        await self._start_gateway(region)
+        self._write_state()
+
+    async def fault(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One fault-control command, as ``feature-gateway local fault`` sends it."""
+        if action == "stop-region":
+            await self.stop_region(body["region"])
+        elif action == "start-region":
+            await self.start_region(body["region"])
+        elif action == "status":
+            pass
+        else:
+            emulator = self._emulator()
+            source, target = body["from"], body["to"]
+            if action == "lag":
+                emulator.set_lag(source, target, float(body["seconds"]), float(body.get("jitter", 0.0)))
+            elif action == "pause":
+                emulator.pause(source, target)
+            elif action == "resume":
+                emulator.resume(source, target)
+            elif action == "reorder":
+                emulator.set_reorder(source, target, bool(body["enabled"]))
+            else:
+                raise ClusterError(f"unknown fault {action!r}")
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        backlog = {}
+        if self.emulator is not None:
+            backlog = {
+                f"{s}->{t}": self.emulator.backlog(s, t) for s in self.regions for t in self.regions if s != t
+            }
+        return {
+            "regions": {name: {"stopped": r.stopped} for name, r in self.regions.items()},
+            "backlog": backlog,
+        }
+
+    async def _start_control(self) -> None:
+        """A loopback endpoint through which ``feature-gateway local fault`` reaches this process."""
+
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                body = await request.json() if request.can_read_body else {}
+                answer = await self.fault(request.match_info["action"], body)
+            except (ClusterError, ValueError, KeyError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response(answer)
+
+        app = web.Application()
+        app.router.add_post("/fault/{action}", handle)
+        self._control = web.AppRunner(app, access_log=None)
+        await self._control.setup()
+        port = free_port()
+        await web.TCPSite(self._control, "127.0.0.1", port).start()
+        self.control_url = f"http://127.0.0.1:{port}"
+
+    # -- description -----------------------------------------------------------------------------
 
     def pids(self) -> list[int]:
         pids = [os.getpid()]
-        for proc in self.processes:
-            pids += [p for p in (proc.gateway.pid if proc.gateway else None, proc.dynamodb.pid) if p]
+        for region in self.regions.values():
+            pids += [p for p in (region.gateway.pid if region.gateway else None, region.dynamodb.pid) if p]
         return pids
 
     def _write_state(self) -> None:
         state = {
             "config": self.config_path,
             "pids": self.pids(),
+            "control": self.control_url,
             "regions": {
-                proc.region: {
-                    "downstream": f"http://{self.configs[proc.region].listen}",
-                    "peer": f"http://{self.configs[proc.region].peer_listen}",
-                    "dynamodb": proc.dynamodb.endpoint,
-                    "gateway_pid": proc.gateway.pid if proc.gateway else None,
-                    "dynamodb_pid": proc.dynamodb.pid,
+                r.name: {
+                    "downstream": f"http://{r.config.listen}",
+                    "peer": f"http://{r.config.peer_listen}",
+                    "dynamodb": r.dynamodb.endpoint,
+                    "gateway_pid": r.gateway.pid if r.gateway else None,
+                    "dynamodb_pid": r.dynamodb.pid,
+                    "stopped": r.stopped,
                 }
-                for proc in self.processes
+                for r in self.regions.values()
             },
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     def describe(self) -> str:
         rows = [("region", "gateway", "dynamodb", "gateway pid", "dynamodb pid")]
-        for proc in self.processes:
+        for r in self.regions.values():
             rows.append(
-                (
-                    proc.region,
-                    f"http://{self.configs[proc.region].listen}",
-                    proc.dynamodb.endpoint,
-                    str(proc.gateway.pid if proc.gateway else "-"),
-                    str(proc.dynamodb.pid),
-                )
+                (r.name, f"http://{r.config.listen}", r.dynamodb.endpoint,
+                 str(r.gateway.pid if r.gateway else "-"), str(r.dynamodb.pid))
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
-    def down(self) -> None:
-        # Gateways first (all at once, then wait), so none outlives the DynamoDB it serves from.
-        for proc in self.processes:
-            if proc.gateway is not None:
-                proc.gateway.signal(signal.SIGTERM)
-        for proc in self.processes:
-            if proc.gateway is not None:
-                proc.gateway.stop()
-            proc.dynamodb.stop()
-        self.processes.clear()
-        self.state_file.unlink(missing_ok=True)
 
-
-def run_until_signalled(cluster: LocalCluster) -> int:
-    stop = False
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    cluster.up()
+async def run_until_signalled(cluster: LocalCluster) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    up = asyncio.create_task(cluster.up())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({up, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not up.done():
+        # Ctrl-C while starting: up() cleans up what it started when cancelled.
+        up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await up
+        return 0
+    stopping.cancel()
+    up.result()
     print(cluster.describe(), flush=True)
-    print(f"\nstate: {cluster.state_file}   logs: {cluster.state_dir / 'logs'}   stop: Ctrl-C", flush=True)
+    print(f"\nstate: {cluster.state_file}   logs: {cluster.logs}   stop: Ctrl-C", flush=True)
     try:
-        while not stop:
-            for proc in cluster.processes:
-                if proc.gateway is not None and proc.gateway.returncode is not None:
-                    print(f"the {proc.region} gateway exited with code {proc.gateway.returncode}; stopping", file=sys.stderr)
-                    stop = True
-            time.sleep(0.2)
+        while not stop.is_set():
+            for region in cluster.regions.values():
+                gateway = region.gateway
+                if not region.stopped and gateway is not None and gateway.returncode is not None:
+                    print(f"the {region.name} gateway exited with code {gateway.returncode}; stopping", file=sys.stderr)
+                    stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
     finally:
         print("stopping the local cluster", flush=True)
-        cluster.down()
+        await cluster.down()
     return 0
+
+
+async def send_fault(state_file: Path, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``feature-gateway local fault``: send one command to the running cluster."""
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        raise ClusterError(f"no running local cluster found ({state_file} is missing); start one with `make run`") from None
+    url = state.get("control")
+    if not url:
+        raise ClusterError(f"{state_file} names no control endpoint; is the cluster still starting?")
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.post(f"{url}/fault/{action}", json=body) as resp:
+                answer = await resp.json()
+        except aiohttp.ClientError as exc:
+            raise ClusterError(f"the local cluster at {url} did not answer ({exc}); is it still running?") from None
+    if resp.status != 200:
+        raise ClusterError(answer.get("error", f"HTTP {resp.status}"))
+    return answer

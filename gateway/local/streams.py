@@ -17,7 +17,7 @@ new iterator after the last processed sequence number, or re-discover the stream
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,6 +28,20 @@ from gateway.sigv4 import SigV4Signer
 from gateway.store_transport import error_from_body
 
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
+
+
+class Streams(Protocol):
+    """The seam the emulator reads streams through (tests pass an in-memory one)."""
+
+    async def latest_stream(self, table: str) -> str | None: ...
+
+    async def shards(self, stream_arn: str) -> list[dict[str, Any]]: ...
+
+    async def shard_iterator(self, stream_arn: str, shard_id: str, after_sequence: str | None) -> str: ...
+
+    async def records(self, iterator: str, limit: int = 1000) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    async def close(self) -> None: ...
 
 
 class StreamsClient:

@@ -1,0 +1,200 @@
+"""The three-region local cluster: real DynamoDB Locals, real gateways, the emulator between them.
+
+Every wait is a bounded poll with a deadline; a test fails with what it last saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway.local.cluster import LocalCluster
+from gateway.local.dynamodb_local import free_port
+from tests.support.convergence import Stored, Write, check, lost_count
+
+REPO = Path(__file__).resolve().parents[2]
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+
+
+def local_config(tmp: Path) -> Path:
+    """config/local.toml with every fixed port replaced by a free one."""
+    text = (REPO / "config/local.toml").read_text()
+    text = re.sub(r"127\.0\.0\.1:(86|87)\d\d", lambda m: f"127.0.0.1:{free_port()}", text)
+    path = tmp / "local.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    cluster = LocalCluster(str(local_config(tmp)), state_dir=tmp / "state")
+    await cluster.up()
+    try:
+        yield cluster
+    finally:
+        await cluster.down()
+
+
+@pytest.fixture
+async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+    # Leave no fault behind for the next test.
+    assert cluster.emulator is not None
+    for source in REGIONS:
+        await cluster.start_region(source)
+        for target in REGIONS:
+            if source != target:
+                cluster.emulator.set_lag(source, target, 0.0)
+                cluster.emulator.resume(source, target)
+
+
+def url(cluster: LocalCluster, region: str) -> str:
+    return f"http://{cluster.configs[region].listen}"
+
+
+async def put(http, cluster, region, key, features, idem=None) -> dict:
+    async with http.put(
+        f"{url(cluster, region)}/v1/features/items/{key}",
+        data=orjson.dumps({"features": features}),
+        headers={"Idempotency-Key": idem or uuid.uuid4().hex},
+    ) as resp:
+        body = await resp.json()
+        assert resp.status == 200 and body["applied"], body
+        return body
+
+
+async def get(http, cluster, region, key) -> dict | None:
+    async with http.get(f"{url(cluster, region)}/v1/features/items/{key}") as resp:
+        if resp.status == 404:
+            return None
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def eventually(probe: Callable[[], Awaitable[object]], timeout: float, what: str) -> object:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = None
+    while loop.time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} not within {timeout}s; last saw {last!r}")
+
+
+async def state_of(http, cluster, keys) -> dict[str, dict[str, Stored]]:
+    regions = {}
+    for region in REGIONS:
+        found = {}
+        for key in keys:
+            got = await get(http, cluster, region, key)
+            if got is not None:
+                found[key] = Stored(got["features"], got["version"])
+        regions[region] = found
+    return regions
+
+
+async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):
+    keys = {region: f"rep-{region}-{uuid.uuid4().hex[:6]}" for region in REGIONS}
+    for region, key in keys.items():
+        await put(http, cluster, region, key, {"from": region})
+    for region, key in keys.items():
+        for other in REGIONS:
+            got = await eventually(lambda: get(http, cluster, other, key), 5, f"{key} in {other}")
+            assert got["features"] == {"from": region}
+
+
+async def test_concurrent_writes_to_one_key_converge_to_the_last_writer(cluster, http):
+    acknowledged = []
+    keys = [f"lww-{uuid.uuid4().hex[:6]}" for _ in range(10)]
+    for key in keys:
+        answers = await asyncio.gather(
+            put(http, cluster, "us-east-1", key, {"v": "us"}), put(http, cluster, "ap-southeast-1", key, {"v": "ap"})
+        )
+        acknowledged += [Write(key, {"v": v}, a["version"]) for v, a in zip(("us", "ap"), answers)]
+
+    async def converged():
+        reports = check(acknowledged, await state_of(http, cluster, keys))
+        return all(r.clean for r in reports.values()) and reports
+
+    reports = await eventually(converged, 10, "convergence")
+    assert lost_count(reports) == 0
+
+
+async def test_a_paused_pair_catches_up_after_resume_with_nothing_lost(cluster, http):
+    assert cluster.emulator is not None
+    cluster.emulator.pause("us-east-1", "eu-west-1")
+    keys = [f"pause-{i}-{uuid.uuid4().hex[:6]}" for i in range(40)]
+    acknowledged = []
+    for key in keys:
+        answer = await put(http, cluster, "us-east-1", key, {"n": key})
+        acknowledged.append(Write(key, {"n": key}, answer["version"]))
+    # ap-southeast-1 gets them; eu-west-1 does not while paused.
+    await eventually(lambda: get(http, cluster, "ap-southeast-1", keys[-1]), 5, "replication to ap-southeast-1")
+    assert await get(http, cluster, "eu-west-1", keys[0]) is None
+    assert cluster.emulator.backlog("us-east-1", "eu-west-1") > 0
+    cluster.emulator.resume("us-east-1", "eu-west-1")
+
+    async def converged():
+        reports = check(acknowledged, await state_of(http, cluster, keys))
+        return all(r.clean for r in reports.values()) and reports
+
+    assert lost_count(await eventually(converged, 10, "catch-up after resume")) == 0
+
+
+async def test_a_stopped_region_catches_up_after_it_starts_again(cluster, http):
+    await cluster.stop_region("ap-southeast-1")
+    keys = [f"down-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+    acknowledged = []
+    for i, key in enumerate(keys):
+        region = "us-east-1" if i % 2 else "eu-west-1"
+        answer = await put(http, cluster, region, key, {"n": i})
+        acknowledged.append(Write(key, {"n": i}, answer["version"]))
+    await cluster.start_region("ap-southeast-1")
+
+    async def converged():
+        reports = check(acknowledged, await state_of(http, cluster, keys))
+        return all(r.clean for r in reports.values()) and reports
+
+    assert lost_count(await eventually(converged, 20, "catch-up after the region returned")) == 0
+
+
+async def lag_gauge(http, cluster, region: str, from_region: str) -> float | None:
+    async with http.get(f"{url(cluster, region)}/metrics") as resp:
+        text = await resp.text()
+    match = re.search(rf'^gateway_replication_lag_seconds\{{from_region="{from_region}"\}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else None
+
+
+async def test_injected_lag_shows_in_the_replication_lag_gauge(cluster, http):
+    assert cluster.emulator is not None
+    cluster.emulator.set_lag("us-east-1", "eu-west-1", 0.3)
+    samples: list[float] = []
+
+    async def steady():
+        value = await lag_gauge(http, cluster, "eu-west-1", "us-east-1")
+        if value is not None:
+            samples.append(value)
+        # The gauge is read every ~20 ms; judge half a second of readings at a time by their median,
+        # so one slow apply on a busy machine does not decide the verdict either way.
+        window = sorted(samples[-25:])
+        return len(window) == 25 and 0.15 <= window[12] <= 0.45 and window
+
+    window = await eventually(steady, 15, "the lag gauge to settle between 150 and 450 ms")
+    assert 0.15 <= window[12] <= 0.45, window
+    # A pair without injected lag stays below it: the lag is per pair, not global.
+    others = []
+    for _ in range(25):
+        others.append(await lag_gauge(http, cluster, "ap-southeast-1", "us-east-1"))
+        await asyncio.sleep(0.02)
+    assert sorted(others)[12] < 0.3, others
