@@ -110,7 +110,7 @@ async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):
         await put(http, cluster, region, key, {"from": region})
     for region, key in keys.items():
         for other in REGIONS:
-            got = await eventually(lambda: get(http, cluster, other, key), 5, f"{key} in {other}")
+            got = await eventually(lambda o=other, k=key: get(http, cluster, o, k), 5, f"{key} in {other}")
             assert got["features"] == {"from": region}
 
 
