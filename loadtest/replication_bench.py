@@ -66,18 +66,19 @@ async def run(args: argparse.Namespace) -> int:
             item = {"pk": {"S": f"k{i:07d}"}, "v": {"N": str(i)}, "_ts": {"N": str(ts)}, "_region": {"S": region}}
             await stores[region].put_item(TABLE, item)
 
-        async def paced(count: int, rate: float) -> None:
+        async def paced(first: int, count: int, rate: float) -> None:
             started = time.perf_counter()
             tasks = []
             for i in range(count):
                 delay = started + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(write(i)))
+                tasks.append(asyncio.create_task(write(first + i)))
             await asyncio.gather(*tasks)
 
         print(f"warming up for {args.warmup:g}s ...", flush=True)
-        await paced(int(args.rate * args.warmup), args.rate)
+        warmup = int(args.rate * args.warmup)
+        await paced(0, warmup, args.rate)
         await emulator.wait_idle(60)
         for s in REGIONS:
             for t in REGIONS:
@@ -87,7 +88,7 @@ async def run(args: argparse.Namespace) -> int:
         total = int(args.rate * args.seconds)
         print(f"writing {total} items at {args.rate:g}/s across {len(REGIONS)} regions ...", flush=True)
         began = time.perf_counter()
-        await paced(total, args.rate)
+        await paced(warmup, total, args.rate)
         achieved = total / (time.perf_counter() - began)
         await emulator.wait_idle(120)
 
@@ -108,10 +109,9 @@ async def run(args: argparse.Namespace) -> int:
         p50, p99 = percentile(every, 0.5) * 1e3, percentile(every, 0.99) * 1e3
 
         # Every write of the measured phase must be in every region.
-        first = int(args.rate * args.warmup)
-        keys = [{"pk": {"S": f"k{first + i:07d}"}} for i in range(total)]
+        keys = [{"pk": {"S": f"k{warmup + i:07d}"}} for i in range(total)]
         missing = 0
-        for region, store in stores.items():
+        for store in stores.values():
             found = await store.batch_get_item(TABLE, keys)
             missing += sum(1 for item in found if item is None)
         print()

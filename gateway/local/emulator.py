@@ -404,6 +404,11 @@ class GlobalTableEmulator:
         shard.iterator = next_iterator
         if next_iterator is None:
             shard.done = True
+            # A closed shard's child holds what was written since; DynamoDB Local rolls shards over
+            # often. Find the child at once rather than at the next periodic discovery, and do not
+            # call this pass idle before the child was read.
+            source.discovered_at = float("-inf")
+            return len(records) if records else -1
         return len(records)
 
     def _dispatch(self, change: Change | None) -> None:

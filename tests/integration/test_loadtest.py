@@ -23,3 +23,16 @@ def test_read_bench_runs_and_prints_its_figures():
             assert re.search(rf"^{re.escape(arm)}\s+{callers}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+", out, re.M), out
     assert re.search(r"gateway p50 added latency at 1 caller\(s\): -?[\d.]+ ms", out), out
     assert re.search(r"gateway CPU per proxied read at 4 callers: \d+ us", out), out
+
+
+def test_replication_bench_runs_and_prints_its_figures():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.replication_bench", "--rate", "30", "--seconds", "1", "--warmup", "0.5"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^us-east-1 -> eu-west-1\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", out, re.M), out
+    assert re.search(r"replication lag over all pairs: p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
+    # Every write reached every region: the figure is about delay, never about loss.
+    assert "writes missing in some region after idle: 0" in out, out
