@@ -9,27 +9,16 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
 from gateway.local.cluster import LocalCluster
-from gateway.local.dynamodb_local import free_port
 from tests.support.convergence import Stored, Write, check, lost_count
+from tests.support.local_cluster import local_config
 
-REPO = Path(__file__).resolve().parents[2]
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
-
-
-def local_config(tmp: Path) -> Path:
-    """config/local.toml with every fixed port replaced by a free one."""
-    text = (REPO / "config/local.toml").read_text()
-    text = re.sub(r"127\.0\.0\.1:(86|87)\d\d", lambda m: f"127.0.0.1:{free_port()}", text)
-    path = tmp / "local.toml"
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,19 +13,8 @@ from pathlib import Path
 import orjson
 
 from gateway.local.cluster import CONTROL_TABLE, pid_alive
-from gateway.local.dynamodb_local import free_port
 from gateway.store_botocore import BotocoreStore
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def local_config(tmp: Path) -> Path:
-    """config/local.toml with every fixed port replaced by a free one."""
-    text = (REPO / "config/local.toml").read_text()
-    text = re.sub(r"127\.0\.0\.1:(86|87)\d\d", lambda m: f"127.0.0.1:{free_port()}", text)
-    path = tmp / "local.toml"
-    path.write_text(text)
-    return path
+from tests.support.local_cluster import local_config
 
 
 def start(config: Path, state: Path, log: Path) -> subprocess.Popen[bytes]:

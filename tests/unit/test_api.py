@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import orjson
 import pytest
-import aiohttp
 from aiohttp import web
 
 from gateway.api import DownstreamApi, create_server
 from gateway.background import background
-from gateway.deadlines import Deadlines
 from gateway.clock import SystemClock
 from gateway.config import from_dict
+from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
-from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation, TableNotFound
+from gateway.errors import (
+    StoreThrottled,
+    StoreTimeout,
+    StoreUnavailable,
+    StoreValidation,
+    TableNotFound,
+)
 from gateway.health import Health
 from gateway.members import Membership
 from gateway.metrics import Metrics

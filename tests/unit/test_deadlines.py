@@ -1,24 +1,11 @@
 import asyncio
 
 from gateway.deadlines import Deadlines
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall_us(self) -> int:
-        return int(self.now * 1e6)
-
-    def wall_ms(self) -> int:
-        return int(self.now * 1e3)
+from tests.fakes import FakeClock
 
 
 async def test_only_late_tasks_are_cancelled_and_told_apart():
-    clock = ManualClock()
+    clock = FakeClock(100.0)
     deadlines = Deadlines(clock)
     slow = asyncio.create_task(asyncio.sleep(3600))
     quick = asyncio.create_task(asyncio.sleep(3600))
@@ -43,7 +30,7 @@ async def test_only_late_tasks_are_cancelled_and_told_apart():
 
 
 async def test_untrack_is_idempotent():
-    deadlines = Deadlines(ManualClock())
+    deadlines = Deadlines(FakeClock(100.0))
     task = asyncio.create_task(asyncio.sleep(0))
     token = deadlines.track(task, 1.0)
     assert deadlines.untrack(token) is False

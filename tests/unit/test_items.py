@@ -1,5 +1,14 @@
 from gateway.config import ViewConfig
-from gateway.items import Stamp, Version, features_of, not_applied_reason, put_item, token_of, version_of, write_condition
+from gateway.items import (
+    Stamp,
+    Version,
+    features_of,
+    not_applied_reason,
+    put_item,
+    token_of,
+    version_of,
+    write_condition,
+)
 from gateway.records import write_record
 
 VIEW = ViewConfig("items", "features_items")

@@ -1,7 +1,13 @@
 import pytest
 
 from gateway.config import ViewConfig
-from gateway.errors import ItemTooLarge, KeyTooLong, RequestError, UnknownFeature, UnknownView
+from gateway.errors import (
+    ItemTooLarge,
+    KeyTooLong,
+    RequestError,
+    UnknownFeature,
+    UnknownView,
+)
 from gateway.records import (
     check_consistency,
     check_feature_names,
