@@ -54,7 +54,7 @@ def table_of(payload: dict[str, Any]) -> str:
     """The table a request is about, for error messages (batch requests name it in RequestItems)."""
     table = payload.get("TableName")
     if table is None:
-        table = ",".join(payload.get("RequestItems") or ()) or "?"
+        table = ",".join(payload.get("RequestItems") or ()) or payload.get("StreamArn") or "?"
     return table
 
 
@@ -140,7 +140,7 @@ def open_wire(kind: str, url: str, session: aiohttp.ClientSession | None = None)
 class HttpTransport:
     """DynamoDB's JSON protocol over a ``Wire`` (not owned: the caller closes it)."""
 
-    __slots__ = ("_wire", "_url", "_credentials", "_signer", "_targets")
+    __slots__ = ("_wire", "_url", "_credentials", "_signer", "_targets", "_target_prefix")
 
     def __init__(
         self,
@@ -150,8 +150,11 @@ class HttpTransport:
         wire: Wire,
         *,
         signer: SigV4Signer | None = None,
+        target_prefix: str = TARGET_PREFIX,
     ) -> None:
+        """``target_prefix``: ``DynamoDB_20120810.`` for tables, ``DynamoDBStreams_20120810.`` for streams."""
         self._wire = wire
+        self._target_prefix = target_prefix
         self._url = endpoint if endpoint.endswith("/") else endpoint + "/"
         self._credentials = credentials
         self._signer = signer or SigV4Signer(self._url, region)
@@ -160,7 +163,7 @@ class HttpTransport:
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         target = self._targets.get(operation)
         if target is None:
-            target = self._targets[operation] = TARGET_PREFIX + operation
+            target = self._targets[operation] = self._target_prefix + operation
         body = orjson.dumps(payload)
         credentials = self._credentials.cached() or await self._credentials.get()
         headers = self._signer.sign(target, body, credentials)

@@ -2,7 +2,7 @@
 
 It speaks the Streams JSON protocol (target prefix ``DynamoDBStreams_20120810.``,
 https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_Operations_Amazon_DynamoDB_Streams.html)
-over the same signer and wire as ``LeanStore``, so stream records arrive exactly
+through the same ``HttpTransport`` (signer, wire, error mapping) as ``LeanStore``, so stream records arrive exactly
 as DynamoDB JSON puts them on the wire: images can be written to another region
 unchanged (no botocore conversion of binary values or timestamps).
 
@@ -19,13 +19,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-import orjson
 
 from gateway.credentials import CredentialSource
-from gateway.errors import StoreTimeout, StoreUnavailable
+from gateway.errors import StoreTimeout
 from gateway.http1 import Http1Pool
-from gateway.sigv4 import SigV4Signer
-from gateway.store_transport import error_from_body
+from gateway.store_transport import HttpTransport
 
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
 
@@ -52,9 +50,8 @@ class StreamsClient:
         url = endpoint if endpoint.endswith("/") else endpoint + "/"
         self._wire = Http1Pool(url)
         self._url = url
-        # Streams requests are signed for the "dynamodb" service, like the tables API.
-        self._signer = SigV4Signer(url, region)
-        self._credentials = credentials
+        # Streams requests are signed for the "dynamodb" service, like the tables API; only the target differs.
+        self._transport = HttpTransport(url, region, credentials, self._wire, target_prefix=STREAMS_TARGET_PREFIX)
         self._attempt_timeout = attempt_timeout
 
     async def close(self) -> None:
@@ -62,24 +59,13 @@ class StreamsClient:
 
     async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         """One attempt: the emulator's loops decide when to retry, and from which position."""
-        body = orjson.dumps(payload)
-        credentials = self._credentials.cached() or await self._credentials.get()
-        headers = self._signer.sign(STREAMS_TARGET_PREFIX + operation, body, credentials)
         try:
             async with asyncio.timeout(self._attempt_timeout):
-                status, raw = await self._wire.post(headers, body)
+                return await self._transport.call(operation, payload)
         except TimeoutError as exc:
-            raise StoreTimeout(f"DynamoDB Streams {operation} at {self._url} did not answer within {self._attempt_timeout:g} s.") from exc
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"DynamoDB Streams {operation} could not reach {self._url} ({type(exc).__name__}: {exc})."
+            raise StoreTimeout(
+                f"DynamoDB Streams {operation} at {self._url} did not answer within {self._attempt_timeout:g} s."
             ) from exc
-        if status == 200:
-            try:
-                return orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise StoreUnavailable(f"DynamoDB Streams {operation} answered 200 with a body that is not JSON.") from exc
-        raise error_from_body(operation, payload, status, raw)
 
     async def latest_stream(self, table: str) -> str | None:
         """The ARN of the table's newest stream, or ``None`` if it has none (yet)."""
