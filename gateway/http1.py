@@ -223,12 +223,9 @@ class Http1Pool:
     async def _acquire(self, fresh: bool = False) -> _Connection:
         if self._closed:
             raise Http1Error("the connection pool is closed")
-        while not fresh and self._idle:
-            conn = self._idle.pop()
-            if not conn.closed:
-                conn.reused = True
-                return conn
-            self._discard(conn)
+        conn = None if fresh else self._pop_idle()
+        if conn is not None:
+            return conn
         while self._count >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -237,12 +234,9 @@ class Http1Pool:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            if not fresh and self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
-                    conn.reused = True
-                    return conn
-                self._discard(conn)
+            conn = None if fresh else self._pop_idle()
+            if conn is not None:
+                return conn
         self._count += 1
         try:
             loop = asyncio.get_running_loop()
@@ -256,6 +250,16 @@ class Http1Pool:
                 raise Http1Error(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
             raise
         return conn
+
+    def _pop_idle(self) -> _Connection | None:
+        """An idle connection still open, if any; closed ones found on the way are counted out."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+            self._discard(conn)
+        return None
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed or self._closed:

@@ -38,11 +38,12 @@ import uvloop
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.http1 import Http1Pool
+from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.gateway_process import GatewayProcess
 from gateway.store import open_lean_store
 from gateway.store_botocore import BotocoreStore
+from loadtest.stats import percentile
 
 TABLE = "bench_features"
 VIEW = "bench"
@@ -63,10 +64,6 @@ def cpu_seconds(pid: int) -> float:
 def cpu_split(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 async def drive(op: Op, keys: list[str], concurrency: int, seconds: float) -> tuple[list[float], float]:

@@ -31,6 +31,7 @@ from gateway.local.dynamodb_local import DynamoDBLocal
 from gateway.local.emulator import GlobalTableEmulator
 from gateway.store import open_lean_store
 from gateway.store_botocore import BotocoreStore
+from loadtest.stats import percentile
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 TABLE = "bench_replication"
@@ -38,10 +39,6 @@ TABLE = "bench_replication"
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def percentile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 async def run(args: argparse.Namespace) -> int:
