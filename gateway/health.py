@@ -1,8 +1,8 @@
 """Liveness and readiness.
 
 ``/healthz`` answers while the process runs. ``/readyz`` is true only while
-the local DynamoDB answered the last probe of every view's table and the
-process is not draining. The probe runs in one owned background task (``run()``,
+the routing rules are loaded, the local DynamoDB answered the last probe of
+every view's table, and the process is not draining. The probe runs in one owned background task (``run()``,
 entered with ``gateway.background``), so a readiness check never waits on DynamoDB.
 """
 
@@ -14,6 +14,7 @@ import logging
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.routing_loader import RoutingLoader
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ PROBE_KEY = "__feature_gateway_probe__"
 
 
 class Health:
-    def __init__(self, config: Config, store: Store, clock: Clock, interval: float = 2.0) -> None:
+    def __init__(
+        self, config: Config, store: Store, clock: Clock, routing: RoutingLoader | None = None, interval: float = 2.0
+    ) -> None:
         self._config = config
+        self._routing = routing
         self._store = store
         self._clock = clock
         self._interval = interval
@@ -34,12 +38,14 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return self.store_ok and not self.draining
+        return self.store_ok and not self.draining and (self._routing is None or self._routing.table is not None)
 
     def reasons(self) -> list[str]:
         reasons = []
         if not self.store_ok:
             reasons.append(f"local DynamoDB: {self.store_problem}")
+        if self._routing is not None and self._routing.table is None:
+            reasons.append(f"routing: {self._routing.problem}")
         if self.draining:
             reasons.append("draining")
         return reasons

@@ -34,6 +34,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.routing_loader import RoutingLoader
 from gateway.store import Item, Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Member:
     heartbeat_at_us: int
     epochs: dict[str, int] = field(default_factory=dict)
     buffer_depth: int = 0
+    #: Replication lag from each other region as this member measures it.
+    replication_lag: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_item(cls, item: Item) -> Member:
@@ -61,6 +64,7 @@ class Member:
             heartbeat_at_us=int(item["heartbeat_at"]["N"]),
             epochs={scope: int(v["N"]) for scope, v in item.get("epochs", {}).get("M", {}).items()},
             buffer_depth=int(item.get("buffer_depth", {}).get("N", "0")),
+            replication_lag={r: float(v["N"]) for r, v in item.get("replication_lag", {}).get("M", {}).items()},
         )
 
 
@@ -70,8 +74,18 @@ def instance_id(region: str) -> str:
 
 
 class Membership:
-    def __init__(self, config: Config, store: Store, clock: Clock, metrics: Metrics, *, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        instance: str | None = None,
+        routing: RoutingLoader | None = None,
+    ) -> None:
         self._config = config
+        self._routing = routing
         self._store = store
         self._clock = clock
         self._metrics = metrics
@@ -89,20 +103,25 @@ class Membership:
     def item(self) -> Item:
         now_us = self._clock.wall_us()
         config = self._config
-        return {
+        item: Item = {
             "pk": {"S": self.instance},
             "region": {"S": config.region},
             "downstream": {"S": str(config.listen)},
-            "peer": {"S": str(config.peer_listen)},
+            "peer": {"S": config.peer.advertise or str(config.peer_listen)},
             "started_at": {"N": str(self._started_at_ms)},
             "heartbeat_at": {"N": str(now_us)},
             "expires_at": {"N": str(now_us // 1_000_000 + int(config.members.expiry))},
-            # "epochs" (scope -> epoch observed) joins once routing rules exist; an empty map is left out
-            # because DynamoDB Local's stream images render it as a value without a type.
             "buffer_depth": {"N": "0"},
             "_ts": {"N": str(now_us)},
             "_region": {"S": config.region},
         }
+        # Empty maps are left out: DynamoDB Local's stream images render them as values without a type.
+        table = self._routing.table if self._routing is not None else None
+        if table is not None and table.rules:
+            item["epochs"] = {"M": {scope: {"N": str(rule.epoch)} for scope, rule in table.rules.items()}}
+        if self._lag:
+            item["replication_lag"] = {"M": {r: {"N": f"{lag:.3f}"} for r, lag in self._lag.items()}}
+        return item
 
     async def heartbeat(self) -> None:
         await self._store.put_item(self._table, self.item())
@@ -143,6 +162,10 @@ class Membership:
             gauge = self._gauges.get(region) or self._gauges.setdefault(region, self._metrics.replication_lag(region))
             gauge.set(self._lag[region])
 
+    def peers(self, region: str) -> list[str]:
+        """Peer addresses live members of ``region`` advertise (for forwarding to another instance)."""
+        return [m.peer for m in self._members.values() if m.region == region and m.peer]
+
     def members(self) -> list[Member]:
         return sorted(self._members.values(), key=lambda m: (m.region, m.instance))
 
@@ -166,6 +189,7 @@ class Membership:
                     "heartbeat_age_seconds": round((now_us - m.heartbeat_at_us) / 1e6, 3),
                     "epochs": m.epochs,
                     "buffer_depth": m.buffer_depth,
+                    "replication_lag_seconds": m.replication_lag,
                 }
                 for m in self.members()
             ],

@@ -152,6 +152,25 @@ def delete_record(view: ViewConfig, key: Any, event_time: Any, idempotency_key: 
     return WriteRecord(view, check_key(key), None, parse_event_time(event_time, now_ms), check_idempotency_key(idempotency_key))
 
 
+def forwarded_record(view: ViewConfig, rec: Any, where: str) -> WriteRecord:
+    """A record of a forwarded write (peer API): the origin validated it; check its shape, never trust it blindly."""
+    if not isinstance(rec, dict):
+        raise RequestError(f"{where} must be a JSON object.")
+    key = check_key(rec.get("key"), f"{where}.key")
+    attributes = rec.get("attributes")
+    if attributes is not None and not (
+        isinstance(attributes, dict) and all(isinstance(k, str) and isinstance(v, dict) and len(v) == 1 for k, v in attributes.items())
+    ):
+        raise RequestError(f"{where}.attributes must be DynamoDB attribute values by feature name, or null for a delete.")
+    event_ms = rec.get("event_ms")
+    if not isinstance(event_ms, int) or isinstance(event_ms, bool) or event_ms < 0:
+        raise RequestError(f"{where}.event_ms must be epoch milliseconds.")
+    idempotency_key = rec.get("idempotency_key")
+    if not isinstance(idempotency_key, str) or not idempotency_key:
+        raise RequestError(f"{where}.idempotency_key is required on a forwarded write.")
+    return WriteRecord(view, key, attributes, event_ms, check_idempotency_key(idempotency_key))
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -6,9 +6,10 @@ with the worst exit code once all have stopped. If one worker dies on its
 own, the parent stops the others and exits non-zero, so the orchestrator
 restarts the pod whole rather than leaving it at reduced capacity unseen.
 
-A worker's life: open the store, listen, serve until SIGTERM/SIGINT, then
-turn readiness false, stop accepting, let in-flight requests finish within
-``shutdown_grace``, close the store, exit 0.
+A worker's life: open the store, load the routing rules, listen on the
+downstream and the peer port, serve until SIGTERM/SIGINT, then turn
+readiness false, stop accepting, let in-flight requests finish within
+``shutdown_grace``, close the store and the peer pools, exit 0.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,17 +29,23 @@ from dataclasses import dataclass
 import uvloop
 from aiohttp import web
 
-from gateway.api import DownstreamApi, create_server
+from gateway.api import DownstreamApi
 from gateway.background import background
 from gateway.clock import SystemClock
-from gateway.config import Config
+from gateway.config import Config, require_peer_secret
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
+from gateway.errors import GatewayError
+from gateway.frontend import create_server
 from gateway.health import Health
 from gateway.logs import setup_logging
 from gateway.members import Membership
 from gateway.metrics import Metrics
+from gateway.peer import PeerClient
+from gateway.peer_api import PeerApi
+from gateway.peer_auth import PeerSigner, PeerVerifier
 from gateway.read_coalescer import ReadCoalescer
+from gateway.routing_loader import RoutingLoader
 from gateway.store import open_lean_store
 
 log = logging.getLogger(__name__)
@@ -48,12 +56,14 @@ class Gateway:
     """One worker's parts, alive for the duration of ``open_gateway``."""
 
     api: DownstreamApi
+    peer_api: PeerApi
     health: Health
 
 
 @contextlib.asynccontextmanager
 async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """Store, coalescer, readiness probe, deadline sweeper, membership; closed or stopped on exit, in reverse."""
+    """Store, coalescer, rules, peers, probes, membership; closed or stopped on exit, in reverse."""
+    require_peer_secret(config)
     async with contextlib.AsyncExitStack() as stack:
         store = await open_lean_store(
             config.region,
@@ -68,19 +78,26 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
             store, max_in_flight=config.read_max_in_flight, lane_after=config.read_lane_after, clock=clock
         )
         stack.push_async_callback(reads.close)
-        health = Health(config, store, clock)
+        metrics = Metrics()
+        routing = RoutingLoader(config.routing.table, store, clock, metrics, config.routing.poll_interval)
+        with contextlib.suppress(GatewayError):
+            await routing.refresh()  # ready sooner; the poller keeps trying (and readiness says why) if it fails
+        await stack.enter_async_context(background(routing.run(), "routing-rules"))
+        health = Health(config, store, clock, routing)
         await health.probe()
         await stack.enter_async_context(background(health.run(), "readiness-probe"))
         deadlines = Deadlines(clock)
         await stack.enter_async_context(background(deadlines.run(), "deadline-sweeper"))
-        metrics = Metrics()
-        membership = Membership(config, store, clock, metrics)
+        membership = Membership(config, store, clock, metrics, routing=routing)
         stack.push_async_callback(membership.leave)
         await stack.enter_async_context(background(membership.run(), "membership"))
-        api = DownstreamApi(
-            config, Dispatcher(config, store, reads, clock), health, metrics, clock, deadlines, membership
-        )
-        yield Gateway(api, health)
+        peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, metrics, membership.peers)
+        stack.push_async_callback(peers.close)
+        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics)
+        api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing)
+        verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew)
+        peer_api = PeerApi(config, dispatcher, verifier, metrics, deadlines)
+        yield Gateway(api, peer_api, health)
 
 
 async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
@@ -92,8 +109,16 @@ async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
         runner = web.ServerRunner(
             create_server(gateway.api, config), handle_signals=False, shutdown_timeout=config.shutdown_grace
         )
+        peer_runner = web.ServerRunner(
+            create_server(gateway.peer_api, config), handle_signals=False, shutdown_timeout=config.shutdown_grace
+        )
         await runner.setup()
+        await peer_runner.setup()
         try:
+            await web.TCPSite(
+                peer_runner, config.peer_listen.host, config.peer_listen.port, reuse_port=True, backlog=2048,
+                ssl_context=peer_tls_context(config),
+            ).start()
             site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=True, backlog=2048)
             await site.start()
             # Everything alive now lives as long as the process: keep it out of the collector's
@@ -106,7 +131,18 @@ async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
             gateway.health.draining = True
         finally:
             # Stops listening, lets in-flight requests finish within shutdown_grace, closes connections.
-            await runner.cleanup()
+            await asyncio.gather(runner.cleanup(), peer_runner.cleanup())
+
+
+def peer_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server side of mTLS on the peer listener: a peer must present a certificate of our CA."""
+    peer = config.peer
+    if not peer.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=peer.tls_ca)
+    context.load_cert_chain(peer.tls_cert, peer.tls_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _worker_main(config: Config) -> None:

@@ -20,6 +20,8 @@ os.environ.update(
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        # Gateways started by tests share this peer secret (they refuse to start without one).
+        "FGW_PEER_SECRET": "test-peer-secret-not-for-production",
     }
 )
 os.environ.pop("AWS_SESSION_TOKEN", None)

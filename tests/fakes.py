@@ -3,17 +3,20 @@
 ``FakeDynamoDB`` is a ``Transport`` (gateway/store_transport.py) holding one
 table in memory, keyed by its ``pk`` attribute, that can be told to leave batch
 requests unprocessed or to fail calls, the way a throttled DynamoDB does.
+``FakeTables`` is a whole ``Store`` over several in-memory tables, with
+conditional writes, for control-plane code (``gatewayctl``).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import ConditionFailed
+from gateway.errors import ConditionFailed, TableNotFound
 from gateway.store import Item
 
 
@@ -144,3 +147,117 @@ class FakeDynamoDB:
             else:
                 self.items.pop(self._key(request["DeleteRequest"]["Key"]), None)
         return {"UnprocessedItems": {table: left} if left else {}}
+
+
+class StaticRouting:
+    """A ``RoutingLoader`` stand-in: a snapshot of given rules; ``refresh()`` swaps in ``next_rules`` if set."""
+
+    def __init__(self, *rules: Any) -> None:
+        from gateway.routing import RoutingTable
+
+        self._build = RoutingTable.build
+        self.table = RoutingTable.build(rules, 0.0)
+        self.next_rules: tuple[Any, ...] | None = None
+        self.refreshes = 0
+        self.problem = ""
+
+    def set(self, *rules: Any) -> None:
+        self.table = self._build(rules, 0.0)
+
+    def age(self) -> float:
+        return 0.0
+
+    async def refresh(self) -> None:
+        self.refreshes += 1
+        if self.next_rules is not None:
+            self.set(*self.next_rules)
+
+
+class FakePeers:
+    """A ``PeerClient`` stand-in: records each call and answers with a scripted function of (region, body)."""
+
+    def __init__(self, answer: Any = None) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        self.answer = answer
+
+    async def write(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("write", region, body))
+        return await self.answer(region, body)
+
+    async def read(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("read", region, body))
+        return await self.answer(region, body)
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeTables:
+    """A ``Store`` over in-memory tables, for control-plane code such as ``gatewayctl``.
+
+    ``tables`` maps a table name to its items by ``pk`` string. Conditions are
+    evaluated the way DynamoDB does for the forms the control plane writes
+    (``attribute_not_exists(X)``, ``attribute_exists(X)``, ``X = :v``, joined by
+    ``AND``); a failed one raises ``ConditionFailed`` carrying the stored item.
+    A table that is not there raises ``TableNotFound``; ``failures`` are raised
+    one per call before anything else happens.
+    """
+
+    def __init__(self, *tables: str) -> None:
+        self.tables: dict[str, dict[str, Item]] = {table: {} for table in tables}
+        self.failures: deque[BaseException] = deque()
+        self.writes: list[tuple[str, str, str]] = []  # (operation, table, pk) of every applied write
+        self.closed = False
+
+    def put(self, table: str, *items: Item) -> None:
+        for item in items:
+            self.tables[table][item["pk"]["S"]] = copy.deepcopy(item)
+
+    def item(self, table: str, pk: str) -> Item | None:
+        return copy.deepcopy(self.tables[table].get(pk))
+
+    def _table(self, operation: str, table: str) -> dict[str, Item]:
+        if self.failures:
+            raise self.failures.popleft()
+        if table not in self.tables:
+            raise TableNotFound(f"DynamoDB {operation} on table {table!r} failed: the table does not exist")
+        return self.tables[table]
+
+    @staticmethod
+    def _check(condition: Any, old: Item | None) -> None:
+        if condition is None:
+            return
+        for clause in condition.expression.split(" AND "):
+            clause = clause.strip()
+            exists = re.fullmatch(r"attribute_(not_)?exists\((\S+)\)", clause)
+            if exists:
+                name = condition.names.get(exists[2], exists[2])
+                if (old is not None and name in old) == bool(exists[1]):
+                    raise ConditionFailed(copy.deepcopy(old))
+                continue
+            left, _, right = clause.partition("=")
+            name = condition.names.get(left.strip(), left.strip())
+            if old is None or old.get(name) != condition.values[right.strip()]:
+                raise ConditionFailed(copy.deepcopy(old))
+
+    async def get_item(self, table: str, key: Item, *, consistent: bool = False, projection: Any = None) -> Item | None:
+        return copy.deepcopy(self._table("GetItem", table).get(key["pk"]["S"]))
+
+    async def put_item(self, table: str, item: Item, *, condition: Any = None) -> None:
+        items = self._table("PutItem", table)
+        self._check(condition, items.get(item["pk"]["S"]))
+        items[item["pk"]["S"]] = copy.deepcopy(item)
+        self.writes.append(("PutItem", table, item["pk"]["S"]))
+
+    async def delete_item(self, table: str, key: Item, *, condition: Any = None, return_old: bool = False) -> Item | None:
+        items = self._table("DeleteItem", table)
+        self._check(condition, items.get(key["pk"]["S"]))
+        old = items.pop(key["pk"]["S"], None)
+        self.writes.append(("DeleteItem", table, key["pk"]["S"]))
+        return old if return_old else None
+
+    async def scan(self, table: str, *, consistent: bool = False, page_size: int | None = None) -> list[Item]:
+        return [copy.deepcopy(item) for item in self._table("Scan", table).values()]
+
+    async def close(self) -> None:
+        self.closed = True

@@ -26,7 +26,10 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import secrets
 import signal
+import time
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +40,12 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.config import Config
+from gateway.config import MIN_SECRET_BYTES, Config, PeerConfig
 from gateway.config import load as load_config
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.emulator import GlobalTableEmulator
 from gateway.local.gateway_process import GatewayProcess
+from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule, view_scope
 
 #: A few entities so the curl examples of the README answer something.
 EXAMPLE_DATA = {
@@ -60,8 +64,8 @@ LOCAL_CREDENTIALS = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 
-#: The control table (DESIGN.md §3); routing rules live here once the routing issue lands.
-CONTROL_TABLE = "feature_gateway_routing"
+#: Who the cluster's example rules name as their author.
+SEEDED_BY = "feature-gateway local up"
 
 
 def use_local_credentials() -> None:
@@ -73,7 +77,30 @@ def use_local_credentials() -> None:
 def cluster_tables(config: Config) -> list[tuple[str, str]]:
     """(table, hash key) of every replicated table: one per view, the control table, the members table."""
     tables = [(view.table, view.key_attribute) for view in config.views.values()]
-    return tables + [(CONTROL_TABLE, "pk"), (config.members.table, "pk")]
+    return tables + [(config.routing.table, "pk"), (config.members.table, "pk")]
+
+
+def example_rules(config: Config, primary: str, now_ms: int) -> list[Rule]:
+    """DESIGN.md §9: ``primary`` (the first region) is the primary of every example view, and of ``default``."""
+    scopes = [DEFAULT_SCOPE] + [view_scope(name) for name in config.views]
+    return [Rule(s, SINGLE_PRIMARY, primary, epoch=0, version=1, updated_by=SEEDED_BY, updated_at=now_ms) for s in scopes]
+
+
+def use_peer_secret() -> None:
+    """Gateways of one cluster share a peer secret: the caller's ``FGW_PEER_SECRET``, or a fresh one per run."""
+    if len(os.environ.get(PeerConfig().secret_env, "")) < MIN_SECRET_BYTES:
+        os.environ[PeerConfig().secret_env] = secrets.token_hex(32)
+
+
+def relocated_config(source: str | Path, target: Path) -> Path:
+    """A copy of a cluster config with every fixed loopback port replaced by a free one.
+
+    For tests and benchmarks, so they never collide with a `make run` cluster (or each other).
+    """
+    text = Path(source).read_text()
+    text = re.sub(r"127\.0\.0\.1:\d+", lambda m: f"127.0.0.1:{free_port()}", text)
+    target.write_text(text)
+    return target
 
 
 class ClusterError(RuntimeError):
@@ -134,6 +161,7 @@ class LocalCluster:
 
     async def up(self) -> None:
         self.check_not_running()
+        use_peer_secret()
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             for name in self.region_names:
@@ -185,6 +213,11 @@ class LocalCluster:
         self.state_file.unlink(missing_ok=True)
 
     async def _create_tables(self) -> None:
+        """Every table in every region, and the example rules written into each region's control table.
+
+        The rules go to every replica directly (same item, same ``_ts``) rather than through the
+        emulator, so every gateway finds them on its first read and becomes ready at once.
+        """
         from gateway.store_botocore import BotocoreStore
 
         for region in self.regions.values():
@@ -192,6 +225,29 @@ class LocalCluster:
             try:
                 for table, key_attribute in cluster_tables(region.config):
                     await store.create_table(table, key_attr=key_attribute)
+            finally:
+                await store.close()
+        first = self.region_names[0]
+        await self.put_rules(example_rules(self.configs[first], first, time.time_ns() // 1_000_000))
+
+    async def put_rules(self, rules: list[Rule], regions: list[str] | None = None) -> None:
+        """Write ``rules`` into the control table of each of ``regions`` (default: all) directly, bypassing replication.
+
+        For the cluster's own seeding, and for tests that need a region's replica to hold a rule
+        the others do not (a stale rule). Operators edit rules with ``gatewayctl``.
+        """
+        from gateway.store_botocore import BotocoreStore
+
+        now_us = time.time_ns() // 1000
+        names = regions or list(self.regions)
+        # One version for every copy (same _ts, same _region): replication of one copy onto another is a no-op.
+        origin = names[0]
+        for name in names:
+            region = self._region(name)
+            store = await BotocoreStore.open(region.name, region.dynamodb.endpoint)
+            try:
+                for rule in rules:
+                    await store.put_item(region.config.routing.table, rule.to_item(ts_us=now_us, region=origin))
             finally:
                 await store.close()
 

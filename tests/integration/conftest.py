@@ -11,6 +11,7 @@ import pytest
 
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.gateway_process import GatewayProcess
+from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
 from gateway.store_botocore import BotocoreStore
 
 #: Small enough that the body-size tests stay fast, large enough for a 400 KB item.
@@ -18,7 +19,13 @@ MAX_BODY_BYTES = 600_000
 
 
 def gateway_toml(endpoint: str, port: int, suffix: str, **gateway: object) -> str:
-    settings = {"region": "us-east-1", "listen": f"127.0.0.1:{port}", "max_body_bytes": MAX_BODY_BYTES, **gateway}
+    settings = {
+        "region": "us-east-1",
+        "listen": f"127.0.0.1:{port}",
+        "peer_listen": f"127.0.0.1:{free_port()}",
+        "max_body_bytes": MAX_BODY_BYTES,
+        **gateway,
+    }
     lines = ["[gateway]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
     return "\n".join(
         lines
@@ -27,6 +34,9 @@ def gateway_toml(endpoint: str, port: int, suffix: str, **gateway: object) -> st
             f'endpoint_url = "{endpoint}"',
             "[members]",
             f'table = "members_{suffix}"',
+            "[routing]",
+            f'table = "routing_{suffix}"',
+            "poll_interval = 0.2",
             "[views.users]",
             f'table = "features_users_{suffix}"',
             'features = { age = "int", country = "string", score = "float", segments = "list", active = "bool", profile = "map" }',
@@ -49,10 +59,14 @@ async def feature_tables(dynamodb_local: DynamoDBLocal, table_suffix: str) -> As
         "users": f"features_users_{table_suffix}",
         "items": f"features_items_{table_suffix}",
         "members": f"members_{table_suffix}",
+        "routing": f"routing_{table_suffix}",
     }
     try:
         for table in tables.values():
             await store.create_table(table)
+        # The single-region gateway of these tests is the primary of everything.
+        rule = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=0, version=1, updated_by="tests")
+        await store.put_item(tables["routing"], rule.to_item(ts_us=1, region="us-east-1"))
         yield tables
     finally:
         await store.close()

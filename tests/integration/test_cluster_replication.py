@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
-import orjson
 import pytest
 
 from gateway.local.cluster import LocalCluster
+from gateway.routing import ANY_REGION, Rule
+from tests.support.cluster_http import eventually, get, obeyed_everywhere, put, url
 from tests.support.convergence import Stored, Write, check, lost_count
 from tests.support.local_cluster import local_config
 
@@ -27,6 +28,12 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loc
     cluster = LocalCluster(str(local_config(tmp)), state_dir=tmp / "state")
     await cluster.up()
     try:
+        # These tests are about replication between regions that all accept writes, as global tables
+        # do on their own: the items view is any_region here, so writes are applied where they arrive.
+        rule = Rule("view#items", ANY_REGION, None, epoch=1, version=2, updated_by="tests")
+        await cluster.put_rules([rule])
+        async with aiohttp.ClientSession() as session:
+            await obeyed_everywhere(session, cluster, rule, 10)
         # Warm the JVMs and the emulator before anything is timed: a cold DynamoDB Local answers its
         # first writes in hundreds of milliseconds.
         async with aiohttp.ClientSession() as session:
@@ -51,42 +58,6 @@ async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
             if source != target:
                 cluster.emulator.set_lag(source, target, 0.0)
                 cluster.emulator.resume(source, target)
-
-
-def url(cluster: LocalCluster, region: str) -> str:
-    return f"http://{cluster.configs[region].listen}"
-
-
-async def put(http, cluster, region, key, features, idem=None, *, must_apply=True) -> dict:
-    async with http.put(
-        f"{url(cluster, region)}/v1/features/items/{key}",
-        data=orjson.dumps({"features": features}),
-        headers={"Idempotency-Key": idem or uuid.uuid4().hex},
-    ) as resp:
-        body = await resp.json()
-        assert resp.status == 200, body
-        assert body["applied"] or not must_apply, body
-        return body
-
-
-async def get(http, cluster, region, key) -> dict | None:
-    async with http.get(f"{url(cluster, region)}/v1/features/items/{key}") as resp:
-        if resp.status == 404:
-            return None
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def eventually(probe: Callable[[], Awaitable[object]], timeout: float, what: str) -> object:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: object = None
-    while loop.time() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{what} not within {timeout}s; last saw {last!r}")
 
 
 async def state_of(http, cluster, keys) -> dict[str, dict[str, Stored]]:

@@ -36,3 +36,15 @@ def test_replication_bench_runs_and_prints_its_figures():
     assert re.search(r"replication lag over all pairs: p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
     # Every write reached every region: the figure is about delay, never about loss.
     assert "writes missing in some region after idle: 0" in out, out
+
+
+def test_forward_bench_runs_and_prints_its_figures():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.forward_bench", "--writes", "40", "--rounds", "2", "--warmup", "5"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for arm in ("local-primary", "forwarded"):
+        assert re.search(rf"^{arm}\s+40\s+[\d.]+\s+[\d.]+\s+[\d.]+", out, re.M), out
+    assert re.search(r"forwarding adds at p50: -?[\d.]+ ms", out), out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.local.cluster import CONTROL_TABLE, pid_alive
+from gateway.local.cluster import pid_alive
 from gateway.store_botocore import BotocoreStore
 from tests.support.local_cluster import local_config
 
@@ -46,7 +46,7 @@ async def test_local_up_serves_the_readme_examples_and_stops_everything(tmp_path
             tables = set(await admin.list_tables())
         finally:
             await admin.close()
-        assert {"features_users", "features_items", CONTROL_TABLE, "feature_gateway_members"} <= tables
+        assert {"features_users", "features_items", "feature_gateway_routing", "feature_gateway_members"} <= tables
 
         # The seeded example entity, then a write and a read, as the README shows them with curl.
         async with http.get(f"{gateway}/v1/features/users/u-1001") as resp:

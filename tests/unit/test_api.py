@@ -10,7 +10,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.api import DownstreamApi, create_server
+from gateway.api import DownstreamApi
+from gateway.frontend import create_server
 from gateway.background import background
 from gateway.clock import SystemClock
 from gateway.config import from_dict
@@ -27,6 +28,8 @@ from gateway.health import Health
 from gateway.members import Membership
 from gateway.metrics import Metrics
 from gateway.read_coalescer import ReadCoalescer
+from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
+from tests.fakes import FakePeers, StaticRouting
 
 CONFIG = from_dict(
     {"gateway": {"region": "eu-west-1", "request_timeout": 0.3}, "views": {"items": {"table": "features_items"}}}
@@ -93,9 +96,9 @@ async def client():
     deadlines = Deadlines(clock)
     metrics = Metrics()
     membership = Membership(CONFIG, store, clock, metrics)
-    api = DownstreamApi(
-        CONFIG, Dispatcher(CONFIG, store, ReadCoalescer(store), clock), health, metrics, clock, deadlines, membership
-    )
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, CONFIG.region, epoch=0))
+    dispatcher = Dispatcher(CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics)
+    api = DownstreamApi(CONFIG, dispatcher, health, metrics, clock, deadlines, membership, routing)
     runner = web.ServerRunner(create_server(api, CONFIG))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

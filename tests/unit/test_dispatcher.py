@@ -1,11 +1,27 @@
-"""The write decisions of the dispatcher, with a store that answers like DynamoDB evaluates the condition."""
+"""The decisions of the dispatcher: the write condition's answers, where writes go, and cross-region reads.
+
+The store answers like DynamoDB evaluates the write condition; peers are scripted (tests/fakes.py).
+"""
+
+import pytest
 
 from gateway.config import from_dict
 from gateway.dispatcher import Dispatcher
-from gateway.errors import ConditionFailed, StoreThrottled
+from gateway.errors import (
+    ConditionFailed,
+    NoRoutingRule,
+    NotPrimary,
+    PeerError,
+    PrimarySwitching,
+    PrimaryUnreachable,
+    StoreThrottled,
+)
+from gateway.items import Version
 from gateway.read_coalescer import ReadCoalescer
 from gateway.records import delete_record, write_record
-from tests.fakes import FakeClock
+from gateway.metrics import Metrics
+from gateway.routing import ANY_REGION, DEFAULT_SCOPE, SINGLE_PRIMARY, SWITCHING, Rule
+from tests.fakes import FakeClock, FakePeers, RecordingSleep, StaticRouting
 
 CONFIG = from_dict({"gateway": {"region": "eu-west-1"}, "views": {"items": {"table": "features_items"}}})
 VIEW = CONFIG.views["items"]
@@ -17,6 +33,7 @@ class ConditionalStore:
     def __init__(self) -> None:
         self.items: dict[str, dict] = {}
         self.fail_keys: set[str] = set()
+        self.reads: list[bool] = []  # consistent? per read call
 
     def _check(self, key, condition):
         old = self.items.get(key)
@@ -40,10 +57,25 @@ class ConditionalStore:
         self.items.pop(k, None)
         return old
 
+    async def get_item(self, table, key, *, consistent=False, projection=None):
+        self.reads.append(consistent)
+        return self.items.get(key["pk"]["S"])
 
-def dispatcher(store):
+    async def batch_get_item(self, table, keys, *, consistent=False, projection=None):
+        self.reads.append(consistent)
+        return [self.items.get(k["pk"]["S"]) for k in keys]
+
+
+HOME = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=0)
+
+
+def dispatcher(store, *rules, peers=None, sleep=None):
     clock = FakeClock()
-    return Dispatcher(CONFIG, store, ReadCoalescer(store), clock), clock
+    routing = StaticRouting(*(rules or (HOME,)))
+    d = Dispatcher(
+        CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(), sleep=sleep or RecordingSleep()
+    )
+    return d, clock
 
 
 async def test_writes_are_stamped_and_answered():
@@ -80,3 +112,170 @@ async def test_batch_results_keep_order_and_isolate_failures():
     assert [r["key"] for r in results] == ["a", "b", "c"]
     assert results[0]["applied"] and results[2]["applied"]
     assert results[1]["error"]["code"] == "throttled" and results[1]["error"]["retryable"] is True
+
+
+# -- routing -------------------------------------------------------------------------------------
+
+
+def applied_by(region):
+    async def answer(to_region, body):
+        return {"results": [{"applied": True, "version": f"{body['epoch']}.5.{to_region}", "primary": to_region,
+                             "forwarded": False, "key": r["key"]} for r in body["records"]]}
+    return answer
+
+
+async def test_a_write_for_another_primary_is_forwarded_with_its_epoch_and_idempotency_key():
+    store = ConditionalStore()
+    peers = FakePeers(applied_by("us-east-1"))
+    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=4), peers=peers)
+    answer = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
+    assert answer == {"applied": True, "version": "4.5.us-east-1", "primary": "us-east-1", "forwarded": True}
+    (op, region, body), = peers.calls
+    assert (op, region, body["scope"], body["epoch"], body["origin"]) == ("write", "us-east-1", "default", 4, "eu-west-1")
+    assert body["records"] == [{"key": "k", "attributes": {"a": {"N": "1"}}, "event_ms": 1000, "idempotency_key": "idem-1"}]
+    assert store.items == {}  # nothing written here
+
+
+async def test_not_primary_refreshes_and_follows_the_peers_newer_rule():
+    stale = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=4, version=7)
+    newer = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "ap-southeast-1", epoch=5, version=8)
+
+    async def answer(region, body):
+        if region == "us-east-1":
+            raise NotPrimary("moved", rule=newer.to_json())
+        return await applied_by(region)(region, body)
+
+    peers = FakePeers(answer)
+    d, _ = dispatcher(ConditionalStore(), stale, peers=peers)
+    result = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
+    assert result["primary"] == "ap-southeast-1" and result["version"].startswith("5.")
+    assert [(c[1], c[2]["epoch"], c[2]["records"][0]["idempotency_key"]) for c in peers.calls] == [
+        ("us-east-1", 4, "idem-1"), ("ap-southeast-1", 5, "idem-1"),
+    ]
+    assert d._routing.refreshes == 1
+
+
+async def test_rerouting_is_bounded_and_backs_off():
+    async def answer(region, body):
+        raise NotPrimary("not me", rule=None)
+
+    sleep = RecordingSleep()
+    peers = FakePeers(answer)
+    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=sleep)
+    with pytest.raises(PrimaryUnreachable, match="3 attempts"):
+        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert len(peers.calls) == 3 and sleep.delays == [0.05, 0.1]
+
+
+async def test_a_refreshed_snapshot_that_makes_this_region_primary_writes_locally():
+    store = ConditionalStore()
+
+    async def answer(region, body):
+        raise NotPrimary("it is you now", rule=None)
+
+    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=FakePeers(answer))
+    d._routing.next_rules = (Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=2),)
+    result = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert result["forwarded"] is False and result["version"].startswith("2.") and "k" in store.items
+
+
+async def test_switching_scopes_answer_primary_switching_and_missing_rules_no_routing_rule():
+    switching = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", 1, state=SWITCHING, next_primary="us-east-1", switch_id="s")
+    d, _ = dispatcher(ConditionalStore(), switching)
+    with pytest.raises(PrimarySwitching) as caught:
+        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert caught.value.retry_after == 1.0
+    d, _ = dispatcher(ConditionalStore(), Rule("view#other", SINGLE_PRIMARY, "eu-west-1", 0))
+    with pytest.raises(NoRoutingRule, match="view#items"):
+        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+
+
+async def test_any_region_writes_locally_under_the_rules_epoch():
+    store = ConditionalStore()
+    d, clock = dispatcher(store, Rule(DEFAULT_SCOPE, ANY_REGION, None, epoch=3))
+    result = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert result == {"applied": True, "version": f"3.{clock.wall_us()}.eu-west-1", "primary": "eu-west-1", "forwarded": False}
+
+
+async def test_a_peers_record_error_keeps_its_status_and_code():
+    async def answer(region, body):
+        return {"results": [{"key": "k", "error": {"code": "throttled", "message": "slow down", "retryable": True, "status": 429}}]}
+
+    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 0), peers=FakePeers(answer))
+    with pytest.raises(PeerError) as caught:
+        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert (caught.value.status, caught.value.code, caught.value.retryable) == (429, "throttled", True)
+
+
+# -- accepting forwarded writes ------------------------------------------------------------------
+
+
+async def test_a_forward_is_applied_only_at_the_primarys_epoch():
+    store = ConditionalStore()
+    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
+    record = write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)
+    results = await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
+    assert results[0]["applied"] and store.items["k"]["_epoch"] == {"N": "3"}
+    with pytest.raises(NotPrimary, match="Epoch 2 of scope default is over") as old:
+        await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 2, [record])
+    assert old.value.rule["epoch"] == 3
+    assert d._routing.refreshes == 0  # an older epoch needs no refresh to refuse
+
+
+async def test_a_forward_from_a_newer_epoch_refreshes_before_refusing():
+    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
+    d._routing.next_rules = (Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=4),)
+    results = await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 4, [write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)])
+    assert results[0]["applied"] and d._routing.refreshes == 1
+
+
+async def test_a_forward_to_a_region_that_is_not_primary_or_routes_another_scope_is_refused():
+    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=3))
+    record = write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)
+    with pytest.raises(NotPrimary, match="not the active primary") as caught:
+        await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
+    assert caught.value.rule["primary"] == "us-east-1"
+    with pytest.raises(NotPrimary, match="by scope default, not view#items"):
+        await d.accept_forwarded(VIEW, "view#items", 3, [record])
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+async def test_strong_reads_go_to_the_primary_and_eventual_reads_stay_local():
+    store = ConditionalStore()
+
+    async def answer(region, body):
+        return {"results": [{"key": "k", "status": "PRESENT", "features": {"a": 2}, "version": "1.9.us-east-1"}]}
+
+    peers = FakePeers(answer)
+    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    store.items["k"] = {"pk": {"S": "k"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "1"}, "_region": {"S": "us-east-1"}}
+    strong = await d.read(VIEW, "k", None, True)
+    assert strong == {"view": "items", "key": "k", "features": {"a": 2}, "version": "1.9.us-east-1", "region": "us-east-1"}
+    eventual = await d.read(VIEW, "k", None, False)
+    assert eventual["features"] == {"a": 1} and eventual["region"] == "eu-west-1"
+    assert [c[0] for c in peers.calls] == ["read"]
+
+
+async def test_a_min_version_read_serves_locally_once_caught_up_else_from_the_primary():
+    store = ConditionalStore()
+
+    async def answer(region, body):
+        return {"results": [{"key": "k", "status": "PRESENT", "features": {"a": 9}, "version": "1.9.us-east-1"}]}
+
+    clock_sleep = RecordingSleep()
+    peers = FakePeers(answer)
+    d, clock = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=clock_sleep)
+    store.items["k"] = {"pk": {"S": "k"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "1"}, "_region": {"S": "us-east-1"}}
+    local = await d.read(VIEW, "k", None, False, Version(1, 5, "us-east-1"))
+    assert local["features"] == {"a": 1} and not peers.calls and not clock_sleep.delays
+
+    async def advancing_sleep(delay):  # the injected sleep moves the fake clock
+        clock.advance(delay)
+
+    d._sleep = advancing_sleep
+    remote = await d.read(VIEW, "k", None, False, Version(1, 9, "us-east-1"))
+    assert remote["features"] == {"a": 9} and remote["region"] == "us-east-1" and len(peers.calls) == 1
+    # The local replica was asked again while waiting, for about min_version_wait (0.5 s at 10 ms).
+    assert 45 <= len(store.reads) <= 55

@@ -1,0 +1,108 @@
+"""Authentication of the peer API: HMAC-SHA256 signatures with a timestamp window and a nonce cache.
+
+A signed request carries three headers::
+
+    X-Fgw-Timestamp: <milliseconds since the epoch>
+    X-Fgw-Nonce:     <32 random hex digits>
+    X-Fgw-Signature: hex(HMAC-SHA256(secret, METHOD \\n PATH \\n TIMESTAMP \\n NONCE \\n hex(SHA256(body))))
+
+The receiver refuses (401) a request whose headers are missing, whose
+timestamp is more than ``max_skew`` seconds from its own clock (expired, or
+from the future), whose signature does not match (forged, or any of method,
+path, body, timestamp, nonce tampered with), or whose nonce it has accepted
+before within the window (replayed).
+
+Invariants:
+- The signature is checked before the nonce is remembered, so unsigned junk
+  cannot fill the cache or burn a legitimate sender's nonce.
+- A nonce is remembered until its timestamp leaves the window; after that the
+  timestamp check alone refuses it. The cache is per worker process: a replay
+  that lands on another worker of the same pod within the window is caught
+  only by the write's idempotency key (it is a duplicate, applied once).
+- Comparisons of signatures take constant time (``hmac.compare_digest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import deque
+from collections.abc import Mapping
+
+from gateway.clock import Clock
+from gateway.errors import Unauthorized
+
+TIMESTAMP = "X-Fgw-Timestamp"
+NONCE = "X-Fgw-Nonce"
+SIGNATURE = "X-Fgw-Signature"
+
+
+def _canonical(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+    return f"{method}\n{path}\n{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+
+
+class PeerSigner:
+    """Signs outgoing peer requests."""
+
+    __slots__ = ("_secret", "_clock")
+
+    def __init__(self, secret: bytes, clock: Clock) -> None:
+        assert secret, "a peer signer needs a secret"
+        self._secret = secret
+        self._clock = clock
+
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        timestamp = str(self._clock.wall_ms())
+        nonce = os.urandom(16).hex()
+        signature = hmac.new(self._secret, _canonical(method, path, timestamp, nonce, body), hashlib.sha256).hexdigest()
+        return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: signature}
+
+
+class PeerVerifier:
+    """Checks incoming peer requests; raises ``Unauthorized`` with the reason."""
+
+    __slots__ = ("_secret", "_clock", "_skew_ms", "_seen", "_expiry", "max_nonces")
+
+    def __init__(self, secret: bytes, clock: Clock, max_skew: float, max_nonces: int = 1_000_000) -> None:
+        assert secret, "a peer verifier needs a secret"
+        self._secret = secret
+        self._clock = clock
+        self._skew_ms = int(max_skew * 1000)
+        # Touched only from the event loop, never across an await.
+        self._seen: set[str] = set()
+        self._expiry: deque[tuple[int, str]] = deque()  # (forget after, nonce), in arrival order
+        self.max_nonces = max_nonces
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
+        timestamp = headers.get(TIMESTAMP)
+        nonce = headers.get(NONCE)
+        signature = headers.get(SIGNATURE)
+        if not (timestamp and nonce and signature):
+            raise Unauthorized(f"Peer requests must be signed ({TIMESTAMP}, {NONCE}, {SIGNATURE}).")
+        if not timestamp.isdigit() or len(nonce) > 64:
+            raise Unauthorized("The peer request's signature headers are malformed.")
+        now = self._clock.wall_ms()
+        sent = int(timestamp)
+        if abs(now - sent) > self._skew_ms:
+            raise Unauthorized(
+                f"The peer request was signed {(now - sent) / 1000:+.1f}s from this gateway's clock; "
+                f"at most ±{self._skew_ms / 1000:g}s is accepted (expired, or the clocks differ)."
+            )
+        expected = hmac.new(self._secret, _canonical(method, path, timestamp, nonce, body), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise Unauthorized("The peer request's signature does not match (wrong secret, or the request was altered).")
+        self._forget(now)
+        if nonce in self._seen:
+            raise Unauthorized("The peer request was already received once (replayed nonce).")
+        if len(self._seen) >= self.max_nonces:
+            raise Unauthorized("Too many peer requests within the signature window; retry shortly.")
+        self._seen.add(nonce)
+        self._expiry.append((sent + self._skew_ms, nonce))
+
+    def _forget(self, now: int) -> None:
+        # Arrival order is close to timestamp order (both within the window), so the head expires first;
+        # an entry stuck behind a later one is forgotten a little late, never early.
+        expiry = self._expiry
+        while expiry and expiry[0][0] < now:
+            self._seen.discard(expiry.popleft()[1])

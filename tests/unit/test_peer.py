@@ -1,0 +1,129 @@
+"""PeerClient against loopback servers: instance failover, signed requests, and how peer answers map (gateway/peer.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway.config import from_dict
+from gateway.errors import NotPrimary, PeerError, PrimaryUnreachable
+from gateway.local.dynamodb_local import free_port
+from gateway.metrics import Metrics
+from gateway.peer import PeerClient
+from gateway.peer_auth import PeerSigner, PeerVerifier
+from tests.fakes import FakeClock
+
+SECRET = b"peer-secret-for-unit-tests-0123"
+
+
+def config(peer_port: int):
+    return from_dict(
+        {
+            "gateway": {"region": "eu-west-1"},
+            "peer": {"timeout": 0.5},
+            "regions": {
+                "eu-west-1": {"downstream": "127.0.0.1:1", "peer": "127.0.0.1:2"},
+                "us-east-1": {"downstream": "127.0.0.1:3", "peer": f"127.0.0.1:{peer_port}"},
+            },
+            "views": {"items": {"table": "t_items"}},
+        }
+    )
+
+
+class Peer:
+    """A loopback peer that verifies signatures and answers what the test scripts."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.verifier = PeerVerifier(SECRET, clock, 30.0)
+        self.status, self.body = 200, {"results": []}
+        self.seen: list[dict] = []
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        raw = await request.read()
+        self.verifier.verify(request.method, request.raw_path, request.headers, raw)
+        self.seen.append(orjson.loads(raw))
+        return web.Response(body=orjson.dumps(self.body), status=self.status, content_type="application/json")
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[tuple[Peer, int]]:
+    clock = FakeClock()
+    p = Peer(clock)
+    runner = web.ServerRunner(web.Server(p.handle))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield p, runner.addresses[0][1]
+    await runner.cleanup()
+
+
+def client(port: int, members=lambda region: []) -> PeerClient:
+    clock = FakeClock()
+    return PeerClient(config(port), PeerSigner(SECRET, clock), clock, Metrics(), members)
+
+
+async def test_a_signed_write_reaches_the_region_and_its_answer_comes_back(peer):
+    p, port = peer
+    p.body = {"results": [{"applied": True}]}
+    c = client(port)
+    try:
+        assert await c.write("us-east-1", {"records": [1]}) == {"results": [{"applied": True}]}
+        assert p.seen == [{"records": [1]}]
+    finally:
+        await c.close()
+
+
+async def test_an_unreachable_instance_is_skipped_for_the_next_one_of_the_region(peer):
+    p, port = peer
+    dead = free_port()
+    c = client(dead, members=lambda region: [f"127.0.0.1:{port}"] if region == "us-east-1" else [])
+    try:
+        assert c.addresses("us-east-1") == [f"127.0.0.1:{dead}", f"127.0.0.1:{port}"]
+        await c.write("us-east-1", {"n": 1})
+        assert p.seen == [{"n": 1}]
+    finally:
+        await c.close()
+
+
+async def test_no_answering_instance_is_primary_unreachable_naming_each():
+    dead = free_port()
+    c = client(dead)
+    try:
+        with pytest.raises(PrimaryUnreachable, match=f"127.0.0.1:{dead}"):
+            await c.write("us-east-1", {})
+        with pytest.raises(PrimaryUnreachable, match="No gateway address is known for region sa-east-1"):
+            await c.write("sa-east-1", {})
+    finally:
+        await c.close()
+
+
+def test_members_advertising_a_wildcard_address_are_not_peers():
+    c = client(9, members=lambda region: ["0.0.0.0:8701", "10.0.0.7:8701", "127.0.0.1:9"])
+    assert c.addresses("us-east-1") == ["127.0.0.1:9", "10.0.0.7:8701"]
+
+
+@pytest.mark.parametrize(
+    "status, body, error, match",
+    [
+        (409, {"error": {"code": "not_primary", "message": "moved", "retryable": True}, "rule": {"scope": "default"}}, NotPrimary, "moved"),
+        (401, {"error": {"code": "unauthorized", "message": "bad sig", "retryable": False}}, PrimaryUnreachable, "same peer secret"),
+        (503, {"error": {"code": "draining", "message": "bye", "retryable": True}}, PeerError, "bye"),
+        (502, {"not": "an error body"}, PeerError, "without an error body"),
+    ],
+)
+async def test_peer_error_answers_map_to_the_error_tree(peer, status, body, error, match):
+    p, port = peer
+    p.status, p.body = status, body
+    c = client(port)
+    try:
+        with pytest.raises(error, match=match) as caught:
+            await c.write("us-east-1", {})
+    finally:
+        await c.close()
+    if error is NotPrimary:
+        assert caught.value.rule == {"scope": "default"}
+    if status == 503:
+        assert (caught.value.status, caught.value.code, caught.value.retry_after) == (503, "draining", 1.0)
