@@ -120,13 +120,24 @@ class BotocoreStore:
 
     @classmethod
     async def open(
-        cls, region: str, endpoint_url: str | None = None, *, session: Any = None, max_attempts: int = 6, **kw: Any
+        cls,
+        region: str,
+        endpoint_url: str | None = None,
+        *,
+        session: Any = None,
+        max_attempts: int = 6,
+        profile: str | None = None,
+        **kw: Any,
     ) -> BotocoreStore:
-        """A store owning its client (``close()`` closes it). botocore's own retries use the same budget."""
-        if session is None:
-            from aiobotocore.session import get_session
+        """A store owning its client (``close()`` closes it). botocore's own retries use the same budget.
 
-            session = get_session()
+        ``profile`` names a profile of the AWS config files (``gatewayctl --profile``); without it the
+        default provider chain decides.
+        """
+        if session is None:
+            from aiobotocore.session import AioSession
+
+            session = AioSession(profile=profile)
         config = AioConfig(retries={"max_attempts": max_attempts, "mode": "standard"})
         stack = AsyncExitStack()
         client = await stack.enter_async_context(

@@ -371,7 +371,7 @@ class LocalCluster:
 
     def _write_state(self) -> None:
         state = {
-            "config": self.config_path,
+            "config": str(Path(self.config_path).resolve()),
             "pids": self.pids(),
             "control": self.control_url,
             "regions": {

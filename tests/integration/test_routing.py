@@ -7,8 +7,12 @@ own), so tests do not see each other's rules.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -219,3 +223,48 @@ async def test_a_bad_min_version_is_a_clear_400(cluster, http):
     async with http.get(f"{url(cluster, 'eu-west-1')}/v1/features/items/k", params={"min_version": "yesterday"}) as resp:
         body = await resp.json()
     assert resp.status == 400 and body["error"]["code"] == "invalid_request" and "min_version" in body["error"]["message"]
+
+
+def gatewayctl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.ctl", "--local", "--state-dir", str(cluster.state_dir), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+async def test_gatewayctl_moves_a_primary_every_gateway_obeys_within_2s_and_a_conflicting_edit_is_refused(cluster, http):
+    scope = f"view#items#prefix#{prefix()}"
+    created = gatewayctl(cluster, "rules", "set", scope, "--primary", "us-east-1", "--yes")
+    assert created.returncode == 0, created.stderr
+    rule = Rule(scope, SINGLE_PRIMARY, "us-east-1", epoch=json.loads(gatewayctl(cluster, "--json", "rules", "get", scope).stdout)["epoch"])
+    await obeyed_everywhere(http, cluster, rule, 5)
+
+    moved = gatewayctl(cluster, "rules", "set", scope, "--primary", "eu-west-1", "--yes")
+    assert moved.returncode == 0, moved.stderr
+    assert re.search(r"primary:\s+us-east-1 -> eu-west-1", moved.stdout), moved.stdout
+    after = json.loads(gatewayctl(cluster, "--json", "rules", "get", scope).stdout)
+    assert after["primary"] == "eu-west-1" and after["epoch"] == rule.epoch + 1
+    started = asyncio.get_running_loop().time()
+    await obeyed_everywhere(http, cluster, Rule(scope, SINGLE_PRIMARY, "eu-west-1", epoch=rule.epoch + 1), 2.0)
+    assert asyncio.get_running_loop().time() - started <= 2.0
+    answer = await put(http, cluster, "ap-southeast-1", scope.rsplit("#", 1)[1] + "k", {"v": 1})
+    assert answer["primary"] == "eu-west-1" and answer["forwarded"] is True
+
+    # Two operators edit from the same version: one edit lands, the other is refused and writes nothing.
+    version = str(after["version"])
+    first, second = await asyncio.gather(
+        asyncio.to_thread(gatewayctl, cluster, "rules", "set", scope, "--primary", "ap-southeast-1", "--expect-version", version, "--yes"),
+        asyncio.to_thread(gatewayctl, cluster, "rules", "set", scope, "--primary", "us-east-1", "--expect-version", version, "--yes"),
+    )
+    assert sorted([first.returncode, second.returncode]) == [0, 1], (first, second)
+    loser = first if first.returncode else second
+    assert "changed since it was read" in loser.stderr and "nothing was written" in loser.stderr
+    final = json.loads(gatewayctl(cluster, "--json", "rules", "get", scope).stdout)
+    winner_primary = "ap-southeast-1" if first.returncode == 0 else "us-east-1"
+    assert final["primary"] == winner_primary and final["version"] == after["version"] + 1
+
+
+async def test_gatewayctl_refuses_an_unknown_region_with_a_clear_line(cluster):
+    refused = gatewayctl(cluster, "rules", "set", "view#items", "--primary", "us-west-2", "--yes")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "'us-west-2' is not a known region" in refused.stderr
