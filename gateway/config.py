@@ -105,6 +105,41 @@ class RoutingConfig:
     min_version_wait: float = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class BufferConfig:
+    """The write buffer (DESIGN.md §7.5): writes held while their scope switches primary, per worker process."""
+
+    #: Longest hold of one write, seconds; then 503 primary_switching.
+    window: float = 10.0
+    #: Most writes held at once (all scopes); beyond it 503 primary_switching at once.
+    max_entries: int = 10_000
+    #: Most bytes of held writes (their records' size); beyond it 503 primary_switching at once.
+    max_bytes: int = 64 << 20
+    #: Held writes sent on to the new primary at once when a switch ends.
+    drain_concurrency: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchConfig:
+    """Planned switches and failovers (DESIGN.md §7)."""
+
+    #: Seconds a switch may take before it is aborted (the old primary stays, epoch + 1).
+    max_duration: float = 5.0
+    #: Preflight: the new primary's replication lag from the old one must be under this, seconds.
+    max_replication_lag: float = 2.0
+    #: Anti-flap: seconds between two switches of one scope (unless forced).
+    min_interval: float = 60.0
+    #: Seconds an old primary keeps acknowledged keys for the fence.
+    fence_window: float = 300.0
+    #: Most acknowledged keys kept per scope for the fence; past it the fence cannot be verified (abort).
+    fence_max_keys: int = 100_000
+    #: Schedules: seconds a coordinator lease lasts, and between the holder's checks.
+    lease_seconds: float = 10.0
+    schedule_interval: float = 1.0
+    #: The region whose control-table replica takes every rule and lease write (default: the first region).
+    control_region: str | None = None
+
+
 #: Shortest peer secret accepted, in bytes.
 MIN_SECRET_BYTES = 16
 
@@ -128,8 +163,35 @@ class PeerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: Outlier detection per peer address (gateway/circuit_breaker.py, after Envoy's): this many consecutive
+    #: failures (no answer, or 503 draining/overloaded) eject the address ...
+    outlier_consecutive_failures: int = 5
+    #: ... for this many seconds times the number of times it was ejected, at most ``outlier_max_ejection``;
+    #: after that one probe request is let through, and its success closes the breaker.
+    outlier_base_ejection: float = 5.0
+    outlier_max_ejection: float = 300.0
+    #: Most addresses of one region ejected at once, in percent (at least one may always be).
+    outlier_max_ejection_percent: int = 50
     #: The secret itself, read by ``load()`` from the file or the environment; never printed.
     secret: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry spans (gateway/tracing.py): none, printed to stdout, or sent over OTLP/HTTP."""
+
+    #: "none" (no span is ever created), "console" or "otlp".
+    exporter: str = "none"
+    #: OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces (empty: the exporter's default).
+    endpoint: str | None = None
+    #: Fraction of traces started here that are recorded; a request arriving with a sampled parent always is.
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogsConfig:
+    #: Fraction of requests written to the access log; answers of 5xx are always written.
+    access_sample: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +206,11 @@ class Config:
     request_timeout: float = 5.0
     #: Seconds SIGTERM waits for in-flight requests before the process exits.
     shutdown_grace: float = 10.0
+    #: Seconds after SIGTERM with readiness false while requests are still served, so load balancers move traffic.
+    drain_seconds: float = 5.0
+    #: Requests one worker serves at once (both listeners; /healthz, /readyz and /metrics not counted);
+    #: beyond it 503 ``overloaded`` at once.
+    max_concurrent_requests: int = 1024
     #: Most DynamoDB read calls outstanding per table and consistency per worker (lanes of the coalescer).
     read_max_in_flight: int = 4
     #: Seconds every open lane must have waited before another opens; until then reads ride the next batch.
@@ -152,6 +219,10 @@ class Config:
     members: MembersConfig = field(default_factory=MembersConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     peer: PeerConfig = field(default_factory=PeerConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    switch: SwitchConfig = field(default_factory=SwitchConfig)
     views: Mapping[str, ViewConfig] = field(default_factory=dict)
     regions: Mapping[str, RegionConfig] = field(default_factory=dict)
     #: The file this was loaded from, for messages.
@@ -283,6 +354,10 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     mem = _Reader(top.get("members", dict, {}), "members.", source)
     rt = _Reader(top.get("routing", dict, {}), "routing.", source)
     pr = _Reader(top.get("peer", dict, {}), "peer.", source)
+    tr = _Reader(top.get("tracing", dict, {}), "tracing.", source)
+    lg = _Reader(top.get("logs", dict, {}), "logs.", source)
+    bf = _Reader(top.get("buffer", dict, {}), "buffer.", source)
+    sw = _Reader(top.get("switch", dict, {}), "switch.", source)
 
     regions: dict[str, RegionConfig] = {}
     for name, table in top.get("regions", dict, {}).items():
@@ -352,9 +427,55 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         tls_cert=pr.get("tls_cert", str, "") or None,
         tls_key=pr.get("tls_key", str, "") or None,
         tls_ca=pr.get("tls_ca", str, "") or None,
+        outlier_consecutive_failures=pr.positive(
+            "outlier_consecutive_failures", int, peer_defaults.outlier_consecutive_failures
+        ),
+        outlier_base_ejection=pr.positive("outlier_base_ejection", float, peer_defaults.outlier_base_ejection),
+        outlier_max_ejection=pr.positive("outlier_max_ejection", float, peer_defaults.outlier_max_ejection),
+        outlier_max_ejection_percent=pr.positive(
+            "outlier_max_ejection_percent", int, peer_defaults.outlier_max_ejection_percent
+        ),
     )
+    if peer.outlier_max_ejection_percent > 100:
+        raise pr.fail("outlier_max_ejection_percent", f"must be at most 100, got {peer.outlier_max_ejection_percent}")
+    if peer.outlier_max_ejection < peer.outlier_base_ejection:
+        raise pr.fail("outlier_max_ejection", "must be at least outlier_base_ejection")
+    tracing = TracingConfig(
+        exporter=tr.get("exporter", str, "none"),
+        endpoint=tr.get("endpoint", str, "") or None,
+        sample_ratio=_fraction(tr, "sample_ratio", 1.0),
+    )
+    if tracing.exporter not in ("none", "console", "otlp"):
+        raise tr.fail("exporter", f"must be 'none', 'console' or 'otlp', got {tracing.exporter!r}")
+    if tracing.endpoint and not tracing.endpoint.startswith(("http://", "https://")):
+        raise tr.fail("endpoint", f"must start with http:// or https://, got {tracing.endpoint!r}")
+    logs = LogsConfig(access_sample=_fraction(lg, "access_sample", LogsConfig().access_sample))
+    drain_seconds = gateway.get("drain_seconds", (int, float), 5.0)
+    if drain_seconds < 0:
+        raise gateway.fail("drain_seconds", f"must be 0 or more, got {drain_seconds!r}")
     if bool(peer.tls_cert) != bool(peer.tls_key) or (peer.tls_cert and not peer.tls_ca):
         raise pr.fail("tls_cert", "mTLS needs tls_cert, tls_key and tls_ca together")
+
+    bd = BufferConfig()
+    buffer = BufferConfig(
+        window=bf.positive("window", float, bd.window),
+        max_entries=bf.positive("max_entries", int, bd.max_entries),
+        max_bytes=bf.positive("max_bytes", int, bd.max_bytes),
+        drain_concurrency=bf.positive("drain_concurrency", int, bd.drain_concurrency),
+    )
+    sd = SwitchConfig()
+    switch = SwitchConfig(
+        max_duration=sw.positive("max_duration", float, sd.max_duration),
+        max_replication_lag=sw.positive("max_replication_lag", float, sd.max_replication_lag),
+        min_interval=sw.positive("min_interval", float, sd.min_interval),
+        fence_window=sw.positive("fence_window", float, sd.fence_window),
+        fence_max_keys=sw.positive("fence_max_keys", int, sd.fence_max_keys),
+        lease_seconds=sw.positive("lease_seconds", float, sd.lease_seconds),
+        schedule_interval=sw.positive("schedule_interval", float, sd.schedule_interval),
+        control_region=sw.get("control_region", str, "") or None,
+    )
+    if switch.control_region and regions and switch.control_region not in regions:
+        raise sw.fail("control_region", f"{switch.control_region!r} is not one of the regions: {', '.join(regions)}")
 
     config = Config(
         region=region,
@@ -364,19 +485,32 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         max_body_bytes=gateway.positive("max_body_bytes", int, 1 << 20),
         request_timeout=gateway.positive("request_timeout", float, 5.0),
         shutdown_grace=gateway.positive("shutdown_grace", float, 10.0),
+        drain_seconds=float(drain_seconds),
+        max_concurrent_requests=gateway.positive("max_concurrent_requests", int, 1024),
         read_max_in_flight=gateway.positive("read_max_in_flight", int, 4),
         read_lane_after=gateway.positive("read_lane_after", float, 0.002),
         dynamodb=dynamodb,
         members=members,
         routing=routing,
         peer=peer,
+        tracing=tracing,
+        logs=logs,
+        buffer=buffer,
+        switch=switch,
         views=MappingProxyType(views),
         regions=MappingProxyType(regions),
         source=source,
     )
-    for reader in (top, gateway, ddb, mem, rt, pr):
+    for reader in (top, gateway, ddb, mem, rt, pr, bf, sw, tr, lg):
         reader.check_unknown()
     return config
+
+
+def _fraction(r: _Reader, key: str, default: float) -> float:
+    value = r.get(key, (int, float), default)
+    if not 0.0 <= value <= 1.0:
+        raise r.fail(key, f"must be from 0.0 to 1.0, got {value!r}")
+    return float(value)
 
 
 def _view(name: str, r: _Reader) -> ViewConfig:

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 
 from gateway import ctl_render as render
+from gateway import ctl_switch
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
@@ -116,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="examples: gatewayctl --local rules list; "
         "gatewayctl --local rules set view#users --primary eu-west-1 --yes; gatewayctl --local members",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{rules,members}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{rules,members,switch,failover}")
     rules = sub.add_parser("rules", help="list, show and edit routing rules")
     rules_sub = rules.add_subparsers(dest="action", required=True)
     rules_sub.add_parser("list", parents=[common], help="every rule of the control table")
@@ -136,6 +137,22 @@ def parser() -> argparse.ArgumentParser:
     put.add_argument("--by", help="who edits, for updated_by (default: $USER@hostname)")
 
     sub.add_parser("members", parents=[common], help="the fleet as the region's replica of the members table shows it")
+
+    switch = sub.add_parser(
+        "switch", parents=[common], help="planned primary switch with write buffering and a fence (or: switch abort SCOPE)",
+        usage="gatewayctl switch SCOPE --to REGION [--dry-run] [--max-duration S] [--force] | gatewayctl switch abort SCOPE",
+    )
+    switch.add_argument("words", nargs="+", metavar="SCOPE", help="the scope to switch, or: abort SCOPE")
+    switch.add_argument("--to", metavar="REGION", help="the new primary")
+    switch.add_argument("--dry-run", action="store_true", help="run the preflight only; write nothing")
+    switch.add_argument("--max-duration", type=float, metavar="S", help="abort when the fence is not verified in S seconds")
+    switch.add_argument("--force", action="store_true", help="switch even if the scope changed less than switch.min_interval ago")
+    switch.add_argument("--by", help="who switches, for updated_by (default: $USER@hostname)")
+    failover = sub.add_parser("failover", parents=[common], help="make another region primary now, without a fence")
+    failover.add_argument("scope", type=scope_arg)
+    failover.add_argument("--to", required=True, metavar="REGION", help="the new primary")
+    failover.add_argument("--yes", action="store_true", help="apply without asking")
+    failover.add_argument("--by", help="who fails over, for updated_by (default: $USER@hostname)")
     return p
 
 
@@ -195,9 +212,12 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if not args.config and not Path(config_path).is_absolute() and beside_state.exists():
         # cluster.json holds the path `local up` was given, relative to where it ran: beside its state directory.
         config_path = str(beside_state)
-    from gateway.local.cluster import use_local_credentials
+    from gateway.local.cluster import PEER_SECRET_FILE, use_local_credentials
 
     use_local_credentials()
+    secret_file = state_file.parent / PEER_SECRET_FILE
+    if secret_file.exists() and not os.environ.get("FGW_PEER_SECRET"):
+        os.environ["FGW_PEER_SECRET"] = secret_file.read_text().strip()  # the cluster's, for switch and failover
     return Target(region, info["dynamodb"], None, _config(config_path, region))
 
 
@@ -355,6 +375,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Session], Awaitable[int]]] = {
     ("rules", "set"): rules_set,
     ("rules", "delete"): rules_delete,
     ("members", None): members,
+    ("switch", None): ctl_switch.switch,
+    ("failover", None): ctl_switch.failover,
 }
 
 

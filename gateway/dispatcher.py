@@ -7,11 +7,15 @@ Writes: the rule of the entity's scope (``RoutingTable.rule_for``) and
 ``routing.decide`` say LOCAL (this region is the active primary, or the scope
 is ``any_region``), FORWARD (another region is primary: one signed request to
 a gateway of that region, which revalidates) or SWITCHING (the scope is
-moving; the write buffer arrives with the switch protocol, until then the
-caller gets 503 ``primary_switching`` with Retry-After). A peer's
-``not_primary`` answer refreshes the rules and routes the write anew, at most
+moving: the write waits in the ``WriteBuffer`` until the switch ends, then is
+routed anew). A peer's ``not_primary`` answer refreshes the rules, learns the
+peer's rule when it is newer, and routes the write anew, at most
 ``routing.max_attempts`` times within the request's deadline; its idempotency
 key, fixed at the origin, makes the re-sent write land exactly once.
+
+While this region is a scope's primary, every write it applies is recorded in
+the ``AckLog`` (in flight, then acknowledged), the evidence a switch's fence
+checks (``accept_fence``).
 
 Forwarded writes (``accept_forwarded``) are applied here only if this
 region's own snapshot says it is the active primary of the scope at exactly
@@ -41,18 +45,19 @@ from gateway.errors import (
     NoRoutingRule,
     NotPrimary,
     PeerError,
-    PrimarySwitching,
     PrimaryUnreachable,
     Unavailable,
 )
+from gateway.fence import AckLog
 from gateway.items import Stamp, Version, features_of, key_of, not_applied_reason, put_item, token_of, version_of, write_condition
 from gateway.metrics import Metrics
 from gateway.peer import PeerClient
 from gateway.read_coalescer import ReadCoalescer
 from gateway.records import WriteRecord
-from gateway.routing import SINGLE_PRIMARY, Route, Rule, RuleError, accepts_forward, decide, rule_from_json
+from gateway.routing import SINGLE_PRIMARY, SWITCHING, Route, Rule, RoutingTable, RuleError, accepts_forward, decide, rule_from_json
 from gateway.routing_loader import RoutingLoader
 from gateway.store import Store
+from gateway.write_buffer import WriteBuffer
 
 #: Pause before the third and later routing attempts: the rule may still be replicating to the peer.
 REROUTE_BACKOFF = 0.05
@@ -61,7 +66,8 @@ MIN_VERSION_POLL = 0.01
 
 
 class Dispatcher:
-    __slots__ = ("_config", "_store", "_reads", "_clock", "_routing", "_peers", "_metrics", "_sleep", "region")
+    __slots__ = ("_config", "_store", "_reads", "_clock", "_routing", "_peers", "_metrics", "_sleep", "_buffer", "acks",
+                 "region")
 
     def __init__(
         self,
@@ -72,6 +78,7 @@ class Dispatcher:
         routing: RoutingLoader,
         peers: PeerClient,
         metrics: Metrics,
+        buffer: WriteBuffer,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._config = config
@@ -82,8 +89,23 @@ class Dispatcher:
         self._peers = peers
         self._metrics = metrics
         self._sleep = sleep
+        self._buffer = buffer
+        self.acks = AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys)
         self.region = config.region
+        routing.on_change(self.rules_changed)
 
+    def rules_changed(self, old: RoutingTable | None, new: RoutingTable) -> None:
+        """Start or end buffering for every scope whose rule entered or left ``switching`` (a loader listener)."""
+        before = old.rules if old is not None else {}
+        for scope, rule in new.rules.items():
+            was = before.get(scope)
+            if rule.state == SWITCHING and (was is None or was.state != SWITCHING):
+                self._buffer.switch_started(scope)
+            elif rule.state != SWITCHING and was is not None and was.state == SWITCHING:
+                self._buffer.switch_ended(scope)
+        for scope, was in before.items():
+            if scope not in new.rules and was.state == SWITCHING:
+                self._buffer.switch_ended(scope)
     # -- rules ---------------------------------------------------------------------------------
 
     def rule(self, view: str, key: str) -> Rule:
@@ -98,10 +120,10 @@ class Dispatcher:
             )
         return rule
 
-    async def _reroute(self, refused: NotPrimary, stale: Rule, attempt: int) -> Rule | None:
-        """After a ``not_primary`` answer: refresh, and return the peer's rule when it is newer than ours."""
-        if attempt >= 1:
-            await self._sleep(REROUTE_BACKOFF * attempt)
+    async def _reroute(self, refused: NotPrimary, attempt: int) -> None:
+        """After a ``not_primary`` answer: refresh, and learn the peer's rule (used only if it is newer than ours)."""
+        if attempt >= 2:
+            await self._sleep(REROUTE_BACKOFF * (attempt - 1))
         try:
             await self._routing.refresh()
         except GatewayError:
@@ -110,9 +132,8 @@ class Dispatcher:
             theirs = rule_from_json(refused.rule) if refused.rule else None
         except RuleError:
             theirs = None
-        if theirs is not None and theirs.scope == stale.scope and (theirs.epoch, theirs.version) > (stale.epoch, stale.version):
-            return theirs
-        return None
+        if theirs is not None:
+            self._routing.learn([theirs])
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -151,7 +172,7 @@ class Dispatcher:
                     primary, {"view": view.name, "keys": [key], "features": list(wanted) if wanted is not None else None}
                 )
             except NotPrimary as refused:
-                await self._reroute(refused, rule, attempt)
+                await self._reroute(refused, attempt + 1)
                 continue
             result = answer["results"][0]
             if result["status"] != "PRESENT":
@@ -233,24 +254,33 @@ class Dispatcher:
     async def write(self, record: WriteRecord) -> dict[str, Any]:
         """Apply one write (put or delete) in the primary region and say whether it was applied."""
         view = record.view
-        newer: Rule | None = None
-        for attempt in range(self._config.routing.max_attempts):
-            rule = newer or self.rule(view.name, record.key)
-            route = decide(rule, self.region)
-            if route is Route.LOCAL:
-                return await self.apply(record, rule)
-            if route is Route.SWITCHING:
-                raise PrimarySwitching(
-                    f"Scope {rule.scope} is switching its primary to {rule.next_primary}; retry shortly.", retry_after=1.0
-                )
-            assert route is Route.FORWARD and rule.primary is not None
-            try:
-                return (await self._forward(rule, [record]))[0]
-            except NotPrimary as refused:
-                newer = await self._reroute(refused, rule, attempt)
-        raise PrimaryUnreachable(
-            f"The primary of {view.name!r} kept moving during {self._config.routing.max_attempts} attempts; retry shortly."
-        )
+        slot = None
+        refusals = 0
+        try:
+            while True:
+                rule = self.rule(view.name, record.key)
+                route = decide(rule, self.region)
+                if route is Route.LOCAL:
+                    return await self.apply(record, rule)
+                if route is Route.SWITCHING:
+                    if slot is not None:  # drained, but the scope switches again: wait for that one too
+                        slot.release()
+                        slot = None
+                    slot = await self._buffer.hold(rule.scope, record.size)
+                    continue
+                assert route is Route.FORWARD and rule.primary is not None
+                try:
+                    return (await self._forward(rule, [record]))[0]
+                except NotPrimary as refused:
+                    refusals += 1
+                    if refusals >= self._config.routing.max_attempts:
+                        raise PrimaryUnreachable(
+                            f"The primary of {view.name!r} kept moving during {refusals} attempts; retry shortly."
+                        ) from None
+                    await self._reroute(refused, refusals)
+        finally:
+            if slot is not None:
+                slot.release()
 
     async def write_many(self, records: list[WriteRecord]) -> list[dict[str, Any]]:
         """Each record is routed and answered on its own (BatchWriteItem takes no conditions); answers in order."""
@@ -305,6 +335,13 @@ class Dispatcher:
             refreshed = True
             await self._routing.refresh()
         rule = self.rule(view.name, records[0].key)
+        if len(records) == 1:  # the common case: no task per record, no extra turn of the loop
+            answer: dict[str, Any] | BaseException
+            try:
+                answer = await self.apply(records[0], rule)
+            except GatewayError as exc:
+                answer = exc
+            return [self._result(records[0], answer, with_status=True)]
         answers = await asyncio.gather(*(self.apply(r, rule) for r in records), return_exceptions=True)
         return [self._result(record, answer, with_status=True) for record, answer in zip(records, answers)]
 
@@ -326,7 +363,20 @@ class Dispatcher:
         """The conditional write to this region's table, stamped with this region and the rule's epoch."""
         stamp = Stamp(self._clock.wall_us(), self.region, rule.epoch)
         view = record.view
-        primary = rule.primary if rule.mode == SINGLE_PRIMARY else self.region
+        if rule.mode != SINGLE_PRIMARY:
+            return await self._apply(record, stamp, self.region)
+        # As the scope's primary: in flight until DynamoDB answered, then acknowledged (for a switch's fence).
+        acks = self.acks
+        acks.begin(rule.scope)
+        answer = None
+        try:
+            answer = await self._apply(record, stamp, rule.primary)
+        finally:
+            acks.end(rule.scope, view.name, record.key, answer["version"] if answer and answer["applied"] else None)
+        return answer
+
+    async def _apply(self, record: WriteRecord, stamp: Stamp, primary: str | None) -> dict[str, Any]:
+        view = record.view
         try:
             if record.attributes is None:
                 old = await self._store.delete_item(
@@ -340,6 +390,33 @@ class Dispatcher:
             stored = refused.old_item
             return _answer(False, token_of(stored) if stored else None, primary, reason=not_applied_reason(record, stored))
         return _answer(True, stamp.version().token(), primary)
+
+    # -- the switch protocol (peer API) --------------------------------------------------------
+
+    async def accept_fence(self, rule: Rule, timeout: float) -> tuple[list[tuple[str, str, str]], bool]:
+        """As the old primary of a switching ``rule``: stop taking its writes, let in-flight ones finish, list the acknowledged.
+
+        Returns (view, key, version) of every write acknowledged within the fence window, and
+        whether that list is complete (no write still in flight, no key forgotten for space).
+        """
+        if rule.state != SWITCHING or rule.primary != self.region:
+            raise NotPrimary(f"{self.region} is not the old primary of the switch of {rule.scope}.", rule=rule.to_json())
+        self._routing.learn([rule])
+        current = self.rule_of_scope(rule.scope)
+        if current is None or current.state != SWITCHING or current.switch_id != rule.switch_id:
+            raise NotPrimary(f"{self.region} routes {rule.scope} by another rule now.", rule=current.to_json() if current else None)
+        quiet = await self.acks.quiesce(rule.scope, timeout)
+        acknowledged, complete = self.acks.acknowledged(rule.scope)
+        return acknowledged, complete and quiet
+
+    def rule_of_scope(self, scope: str) -> Rule | None:
+        table = self._routing.table
+        return table.rules.get(scope) if table is not None else None
+
+    async def versions(self, view: ViewConfig, keys: list[str]) -> list[str | None]:
+        """Versions of ``keys`` in this region's replica (consistent read), for a fence's verification."""
+        items = await self._store.batch_get_item(view.table, [key_of(view.key_attribute, k) for k in keys], consistent=True)
+        return [token_of(item) if item is not None else None for item in items]
 
     @staticmethod
     def _result(record: WriteRecord, answer: dict[str, Any] | BaseException, with_status: bool = False) -> dict[str, Any]:

@@ -24,7 +24,8 @@ library maps them here (``raise StoreThrottled(...) from exc``).
     │   ├── PrimarySwitching          503 primary_switching
     │   ├── PrimaryUnreachable        503 primary_unreachable
     │   ├── NoRoutingRule             503 no_routing_rule
-    │   └── Draining                  503 draining
+    │   ├── Draining                  503 draining            (SIGTERM: in-flight past shutdown_grace)
+    │   └── Overloaded                503 overloaded          (over gateway.max_concurrent_requests)
     └── StoreError                    502 upstream_error      (DynamoDB said something unexpected)
         ├── StoreValidation           400 invalid_request     (DynamoDB ValidationException)
         ├── StoreThrottled            429 throttled           retryable
@@ -178,6 +179,12 @@ class NoRoutingRule(Unavailable):
 
 class Draining(Unavailable):
     code = "draining"
+
+
+class Overloaded(Unavailable):
+    """The worker already serves ``gateway.max_concurrent_requests`` requests; refused at once, never queued."""
+
+    code = "overloaded"
 
 
 class StoreError(GatewayError):

@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,9 +84,11 @@ class Membership:
         *,
         instance: str | None = None,
         routing: RoutingLoader | None = None,
+        buffer_depth: Callable[[], int] = lambda: 0,
     ) -> None:
         self._config = config
         self._routing = routing
+        self._buffer_depth = buffer_depth
         self._store = store
         self._clock = clock
         self._metrics = metrics
@@ -111,7 +114,7 @@ class Membership:
             "started_at": {"N": str(self._started_at_ms)},
             "heartbeat_at": {"N": str(now_us)},
             "expires_at": {"N": str(now_us // 1_000_000 + int(config.members.expiry))},
-            "buffer_depth": {"N": "0"},
+            "buffer_depth": {"N": str(self._buffer_depth())},
             "_ts": {"N": str(now_us)},
             "_region": {"S": config.region},
         }

@@ -27,17 +27,33 @@ from typing import Any
 
 import orjson
 
+from gateway import deadlines
+from gateway.circuit_breaker import OutlierDetector, State
 from gateway.clock import Clock
 from gateway.config import Config
-from gateway.errors import NotPrimary, PeerError, PrimaryUnreachable
+from gateway.errors import NotPrimary, PeerError, PrimaryUnreachable, StoreTimeout
 from gateway.http1 import Http1Error, Http1Pool
+from gateway.deadlines import TIMEOUT_HEADER
+from gateway.logs import REQUEST_ID_HEADER, request_id
 from gateway.metrics import Metrics
 from gateway.peer_auth import PeerSigner
+from gateway.tracing import PROPAGATOR, SpanKind, Status, StatusCode, Tracer
 
 log = logging.getLogger(__name__)
 
 WRITE_PATH = "/internal/v1/write"
 READ_PATH = "/internal/v1/read"
+#: The switch protocol's routes (gateway/switch.py).
+RULES_PATH = "/internal/v1/rules"
+ROUTING_PATH = "/internal/v1/routing"
+FENCE_PATH = "/internal/v1/fence"
+VERSIONS_PATH = "/internal/v1/versions"
+
+#: Seconds of the caller's deadline kept back when passing the rest to a peer (the deadline sweeper's
+#: resolution), so the peer's answer, even a 504, arrives before the caller gives up.
+DEADLINE_MARGIN = 0.05
+#: Error codes with which a peer instance refuses a request it did not process: try the region's next one.
+_REFUSALS = (b'"overloaded"', b'"draining"')
 
 #: Hosts a member may advertise that nobody else can connect to.
 _UNROUTABLE = ("0.0.0.0", "::", "")
@@ -63,13 +79,28 @@ class PeerClient:
         clock: Clock,
         metrics: Metrics,
         member_peers: Callable[[str], list[str]] = lambda region: [],
+        *,
+        tracer: Tracer | None = None,
     ) -> None:
         self._config = config
         self._signer = signer
         self._clock = clock
         self._metrics = metrics
         self._member_peers = member_peers
+        self._tracer = tracer
         self._timeout = config.peer.timeout
+        peer = config.peer
+        self.outliers = OutlierDetector(
+            clock,
+            consecutive_failures=peer.outlier_consecutive_failures,
+            base_ejection=peer.outlier_base_ejection,
+            max_ejection=peer.outlier_max_ejection,
+            max_ejection_percent=peer.outlier_max_ejection_percent,
+            probe_timeout=peer.timeout,
+            on_change=self._outlier_changed,
+        )
+        # Address -> region, for the metrics of ejections (filled as addresses are used).
+        self._regions: dict[str, str] = {}
         self._ssl = tls_context(config)
         self._scheme = "https" if self._ssl else "http"
         # Event-loop confined.
@@ -90,24 +121,119 @@ class PeerClient:
     async def read(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(region, "read", READ_PATH, body)
 
+    async def call(self, region: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Any peer route at the first answering gateway of ``region``."""
+        return await self._call(region, path.rsplit("/", 1)[1], path, body)
+
+    async def call_address(
+        self, address: str, path: str, body: dict[str, Any], *, region: str = "?", timeout: float | None = None,
+        new_connection: bool = False,
+    ) -> dict[str, Any]:
+        """A peer route at one gateway address. ``new_connection`` closes the connection after the answer, so the
+        next call reaches whichever worker process of that address accepts it (workers share the port)."""
+        raw = orjson.dumps(body)
+        headers = {"Host": address, "Content-Type": "application/json", **self._signer.headers("POST", path, raw)}
+        if new_connection:
+            headers["Connection"] = "close"
+        started = time.perf_counter()
+        op = path.rsplit("/", 1)[1]
+        try:
+            async with asyncio.timeout(timeout or self._timeout):
+                status, answer = await self._pool(address).post(headers, raw, path)
+        except (Http1Error, TimeoutError) as exc:
+            self._metrics.observe_upstream(f"peer:{region}", op, "unreachable", time.perf_counter() - started)
+            raise PrimaryUnreachable(f"The gateway at {address} did not answer: {exc or 'timeout'}.") from None
+        return self._answer(region, op, address, status, answer, started)
+
     async def _call(self, region: str, op: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._tracer is None:
+            return await self._forward(region, op, path, body, None)
+        with self._tracer.start_as_current_span(
+            f"forward {op}", kind=SpanKind.CLIENT, attributes={"gateway.peer.region": region, "url.path": path},
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            try:
+                return await self._forward(region, op, path, body, span)
+            except NotPrimary:
+                span.set_attribute("gateway.outcome", "not_primary")
+                raise
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+
+    async def _forward(self, region: str, op: str, path: str, body: dict[str, Any], span: Any) -> dict[str, Any]:
+        """Try the region's addresses in order, skipping ejected ones; the first answer is the answer."""
         raw = orjson.dumps(body)
         addresses = self.addresses(region)
         if not addresses:
             raise PrimaryUnreachable(f"No gateway address is known for region {region} (not in the config, no live members).")
         started = time.perf_counter()
         problems = []
+        refusal: tuple[str, bytes] | None = None
+        outliers = self.outliers
         for address in addresses:
-            headers = {"Host": address, "Content-Type": "application/json", **self._signer.headers("POST", path, raw)}
+            if not outliers.allow(address):
+                problems.append(f"{address}: ejected after consecutive failures (next probe in {outliers.retry_in(address):.1f}s)")
+                continue
+            self._regions[address] = region
+            timeout, cut_by_deadline = self._attempt_timeout()
+            headers = self._headers(address, path, raw, timeout)
             try:
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(timeout):
                     status, answer = await self._pool(address).post(headers, raw, path)
             except (Http1Error, TimeoutError) as exc:
-                problems.append(f"{address}: {exc or 'no answer within %gs' % self._timeout}")
+                if not (cut_by_deadline and isinstance(exc, TimeoutError)):
+                    outliers.failure(address, addresses)
+                problems.append(f"{address}: {exc or 'no answer within %gs' % timeout}")
+                if span is not None:
+                    span.add_event("peer failed", {"address": address, "problem": str(exc) or "timeout"})
                 continue
+            if status == 503 and any(code in answer for code in _REFUSALS):
+                # That instance refused without processing (its concurrency bound, or shutting down).
+                outliers.failure(address, addresses)
+                refusal = address, answer
+                continue
+            outliers.success(address)
+            if span is not None:
+                span.set_attribute("server.address", address)
+                span.set_attribute("http.response.status_code", status)
             return self._answer(region, op, address, status, answer, started)
+        if refusal is not None:  # the region answered, but only with refusals: pass the last one on
+            return self._answer(region, op, refusal[0], 503, refusal[1], started)
         self._metrics.observe_upstream(f"peer:{region}", op, "unreachable", time.perf_counter() - started)
         raise PrimaryUnreachable(f"No gateway of region {region} answered: {'; '.join(problems)}.")
+
+    def _attempt_timeout(self) -> tuple[float, bool]:
+        """``peer.timeout``, or what is left of the request's deadline if less (and whether it was cut)."""
+        left = deadlines.remaining()
+        if left is None or left >= self._timeout:
+            return self._timeout, False
+        if left <= 0:
+            raise StoreTimeout("The request's deadline passed before a peer gateway could be asked.")
+        return left, True
+
+    def _headers(self, address: str, path: str, raw: bytes, timeout: float) -> dict[str, str]:
+        headers = {"Host": address, "Content-Type": "application/json", **self._signer.headers("POST", path, raw)}
+        # The request id, the remaining deadline and the trace context travel outside the signature
+        # (it covers method, path, timestamp, nonce and body): a forger could change them, but they
+        # steer only logs, how long the peer tries and which trace its spans join, never what is written.
+        rid = request_id.get()
+        if rid is not None:
+            headers[REQUEST_ID_HEADER] = rid
+        if deadlines.current.get() is not None:
+            headers[TIMEOUT_HEADER] = f"{max(timeout - DEADLINE_MARGIN, 0.001):.3f}"
+        if self._tracer is not None:
+            PROPAGATOR.inject(headers)
+        return headers
+
+    def _outlier_changed(self, address: str, old: State, new: State) -> None:
+        upstream = f"peer:{self._regions.get(address, '?')}"
+        if new is State.EJECTED:
+            self._metrics.outlier_ejections_total.labels(upstream).inc()
+            if old is State.CLOSED:
+                self._metrics.outlier_ejected.labels(upstream).inc()
+        elif new is State.CLOSED:
+            self._metrics.outlier_ejected.labels(upstream).dec()
 
     def _answer(self, region: str, op: str, address: str, status: int, answer: bytes, started: float) -> dict[str, Any]:
         upstream = f"peer:{region}"

@@ -50,6 +50,8 @@ class WriteRecord:
     attributes: dict[str, dict[str, Any]] | None
     event_ms: int
     idempotency_key: str
+    #: Approximate item size in bytes (what the write buffer counts against its max_bytes).
+    size: int = 0
 
 
 def view_of(views: Mapping[str, ViewConfig], name: Any) -> ViewConfig:
@@ -145,11 +147,17 @@ def write_record(
         raise ItemTooLarge(
             f"{where}item for key {key[:64]!r} is about {size} bytes; DynamoDB items hold at most {MAX_ITEM_BYTES} (400 KB)."
         )
-    return WriteRecord(view, key, attributes, parse_event_time(event_time, now_ms), check_idempotency_key(idempotency_key))
+    return WriteRecord(
+        view, key, attributes, parse_event_time(event_time, now_ms), check_idempotency_key(idempotency_key), size
+    )
 
 
 def delete_record(view: ViewConfig, key: Any, event_time: Any, idempotency_key: Any, now_ms: int) -> WriteRecord:
-    return WriteRecord(view, check_key(key), None, parse_event_time(event_time, now_ms), check_idempotency_key(idempotency_key))
+    key = check_key(key)
+    return WriteRecord(
+        view, key, None, parse_event_time(event_time, now_ms), check_idempotency_key(idempotency_key),
+        len(key.encode()) + SYSTEM_ATTRIBUTES_BYTES,
+    )
 
 
 def forwarded_record(view: ViewConfig, rec: Any, where: str) -> WriteRecord:
@@ -168,7 +176,11 @@ def forwarded_record(view: ViewConfig, rec: Any, where: str) -> WriteRecord:
     idempotency_key = rec.get("idempotency_key")
     if not isinstance(idempotency_key, str) or not idempotency_key:
         raise RequestError(f"{where}.idempotency_key is required on a forwarded write.")
-    return WriteRecord(view, key, attributes, event_ms, check_idempotency_key(idempotency_key))
+    try:
+        size = len(key.encode()) + SYSTEM_ATTRIBUTES_BYTES + sum(attribute_size(n, a) for n, a in (attributes or {}).items())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RequestError(f"{where}.attributes holds a value that is not a DynamoDB attribute value.") from None
+    return WriteRecord(view, key, attributes, event_ms, check_idempotency_key(idempotency_key), size)
 
 
 def _json_type(value: Any) -> str:

@@ -15,12 +15,22 @@ Invariants:
 - A rule whose scope disappears from the table is dropped (deleted by an operator).
 - Concurrent ``refresh()`` calls share one read of the control table.
 - A read never waits on the control table: ``table`` is a plain attribute.
+- Rules can also be **learned** ahead of the local replica: pushed by a switch
+  coordinator, carried in a peer's ``not_primary`` answer, or read from a peer
+  region at start. A learned rule is used only while it is newer, by
+  (epoch, version), than the local replica's rule of its scope; once the
+  replica catches up (or after ``LEARNED_TTL`` seconds) it is dropped. Epochs
+  therefore never go back in a snapshot, whichever path a rule arrived by.
+- Listeners (``on_change``) are called synchronously with (old, new) after
+  every swap, so a scope entering or leaving ``switching`` is acted on before
+  any request sees the new snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 
 from gateway.clock import Clock
 from gateway.errors import GatewayError
@@ -29,6 +39,16 @@ from gateway.routing import RULE_PREFIX, Rule, RoutingTable, RuleError, parse_ru
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Seconds a learned rule is kept when the local replica never shows it (e.g. its scope was deleted).
+LEARNED_TTL = 60.0
+
+Listener = Callable[[RoutingTable | None, RoutingTable], None]
+
+
+def newer(a: Rule, b: Rule | None) -> bool:
+    """Whether ``a`` supersedes ``b``: rules of one scope order by (epoch, version)."""
+    return b is None or (a.epoch, a.version) > (b.epoch, b.version)
 
 
 class RoutingLoader:
@@ -45,7 +65,11 @@ class RoutingLoader:
         self._refreshing: asyncio.Future[None] | None = None
         self._rejected: set[tuple[str, int]] = set()  # (pk, hash of the bad item) already reported
         self._epoch_gauges: dict[str, object] = {}
-        metrics.routing_snapshot_age_seconds.set_function(self.age)
+        self._local: dict[str, Rule] = {}  # the local replica's rules at the last read
+        self._learned: dict[str, tuple[Rule, float]] = {}  # scope -> (rule, learned at, monotonic)
+        self._listeners: list[Listener] = []
+        # gateway_routing_snapshot_age_seconds is sampled from age() by gateway/server.py (Metrics.sampled):
+        # set_function gauges do not work in prometheus-client multiprocess mode.
 
     def age(self) -> float:
         """Seconds since the snapshot's read (``inf`` before the first)."""
@@ -73,7 +97,7 @@ class RoutingLoader:
     async def _load(self) -> None:
         started = self._clock.monotonic()
         items = await self._store.scan(self._table_name, consistent=True)
-        previous = self.table.rules if self.table is not None else {}
+        previous = self._local
         rules: dict[str, Rule] = {}
         for item in items:
             pk = item.get("pk", {}).get("S", "")
@@ -88,9 +112,39 @@ class RoutingLoader:
                     rules[kept.scope] = kept
                 continue
             rules[rule.scope] = rule
-        self.table = RoutingTable.build(rules.values(), started)
+        self._local = rules
         self.problem = ""
+        self._swap(started)
+
+    def learn(self, rules: Iterable[Rule]) -> bool:
+        """Use these rules at once where they are newer than what this gateway has; True if any was."""
+        now = self._clock.monotonic()
+        current = self.table.rules if self.table is not None else {}
+        changed = False
+        for rule in rules:
+            if newer(rule, current.get(rule.scope)) and newer(rule, self._learned.get(rule.scope, (None, 0.0))[0]):
+                self._learned[rule.scope] = (rule, now)
+                changed = True
+        if changed and self.table is not None:
+            self._swap(self.table.loaded_at)
+        return changed
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _swap(self, loaded_at: float) -> None:
+        """Build the snapshot from the local rules and the still-newer learned ones; notify listeners."""
+        now = self._clock.monotonic()
+        rules = dict(self._local)
+        for scope, (rule, at) in list(self._learned.items()):
+            if newer(rule, rules.get(scope)) and now - at < LEARNED_TTL:
+                rules[scope] = rule
+            else:
+                del self._learned[scope]  # the replica caught up (or never will)
+        old, self.table = self.table, RoutingTable.build(rules.values(), loaded_at)
         self._export(rules)
+        for listener in self._listeners:
+            listener(old, self.table)
 
     def _reject(self, pk: str, item: dict, exc: RuleError) -> None:
         identity = (pk, hash(repr(sorted(item.items()))))

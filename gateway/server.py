@@ -7,9 +7,12 @@ own, the parent stops the others and exits non-zero, so the orchestrator
 restarts the pod whole rather than leaving it at reduced capacity unseen.
 
 A worker's life: open the store, load the routing rules, listen on the
-downstream and the peer port, serve until SIGTERM/SIGINT, then turn
-readiness false, stop accepting, let in-flight requests finish within
-``shutdown_grace``, close the store and the peer pools, exit 0.
+downstream and the peer port, serve until SIGTERM/SIGINT, then drain
+(``drain()``): readiness false while still serving for ``drain_seconds``,
+stop accepting, let in-flight requests finish within ``shutdown_grace``,
+release the rest with 503 ``draining``; close the store and the peer pools,
+exit 0. With several workers, metrics go through prometheus-client's
+multiprocess mode in a directory the parent creates and removes.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import uvloop
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
 
+from gateway import tracing
 from gateway.api import DownstreamApi
 from gateway.background import background
 from gateway.clock import SystemClock
@@ -38,15 +43,21 @@ from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError
 from gateway.frontend import create_server
 from gateway.health import Health
-from gateway.logs import setup_logging
+from gateway.logs import AccessLog, setup_logging
 from gateway.members import Membership
-from gateway.metrics import Metrics
-from gateway.peer import PeerClient
+from gateway.metrics import Metrics, multiprocess_dir, use_multiprocess, worker_gone
+from gateway.overload import ConcurrencyLimit
+from gateway.peer import ROUTING_PATH, PeerClient
 from gateway.peer_api import PeerApi
 from gateway.peer_auth import PeerSigner, PeerVerifier
 from gateway.read_coalescer import ReadCoalescer
+from gateway.ctl_control import Control
+from gateway.routing import RuleError, rule_from_json
+from gateway.scheduler import Scheduler, control_region
+from gateway.switch import SwitchCoordinator
 from gateway.routing_loader import RoutingLoader
-from gateway.store import open_lean_store
+from gateway.write_buffer import WriteBuffer
+from gateway.store import LeanStore, open_lean_store
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +69,35 @@ class Gateway:
     api: DownstreamApi
     peer_api: PeerApi
     health: Health
+    deadlines: Deadlines
+    metrics: Metrics
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """Store, coalescer, rules, peers, probes, membership; closed or stopped on exit, in reverse."""
+async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None = None) -> AsyncIterator[Gateway]:
+    """Store, coalescer, rules, peers, probes, membership; closed or stopped on exit, in reverse.
+
+    ``tracer_provider``: this gateway's spans go there (tests inject one per gateway); without it,
+    ``[tracing]`` decides, and the provider made here is flushed and shut down on exit.
+    """
     require_peer_secret(config)
     async with contextlib.AsyncExitStack() as stack:
+        provider = tracer_provider
+        if provider is None:
+            provider = tracing.tracer_provider(config)
+            if provider is not None:
+                stack.push_async_callback(asyncio.to_thread, provider.shutdown)
+        tracer = tracing.tracer_of(provider)
+        metrics = Metrics()
+        metrics.prime(config.region, config.regions)
         store = await open_lean_store(
             config.region,
             config.dynamodb.endpoint_url,
             attempt_timeout=config.dynamodb.attempt_timeout,
             max_attempts=config.dynamodb.max_attempts,
             wire=config.dynamodb.wire,
+            observer=metrics.observe_dynamodb,
+            tracer=tracer,
         )
         stack.push_async_callback(store.close)
         clock = SystemClock()
@@ -78,8 +105,8 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
             store, max_in_flight=config.read_max_in_flight, lane_after=config.read_lane_after, clock=clock
         )
         stack.push_async_callback(reads.close)
-        metrics = Metrics()
         routing = RoutingLoader(config.routing.table, store, clock, metrics, config.routing.poll_interval)
+        metrics.sampled(metrics.routing_snapshot_age_seconds, routing.age)
         with contextlib.suppress(GatewayError):
             await routing.refresh()  # ready sooner; the poller keeps trying (and readiness says why) if it fails
         await stack.enter_async_context(background(routing.run(), "routing-rules"))
@@ -88,50 +115,153 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         await stack.enter_async_context(background(health.run(), "readiness-probe"))
         deadlines = Deadlines(clock)
         await stack.enter_async_context(background(deadlines.run(), "deadline-sweeper"))
-        membership = Membership(config, store, clock, metrics, routing=routing)
+        metrics.sampled(metrics.downstream_rq_active, lambda: deadlines.in_flight)
+        await stack.enter_async_context(background(metrics.run(), "metrics-sampler"))
+        buffer = WriteBuffer(config.buffer, clock, metrics)
+        # Closed before the listeners stop: held writes are released with 503 draining, never dropped silently.
+        stack.callback(buffer.close)
+        await stack.enter_async_context(background(buffer.run(), "write-buffer-sweeper"))
+        membership = Membership(config, store, clock, metrics, routing=routing, buffer_depth=buffer.depth)
         stack.push_async_callback(membership.leave)
         await stack.enter_async_context(background(membership.run(), "membership"))
-        peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, metrics, membership.peers)
+        peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, metrics, membership.peers, tracer=tracer)
         stack.push_async_callback(peers.close)
-        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics)
-        api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing)
+        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer)
+        # Catch up with the fleet before taking writes: a region back from an outage may hold stale rules
+        # (e.g. still think it is primary after a failover) until replication delivers the new ones.
+        await learn_from_peers(config, routing, peers)
+        await stack.enter_async_context(background(
+            (await open_scheduler(config, store, stack, peers, clock, membership.instance)).run(), "scheduler"
+        ))
+        # One bound and one access log per worker, shared by both listeners.
+        limit = ConcurrencyLimit(config.max_concurrent_requests)
+        access_log = AccessLog(config.logs.access_sample, config.region)
+        listener = {"limit": limit, "tracer": tracer, "access_log": access_log}
+        api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, **listener)
         verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew)
-        peer_api = PeerApi(config, dispatcher, verifier, metrics, deadlines)
-        yield Gateway(api, peer_api, health)
+        peer_api = PeerApi(config, dispatcher, verifier, metrics, deadlines, routing, membership.instance, **listener)
+        yield Gateway(api, peer_api, health, deadlines, metrics)
 
 
-async def run_worker(config: Config, stop: asyncio.Event | None = None) -> None:
+async def open_scheduler(
+    config: Config, store: LeanStore, stack: contextlib.AsyncExitStack, peers: PeerClient, clock: SystemClock, instance: str
+) -> Scheduler:
+    """The follow-the-sun scheduler, writing rules and its lease in the control region's replica."""
+    region = control_region(config)
+    if region != config.region:
+        endpoint = config.regions[region].dynamodb_endpoint if region in config.regions else None
+        store = await open_lean_store(
+            region, endpoint, attempt_timeout=config.dynamodb.attempt_timeout, max_attempts=config.dynamodb.max_attempts,
+        )
+        stack.push_async_callback(store.close)
+    control = Control(store, region, store.endpoint, config, clock)
+    coordinator = SwitchCoordinator(config, control, peers, clock, by=f"scheduler {instance}")
+    return Scheduler(config, store, control, coordinator, clock, instance)
+
+
+async def learn_from_peers(config: Config, routing: RoutingLoader, peers: PeerClient, timeout: float = 1.0) -> int:
+    """Learn every rule other regions' gateways hold that is newer than ours; how many regions answered."""
+
+    async def one(region: str) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await peers.call(region, ROUTING_PATH, {})
+            routing.learn(rule_from_json(r) for r in answer.get("rules", []))
+        except (GatewayError, RuleError, TimeoutError) as exc:
+            log.info("rules not learned from %s at start: %s", region, getattr(exc, "message", exc))
+            return False
+        return True
+
+    answered = await asyncio.gather(*(one(r) for r in config.regions if r != config.region))
+    return sum(answered)
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    """The downstream and peer listeners of one worker."""
+
+    runners: tuple[web.ServerRunner, web.ServerRunner]
+
+    async def stop_accepting(self) -> None:
+        """Close the listening sockets and idle keep-alive connections; requests being served go on."""
+        for runner in self.runners:
+            for site in list(runner.sites):
+                await site.stop()
+            if runner.server is not None:
+                runner.server.pre_shutdown()
+
+
+#: Seconds the listeners' cleanup waits for answers already decided (e.g. released with 503) to be written.
+RELEASE_WAIT = 1.0
+
+
+@contextlib.asynccontextmanager
+async def listening(gateway: Gateway, config: Config) -> AsyncIterator[Listeners]:
+    """Serve ``gateway`` on its downstream and peer addresses until exit; on exit, close both (no drain)."""
+    runners = (
+        web.ServerRunner(create_server(gateway.api, config), handle_signals=False, shutdown_timeout=RELEASE_WAIT),
+        web.ServerRunner(create_server(gateway.peer_api, config), handle_signals=False, shutdown_timeout=RELEASE_WAIT),
+    )
+    for runner in runners:
+        await runner.setup()
+    try:
+        await web.TCPSite(
+            runners[1], config.peer_listen.host, config.peer_listen.port, reuse_port=True, backlog=2048,
+            ssl_context=peer_tls_context(config),
+        ).start()
+        await web.TCPSite(runners[0], config.listen.host, config.listen.port, reuse_port=True, backlog=2048).start()
+        yield Listeners(runners)
+    finally:
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+
+
+async def drain(
+    gateway: Gateway, listeners: Listeners, config: Config, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> int:
+    """What SIGTERM does, in order; returns how many requests had to be released.
+
+    1. Readiness turns false and answers ask clients to close their connections; requests are still
+       served for ``drain_seconds``, so load balancers (polling /readyz) move traffic away first.
+    2. The listeners stop accepting; idle keep-alive connections close.
+    3. Requests being served get ``shutdown_grace`` seconds to finish; those still running are released
+       with 503 ``draining`` (a write among them may or may not have been applied; its idempotency key
+       makes the caller's retry safe).
+    """
+    gateway.health.draining = True
+    gateway.api.draining = gateway.peer_api.draining = True
+    log.info("draining: not ready, still serving", extra={"seconds": config.drain_seconds, "pid": os.getpid()})
+    await sleep(config.drain_seconds)
+    await listeners.stop_accepting()
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + config.shutdown_grace
+    while gateway.deadlines.in_flight and loop.time() < give_up:
+        await sleep(DRAIN_POLL)
+    released = gateway.deadlines.release_all()
+    if released:
+        log.warning("released requests still running after shutdown_grace with 503 draining", extra={"released": released})
+    return released
+
+
+#: How often the drain looks whether in-flight requests have finished.
+DRAIN_POLL = 0.02
+
+
+async def run_worker(
+    config: Config, stop: asyncio.Event | None = None, *, tracer_provider: TracerProvider | None = None
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_gateway(config) as gateway:
-        runner = web.ServerRunner(
-            create_server(gateway.api, config), handle_signals=False, shutdown_timeout=config.shutdown_grace
-        )
-        peer_runner = web.ServerRunner(
-            create_server(gateway.peer_api, config), handle_signals=False, shutdown_timeout=config.shutdown_grace
-        )
-        await runner.setup()
-        await peer_runner.setup()
-        try:
-            await web.TCPSite(
-                peer_runner, config.peer_listen.host, config.peer_listen.port, reuse_port=True, backlog=2048,
-                ssl_context=peer_tls_context(config),
-            ).start()
-            site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=True, backlog=2048)
-            await site.start()
-            # Everything alive now lives as long as the process: keep it out of the collector's
-            # full scans, which otherwise walk it on every gen-2 collection under load.
-            gc.collect()
-            gc.freeze()
-            log.info("serving", extra={"region": config.region, "listen": str(config.listen), "pid": os.getpid()})
-            await stop.wait()
-            log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
-            gateway.health.draining = True
-        finally:
-            # Stops listening, lets in-flight requests finish within shutdown_grace, closes connections.
-            await asyncio.gather(runner.cleanup(), peer_runner.cleanup())
+    async with open_gateway(config, tracer_provider=tracer_provider) as gateway, listening(gateway, config) as listeners:
+        # Everything alive now lives as long as the process: keep it out of the collector's
+        # full scans, which otherwise walk it on every gen-2 collection under load.
+        gc.collect()
+        gc.freeze()
+        log.info("serving", extra={"region": config.region, "listen": str(config.listen), "pid": os.getpid()})
+        await stop.wait()
+        log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
+        await drain(gateway, listeners, config)
 
 
 def peer_tls_context(config: Config) -> ssl.SSLContext | None:
@@ -145,8 +275,9 @@ def peer_tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def _worker_main(config: Config) -> None:
+def _worker_main(config: Config, metrics_dir: str) -> None:
     setup_logging()
+    use_multiprocess(metrics_dir)
     try:
         uvloop.run(run_worker(config))
     except OSError as exc:
@@ -165,9 +296,18 @@ def serve(config: Config, workers: int | None = None) -> int:
             log.error("gateway could not start on %s: %s", config.listen, exc)
             return 1
         return 0
+    # Workers share the port but each has its own metrics: they write them to files of one directory
+    # for this run, which any worker's /metrics merges (gateway/metrics.py); removed when all are gone.
+    with multiprocess_dir() as metrics_dir:
+        return _supervise(config, workers, metrics_dir)
+
+
+def _supervise(config: Config, workers: int, metrics_dir: str) -> int:
     # fork, not spawn: the config is already loaded and validated, and no loop or thread exists yet.
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker_main, args=(config,), name=f"gateway-worker-{i}") for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(config, metrics_dir), name=f"gateway-worker-{i}") for i in range(workers)
+    ]
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
@@ -191,6 +331,7 @@ def serve(config: Config, workers: int | None = None) -> int:
                 continue
             remaining.remove(proc)
             worst = max(worst, abs(proc.exitcode))
+            worker_gone(metrics_dir, proc.pid)
             if not stopping:
                 log.error("worker exited on its own; stopping the others", extra={"pid": proc.pid, "exitcode": proc.exitcode})
                 forward(signal.SIGTERM, None)

@@ -15,7 +15,16 @@ Invariants:
 - ``batch_write_item`` either writes every request or raises.
 - Retryable failures (throttling, 5xx, connection errors, attempt timeouts) are
   retried with full-jitter exponential backoff up to ``max_attempts`` attempts
-  (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
+  (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/),
+  and never past the request's deadline (``gateway.deadlines.current``): an
+  attempt gets at most the time left, and a retry whose backoff is not shorter
+  than the time left is not started; the last error is raised instead, so the
+  caller hears "throttled" rather than a bare timeout.
+- Each call (retries included) is reported once to the optional ``observer``
+  (``(operation, outcome, seconds)``; outcomes ``ok``, ``condition_failed``,
+  ``throttled``, ``unavailable``, ``timeout``, ``error``) and, with a
+  ``tracer``, is one client span. Without them (the emulator, benchmarks) the
+  call path is unchanged.
 - A failed condition raises ``errors.ConditionFailed`` carrying the stored item
   (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), or ``None`` if there was none.
 """
@@ -24,15 +33,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 import aiohttp
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gateway import deadlines
 from gateway.credentials import CredentialSource
-from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation
+from gateway.errors import ConditionFailed, StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation
 from gateway.store_transport import HttpTransport, Transport, Wire, open_wire, table_of
 
 __all__ = ["Condition", "Item", "LeanStore", "Store", "Transport", "open_lean_store"]
@@ -172,6 +184,12 @@ def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 # --- LeanStore ---
 
+_CLIENT_KIND = SpanKind.CLIENT
+
+
+def _error_status(outcome: str) -> Status:
+    return Status(StatusCode.ERROR, outcome)
+
 
 class LeanStore:
     """``Store`` over DynamoDB's JSON protocol with a cached-key SigV4 signer (DESIGN.md §11)."""
@@ -191,6 +209,8 @@ class LeanStore:
         backoff_cap: float = 1.0,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        observer: Callable[[str, str, float], None] | None = None,
+        tracer: Any = None,
     ) -> None:
         """Without a ``transport``, the store opens a ``wire`` ("http1" or "aiohttp", over ``session`` if
         given) to ``endpoint`` and closes it on ``close()``; construct it inside a running event loop."""
@@ -209,6 +229,9 @@ class LeanStore:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._rng = rng
+        self._observer = observer
+        #: An OpenTelemetry ``Tracer`` or None (no span objects at all).
+        self._tracer = tracer
         self._projections: dict[tuple[str, ...], tuple[str, dict[str, str]]] = {}
 
     async def close(self) -> None:
@@ -220,10 +243,64 @@ class LeanStore:
         return backoff_delay(retry, self._backoff_base, self._backoff_cap, self._rng)
 
     async def _call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._observer is None and self._tracer is None:
+            return await self._attempts(operation, payload)
+        started = time.perf_counter()
+        span = None
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                f"DynamoDB {operation}",
+                kind=_CLIENT_KIND,
+                attributes={"db.system": "dynamodb", "db.operation": operation, "aws.dynamodb.table_names": (table_of(payload),)},
+            )
+        outcome = "error"
+        try:
+            answer = await self._attempts(operation, payload)
+            outcome = "ok"
+            return answer
+        except ConditionFailed:
+            outcome = "condition_failed"  # a normal answer of a conditional write, not a failure
+            raise
+        except StoreThrottled:
+            outcome = "throttled"
+            raise
+        except StoreUnavailable:
+            outcome = "unavailable"
+            raise
+        except (StoreTimeout, asyncio.CancelledError):
+            outcome = "timeout"
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer(operation, outcome, time.perf_counter() - started)
+            if span is not None:
+                span.set_attribute("gateway.outcome", outcome)
+                if outcome not in ("ok", "condition_failed"):
+                    span.set_status(_error_status(outcome))
+                span.end()
+
+    def _attempt_budget(self, operation: str, payload: dict[str, Any]) -> float:
+        """The attempt timeout, cut to what is left of the request's deadline."""
+        left = deadlines.remaining()
+        if left is None or left >= self._attempt_timeout:
+            return self._attempt_timeout
+        if left <= 0:
+            raise StoreTimeout(
+                f"DynamoDB {operation} on table {table_of(payload)!r} was not tried: the request's deadline had passed."
+            )
+        return left
+
+    def _no_time_for(self, delay: float) -> bool:
+        """True when the request's deadline ends before a retry after ``delay`` could even start."""
+        left = deadlines.remaining()
+        return left is not None and left <= delay
+
+    async def _attempts(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
         retry = 0
         while True:
+            timeout = self._attempt_budget(operation, payload)
             try:
-                async with asyncio.timeout(self._attempt_timeout):
+                async with asyncio.timeout(timeout):
                     return await self._transport.call(operation, payload)
             except (StoreThrottled, StoreUnavailable, StoreTimeout) as exc:
                 error: StoreThrottled | StoreUnavailable | StoreTimeout = exc
@@ -231,13 +308,18 @@ class LeanStore:
                 # Retrying is safe: the gateway's writes are conditional or idempotent.
                 error = StoreTimeout(
                     f"DynamoDB {operation} on table {table_of(payload)!r} did not answer within "
-                    f"{self._attempt_timeout:g} s."
+                    f"{timeout:g} s."
                 )
                 error.__cause__ = exc
             retry += 1
             if retry >= self._max_attempts:
                 raise type(error)(f"{error.message} Gave up after {retry} attempts.") from error
-            await self._sleep(self._backoff(retry - 1))
+            delay = self._backoff(retry - 1)
+            if self._no_time_for(delay):
+                raise type(error)(
+                    f"{error.message} Gave up after {retry} attempts: the request's deadline leaves no time for another."
+                ) from error
+            await self._sleep(delay)
 
     def _projection(self, projection: Sequence[str]) -> tuple[str, dict[str, str]]:
         # Views ask for the same few projections over and over; cache the expression.
@@ -316,7 +398,13 @@ class LeanStore:
                     f"DynamoDB BatchGetItem on table {table!r} left {left} keys unprocessed after "
                     f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
                 )
-            await self._sleep(self._backoff(retry))
+            delay = self._backoff(retry)
+            if self._no_time_for(delay):
+                raise StoreThrottled(
+                    f"DynamoDB BatchGetItem on table {table!r} left keys unprocessed and the request's deadline "
+                    "leaves no time to retry them; the table is throttled, retry later or raise its capacity."
+                )
+            await self._sleep(delay)
             retry += 1
             request = {"RequestItems": unprocessed}
 
@@ -394,7 +482,13 @@ class LeanStore:
                     f"DynamoDB BatchWriteItem on table {table!r} left {left} writes unprocessed after "
                     f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
                 )
-            await self._sleep(self._backoff(retry))
+            delay = self._backoff(retry)
+            if self._no_time_for(delay):
+                raise StoreThrottled(
+                    f"DynamoDB BatchWriteItem on table {table!r} left writes unprocessed and the request's deadline "
+                    "leaves no time to retry them; the table is throttled, retry later or raise its capacity."
+                )
+            await self._sleep(delay)
             retry += 1
             request = {"RequestItems": unprocessed}
 

@@ -38,10 +38,12 @@ import uvloop
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from gateway.config import MembersConfig, RoutingConfig
 from gateway.http1 import Http1Pool
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.gateway_process import GatewayProcess
 from gateway.store import open_lean_store
+from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
 from gateway.store_botocore import BotocoreStore
 from loadtest.stats import percentile
 
@@ -52,6 +54,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+os.environ.setdefault("FGW_PEER_SECRET", "read-bench-peer-secret-0123456789")
 
 Op = Callable[[str], Awaitable[object]]
 
@@ -92,6 +95,11 @@ async def run(args: argparse.Namespace) -> int:
     try:
         admin = await BotocoreStore.open("us-east-1", ddb.endpoint)
         await admin.create_table(TABLE)
+        # The gateway's own tables: rules (it is the primary of everything) and members.
+        await admin.create_table(RoutingConfig().table)
+        await admin.create_table(MembersConfig().table)
+        rule = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=0, version=1, updated_by="read_bench")
+        await admin.put_item(RoutingConfig().table, rule.to_item(ts_us=1, region="us-east-1"))
         keys = [f"user-{i:06d}" for i in range(args.keys)]
         items = [
             {"pk": {"S": k}, "age": {"N": str(i % 90)}, "country": {"S": "DE"}, "score": {"N": "0.25"},
@@ -103,7 +111,7 @@ async def run(args: argparse.Namespace) -> int:
 
         config = tmp / "bench.toml"
         config.write_text(
-            f'[gateway]\nregion = "us-east-1"\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[gateway]\nregion = "us-east-1"\nlisten = "127.0.0.1:{free_port()}"\npeer_listen = "127.0.0.1:{free_port()}"\n'
             f'[dynamodb]\nendpoint_url = "{ddb.endpoint}"\n[views.{VIEW}]\ntable = "{TABLE}"\n'
         )
         gateway = GatewayProcess(config, log_path=tmp / "gateway.log").start()

@@ -41,6 +41,25 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 
+WARMUP_STEPS = 4
+
+
+def cpu_seconds(ddbs: dict[str, DynamoDBLocal]) -> dict[str, float]:
+    """CPU seconds used so far by each DynamoDB Local (from /proc; Linux) and by this process (emulator + writer)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for region, ddb in ddbs.items():
+        try:
+            with open(f"/proc/{ddb.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[f"jvm {region}"] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    times = os.times()
+    out["bench+emulator"] = times.user + times.system
+    return out
+
+
 async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fgw-repl-bench-"))
     ddbs = {r: DynamoDBLocal(heap_mb=512, log_path=tmp / f"dynamodb-{r}.log") for r in REGIONS}
@@ -57,11 +76,15 @@ async def run(args: argparse.Namespace) -> int:
         await emulator.start()
         clock = SystemClock()
 
+        put_latency: list[float] = []
+
         async def write(i: int) -> None:
             region = REGIONS[i % len(REGIONS)]
             ts = clock.wall_us()
             item = {"pk": {"S": f"k{i:07d}"}, "v": {"N": str(i)}, "_ts": {"N": str(ts)}, "_region": {"S": region}}
+            started = time.perf_counter()
             await stores[region].put_item(TABLE, item)
+            put_latency.append(time.perf_counter() - started)
 
         async def paced(first: int, count: int, rate: float) -> None:
             started = time.perf_counter()
@@ -73,20 +96,30 @@ async def run(args: argparse.Namespace) -> int:
                 tasks.append(asyncio.create_task(write(first + i)))
             await asyncio.gather(*tasks)
 
+        # A cold DynamoDB Local answers in seconds until the JIT has compiled its hot paths: warm the
+        # JVMs up at a rising rate, so the measured phase sees them warm and not still digging out of
+        # a backlog the cold start built.
         print(f"warming up for {args.warmup:g}s ...", flush=True)
-        warmup = int(args.rate * args.warmup)
-        await paced(0, warmup, args.rate)
+        warmup = 0
+        for step in range(1, WARMUP_STEPS + 1):
+            count = int(args.rate * step / WARMUP_STEPS * args.warmup / WARMUP_STEPS)
+            await paced(warmup, count, args.rate * step / WARMUP_STEPS)
+            warmup += count
         await emulator.wait_idle(60)
         for s in REGIONS:
             for t in REGIONS:
                 if s != t:
                     emulator.stats(s, t).delays.clear()
+        put_latency.clear()
 
         total = int(args.rate * args.seconds)
         print(f"writing {total} items at {args.rate:g}/s across {len(REGIONS)} regions ...", flush=True)
+        cpu_before = cpu_seconds(ddbs)
         began = time.perf_counter()
         await paced(warmup, total, args.rate)
-        achieved = total / (time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        achieved = total / elapsed
+        cpu = {name: (after - cpu_before[name]) / elapsed for name, after in cpu_seconds(ddbs).items()}
         await emulator.wait_idle(120)
 
         every: list[float] = []
@@ -111,7 +144,17 @@ async def run(args: argparse.Namespace) -> int:
         for store in stores.values():
             found = await store.batch_get_item(TABLE, keys)
             missing += sum(1 for item in found if item is None)
+        put_latency.sort()
         print()
+        print(
+            f"benchmark PutItem (DynamoDB Local's answer time): p50 {percentile(put_latency, 0.5) * 1e3:.1f} ms, "
+            f"p99 {percentile(put_latency, 0.99) * 1e3:.1f} ms"
+        )
+        print(
+            f"CPU while writing (cores of {os.cpu_count()}): "
+            + ", ".join(f"{name} {share:.2f}" for name, share in cpu.items())
+            + f", total {sum(cpu.values()):.2f}"
+        )
         print(f"writes/s achieved: {achieved:.0f}   (asked {args.rate:g})")
         print(f"replication lag over all pairs: p50 {p50:.1f} ms, p99 {p99:.1f} ms   (target p99 <= 200 ms)")
         print(f"writes missing in some region after idle: {missing}")
@@ -131,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=500.0, help="writes per second, spread over the regions")
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
-    p.add_argument("--warmup", type=float, default=5.0, help="seconds of writes before measuring")
+    p.add_argument("--warmup", type=float, default=12.0, help="seconds of writes at a rising rate before measuring")
     p.add_argument("--strict", action="store_true", help="exit 1 when the target is not met")
     return uvloop.run(run(p.parse_args(argv)))
 

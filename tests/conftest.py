@@ -22,6 +22,8 @@ os.environ.update(
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         # Gateways started by tests share this peer secret (they refuse to start without one).
         "FGW_PEER_SECRET": "test-peer-secret-not-for-production",
+        # No load balancer watches test gateways: stop at once (the drain tests set their own).
+        "FGW_GATEWAY__DRAIN_SECONDS": "0",
     }
 )
 os.environ.pop("AWS_SESSION_TOKEN", None)

@@ -150,7 +150,11 @@ class FakeDynamoDB:
 
 
 class StaticRouting:
-    """A ``RoutingLoader`` stand-in: a snapshot of given rules; ``refresh()`` swaps in ``next_rules`` if set."""
+    """A ``RoutingLoader`` stand-in: a snapshot of given rules; ``refresh()`` swaps in ``next_rules`` if set.
+
+    ``learn`` and ``on_change`` behave like the loader's: newer rules (by epoch, version) replace
+    older ones, and listeners hear every swap.
+    """
 
     def __init__(self, *rules: Any) -> None:
         from gateway.routing import RoutingTable
@@ -160,9 +164,28 @@ class StaticRouting:
         self.next_rules: tuple[Any, ...] | None = None
         self.refreshes = 0
         self.problem = ""
+        self.listeners: list[Any] = []
 
     def set(self, *rules: Any) -> None:
-        self.table = self._build(rules, 0.0)
+        old, self.table = self.table, self._build(rules, 0.0)
+        for listener in self.listeners:
+            listener(old, self.table)
+
+    def on_change(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+    def learn(self, rules: Any) -> bool:
+        from gateway.routing_loader import newer
+
+        current = dict(self.table.rules)
+        changed = False
+        for rule in rules:
+            if newer(rule, current.get(rule.scope)):
+                current[rule.scope] = rule
+                changed = True
+        if changed:
+            self.set(*current.values())
+        return changed
 
     def age(self) -> float:
         return 0.0

@@ -64,6 +64,9 @@ LOCAL_CREDENTIALS = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 
+#: The cluster's peer secret, beside cluster.json (mode 0600), for `gatewayctl --local switch`.
+PEER_SECRET_FILE = "peer-secret"
+
 #: Who the cluster's example rules name as their author.
 SEEDED_BY = "feature-gateway local up"
 
@@ -127,8 +130,12 @@ def pid_alive(pid: int) -> bool:
 
 
 class LocalCluster:
-    def __init__(self, config_path: str, regions: list[str] | None = None, state_dir: str | Path = ".local") -> None:
+    def __init__(
+        self, config_path: str, regions: list[str] | None = None, state_dir: str | Path = ".local", *, replicate: bool = True
+    ) -> None:
         self.config_path = str(config_path)
+        #: False: no emulator (benchmarks that measure something else than replication).
+        self.replicate = replicate
         base = load_config(self.config_path)
         self.region_names = regions or list(base.regions)
         unknown = [r for r in self.region_names if r not in base.regions]
@@ -162,6 +169,10 @@ class LocalCluster:
     async def up(self) -> None:
         self.check_not_running()
         use_peer_secret()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        secret_file = self.state_dir / PEER_SECRET_FILE
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(os.environ[PeerConfig().secret_env] + "\n")
         self.logs.mkdir(parents=True, exist_ok=True)
         try:
             for name in self.region_names:
@@ -176,7 +187,7 @@ class LocalCluster:
             # JVMs start in parallel: three take about as long as one.
             await asyncio.gather(*(asyncio.to_thread(r.dynamodb.start) for r in self.regions.values()))
             await self._create_tables()
-            if len(self.regions) > 1:
+            if len(self.regions) > 1 and self.replicate:
                 tables = [t for t, _ in cluster_tables(self.configs[self.region_names[0]])]
                 self.emulator = GlobalTableEmulator(
                     {r.name: r.dynamodb.endpoint for r in self.regions.values()}, tables
@@ -211,6 +222,7 @@ class LocalCluster:
         await asyncio.gather(*(asyncio.to_thread(r.dynamodb.stop) for r in self.regions.values()))
         self.regions.clear()
         self.state_file.unlink(missing_ok=True)
+        (self.state_dir / PEER_SECRET_FILE).unlink(missing_ok=True)
 
     async def _create_tables(self) -> None:
         """Every table in every region, and the example rules written into each region's control table.

@@ -25,6 +25,15 @@ from gateway.local import processes
 DEFAULT_INSTALL_DIR = Path(__file__).resolve().parents[2] / ".deps" / "dynamodb-local"
 
 
+#: Measured on a 2-core machine (README, "Replication"): C2 compiles for the first ~30 s of a DynamoDB Local
+#: and costs as much CPU as the requests it serves (~21 s of CPU in the first 20 s at 300 PutItem/s against
+#: ~11 s with C1 only), which starves the other JVMs and the emulator while the code it produces serves a
+#: PutItem for no less CPU (~2.2 ms, streams on, at steady state either way). Short-lived local processes
+#: are better off with C1 only. The serial collector: one small heap per process, several processes per
+#: core; G1's concurrent threads only compete with them.
+JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+
+
 class DynamoDBLocalError(RuntimeError):
     """DynamoDB Local is not installed, Java is missing, or the process did not come up."""
 
@@ -83,6 +92,7 @@ class DynamoDBLocal:
         return [
             find_java(),
             f"-Xmx{self.heap_mb}m",
+            *JVM_FLAGS,
             # The native sqlite4java libraries live beside the jar.
             f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
             "-jar",

@@ -15,8 +15,8 @@ import pytest
 
 from gateway.local.cluster import LocalCluster
 from gateway.routing import ANY_REGION, Rule
-from tests.support.cluster_http import eventually, get, obeyed_everywhere, put, url
-from tests.support.convergence import Stored, Write, check, lost_count
+from tests.support.cluster_http import converge, eventually, get, obeyed_everywhere, put, url
+from tests.support.convergence import Write
 from tests.support.local_cluster import local_config
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
@@ -58,41 +58,6 @@ async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
             if source != target:
                 cluster.emulator.set_lag(source, target, 0.0)
                 cluster.emulator.resume(source, target)
-
-
-async def state_of(http, cluster, keys) -> dict[str, dict[str, Stored]]:
-    regions = {}
-    for region in REGIONS:
-        found = {}
-        for key in keys:
-            got = await get(http, cluster, region, key)
-            if got is not None:
-                found[key] = Stored(got["features"], got["version"])
-        regions[region] = found
-    return regions
-
-
-async def converge(http, cluster, acknowledged: list[Write], keys: list[str], timeout: float) -> None:
-    """Until every region holds the newest acknowledged write of every key; fails naming what is off."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        state = await state_of(http, cluster, keys)
-        reports = check(acknowledged, state)
-        if all(r.clean for r in reports.values()):
-            assert lost_count(reports) == 0
-            return
-        if loop.time() > deadline:
-            off = {
-                region: {"lost": r.lost, "stale": r.stale, "divergent": r.divergent}
-                for region, r in reports.items() if not r.clean
-            }
-            bad = {k for r in reports.values() for k in (*r.lost, *r.stale, *r.divergent)}
-            seen = {region: {k: state[region].get(k) for k in sorted(bad)} for region in state}
-            acked = [w for w in acknowledged if w.key in bad]
-            backlog = cluster.status()["backlog"]
-            raise AssertionError(f"not converged in {timeout}s: {off}; held {seen}; acknowledged {acked}; backlog {backlog}")
-        await asyncio.sleep(0.05)
 
 
 async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):

@@ -48,3 +48,16 @@ def test_forward_bench_runs_and_prints_its_figures():
     for arm in ("local-primary", "forwarded"):
         assert re.search(rf"^{arm}\s+40\s+[\d.]+\s+[\d.]+\s+[\d.]+", out, re.M), out
     assert re.search(r"forwarding adds at p50: -?[\d.]+ ms", out), out
+
+
+def test_switch_bench_runs_and_prints_its_figures():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.switch_bench", "--rate", "40", "--before", "1", "--after", "1", "--keys", "20"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for label in ("inside switch", "outside switch"):
+        assert re.search(rf"^{label}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", out, re.M), out
+    assert re.search(r"^switch duration: [\d.]+ s", out, re.M), out
+    assert "errors: 0" in out and "lost: 0" in out, out

@@ -15,6 +15,7 @@ import orjson
 
 from gateway.local.cluster import LocalCluster
 from gateway.routing import Rule
+from tests.support.convergence import Stored, Write, check, lost_count
 
 
 def url(cluster: LocalCluster, region: str) -> str:
@@ -81,3 +82,48 @@ async def obeyed_everywhere(
         return True
 
     await eventually(all_agree, timeout, f"every gateway routing {rule.scope} by {wanted}")
+
+
+async def state_of(
+    http: aiohttp.ClientSession, cluster: LocalCluster, keys: list[str], *, view: str = "items"
+) -> dict[str, dict[str, Stored]]:
+    """What every region's gateway serves for ``keys`` (eventual reads, batches of 100)."""
+    regions: dict[str, dict[str, Stored]] = {}
+    for region in cluster.regions:
+        found: dict[str, Stored] = {}
+        for i in range(0, len(keys), 100):
+            async with http.post(
+                f"{url(cluster, region)}/v1/read", data=orjson.dumps({"view": view, "keys": keys[i:i + 100]})
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                for result in (await resp.json())["results"]:
+                    if result["status"] == "PRESENT":
+                        found[result["key"]] = Stored(result["features"], result["version"])
+        regions[region] = found
+    return regions
+
+
+async def converge(
+    http: aiohttp.ClientSession, cluster: LocalCluster, acknowledged: list[Write], keys: list[str], timeout: float,
+    *, view: str = "items",
+) -> None:
+    """Until every region holds the newest acknowledged write of every key; fails naming what is off."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        state = await state_of(http, cluster, keys, view=view)
+        reports = check(acknowledged, state)
+        if all(r.clean for r in reports.values()):
+            assert lost_count(reports) == 0
+            return
+        if loop.time() > deadline:
+            off = {
+                region: {"lost": r.lost, "stale": r.stale, "divergent": r.divergent}
+                for region, r in reports.items() if not r.clean
+            }
+            bad = {k for r in reports.values() for k in (*r.lost, *r.stale, *r.divergent)}
+            seen = {region: {k: state[region].get(k) for k in sorted(bad)} for region in state}
+            acked = [w for w in acknowledged if w.key in bad]
+            backlog = cluster.status()["backlog"]
+            raise AssertionError(f"not converged in {timeout}s: {off}; held {seen}; acknowledged {acked}; backlog {backlog}")
+        await asyncio.sleep(0.05)

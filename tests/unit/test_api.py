@@ -28,6 +28,8 @@ from gateway.health import Health
 from gateway.members import Membership
 from gateway.metrics import Metrics
 from gateway.read_coalescer import ReadCoalescer
+from gateway.write_buffer import WriteBuffer
+from gateway.config import BufferConfig
 from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
 from tests.fakes import FakePeers, StaticRouting
 
@@ -97,7 +99,9 @@ async def client():
     metrics = Metrics()
     membership = Membership(CONFIG, store, clock, metrics)
     routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, CONFIG.region, epoch=0))
-    dispatcher = Dispatcher(CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics)
+    dispatcher = Dispatcher(
+        CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, WriteBuffer(BufferConfig(), clock)
+    )
     api = DownstreamApi(CONFIG, dispatcher, health, metrics, clock, deadlines, membership, routing)
     runner = web.ServerRunner(create_server(api, CONFIG))
     await runner.setup()

@@ -95,3 +95,33 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_from_dict_requires_region():
     with pytest.raises(ConfigError, match="gateway.region: is required"):
         from_dict({"views": {"v": {"table": "tbl"}}})
+
+
+def test_operations_settings_and_their_defaults():
+    base = {"gateway": {"region": "us-east-1"}, "views": {"v": {"table": "tbl"}}}
+    config = from_dict(base)
+    assert (config.drain_seconds, config.max_concurrent_requests, config.logs.access_sample) == (5.0, 1024, 0.01)
+    assert (config.peer.outlier_consecutive_failures, config.peer.outlier_base_ejection) == (5, 5.0)
+    config = from_dict(
+        {**base, "gateway": {"region": "us-east-1", "drain_seconds": 0, "max_concurrent_requests": 10},
+         "logs": {"access_sample": 1}, "peer": {"outlier_max_ejection_percent": 100}}
+    )
+    assert (config.drain_seconds, config.max_concurrent_requests, config.logs.access_sample) == (0.0, 10, 1.0)
+
+
+@pytest.mark.parametrize(
+    "section, values, key",
+    [
+        ("gateway", {"drain_seconds": -1}, "gateway.drain_seconds"),
+        ("gateway", {"max_concurrent_requests": 0}, "gateway.max_concurrent_requests"),
+        ("logs", {"access_sample": 2}, "logs.access_sample"),
+        ("logs", {"sample": 1}, "logs.sample"),
+        ("peer", {"outlier_max_ejection_percent": 101}, "peer.outlier_max_ejection_percent"),
+        ("peer", {"outlier_base_ejection": 10, "outlier_max_ejection": 5}, "peer.outlier_max_ejection"),
+    ],
+)
+def test_bad_operations_settings_are_named(section, values, key):
+    raw = {"gateway": {"region": "us-east-1"}, "views": {"v": {"table": "tbl"}}}
+    raw[section] = {**raw.get(section, {}), **values}
+    with pytest.raises(ConfigError, match=key):
+        from_dict(raw)

@@ -3,6 +3,8 @@
 The store answers like DynamoDB evaluates the write condition; peers are scripted (tests/fakes.py).
 """
 
+import asyncio
+
 import pytest
 
 from gateway.config import from_dict
@@ -12,7 +14,6 @@ from gateway.errors import (
     NoRoutingRule,
     NotPrimary,
     PeerError,
-    PrimarySwitching,
     PrimaryUnreachable,
     StoreThrottled,
 )
@@ -20,6 +21,8 @@ from gateway.items import Version
 from gateway.read_coalescer import ReadCoalescer
 from gateway.records import delete_record, write_record
 from gateway.metrics import Metrics
+from gateway.write_buffer import WriteBuffer
+from gateway.config import BufferConfig
 from gateway.routing import ANY_REGION, DEFAULT_SCOPE, SINGLE_PRIMARY, SWITCHING, Rule
 from tests.fakes import FakeClock, FakePeers, RecordingSleep, StaticRouting
 
@@ -73,7 +76,8 @@ def dispatcher(store, *rules, peers=None, sleep=None):
     clock = FakeClock()
     routing = StaticRouting(*(rules or (HOME,)))
     d = Dispatcher(
-        CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(), sleep=sleep or RecordingSleep()
+        CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(),
+        WriteBuffer(BufferConfig(), clock), sleep=sleep or RecordingSleep()
     )
     return d, clock
 
@@ -164,7 +168,7 @@ async def test_rerouting_is_bounded_and_backs_off():
     d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=sleep)
     with pytest.raises(PrimaryUnreachable, match="3 attempts"):
         await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
-    assert len(peers.calls) == 3 and sleep.delays == [0.05, 0.1]
+    assert len(peers.calls) == 3 and sleep.delays == [0.05]
 
 
 async def test_a_refreshed_snapshot_that_makes_this_region_primary_writes_locally():
@@ -179,12 +183,22 @@ async def test_a_refreshed_snapshot_that_makes_this_region_primary_writes_locall
     assert result["forwarded"] is False and result["version"].startswith("2.") and "k" in store.items
 
 
-async def test_switching_scopes_answer_primary_switching_and_missing_rules_no_routing_rule():
-    switching = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", 1, state=SWITCHING, next_primary="us-east-1", switch_id="s")
-    d, _ = dispatcher(ConditionalStore(), switching)
-    with pytest.raises(PrimarySwitching) as caught:
-        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
-    assert caught.value.retry_after == 1.0
+async def test_writes_of_a_switching_scope_wait_in_the_buffer_and_go_to_the_new_primary():
+    store = ConditionalStore()
+    switching = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 1, state=SWITCHING, next_primary="eu-west-1", switch_id="s")
+    d, _ = dispatcher(store, switching)
+    write = asyncio.create_task(d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)))
+    await asyncio.sleep(0)
+    assert not write.done() and d._buffer.stats(DEFAULT_SCOPE).held == 1 and store.items == {}
+    # The switch commits: this region is primary at epoch 2; the held write is applied here.
+    d._routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", 2))
+    answer = await write
+    assert answer["applied"] and answer["version"].startswith("2.") and store.items["k"]["_epoch"] == {"N": "2"}
+    stats = d._buffer.stats(DEFAULT_SCOPE)
+    assert (stats.buffered, stats.drained, stats.held) == (1, 1, 0)
+
+
+async def test_a_missing_rule_is_no_routing_rule():
     d, _ = dispatcher(ConditionalStore(), Rule("view#other", SINGLE_PRIMARY, "eu-west-1", 0))
     with pytest.raises(NoRoutingRule, match="view#items"):
         await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -127,3 +129,111 @@ async def test_peer_error_answers_map_to_the_error_tree(peer, status, body, erro
         assert caught.value.rule == {"scope": "default"}
     if status == 503:
         assert (caught.value.status, caught.value.code, caught.value.retry_after) == (503, "draining", 1.0)
+
+
+# --- outlier detection, and what travels with a forward ---
+
+
+def breaker_config(peer_port: int):
+    from dataclasses import replace
+
+    base = config(peer_port)
+    return replace(
+        base, peer=replace(base.peer, timeout=0.5, outlier_consecutive_failures=2, outlier_base_ejection=0.2)
+    )
+
+
+class Headers:
+    """A loopback peer that answers 200 and remembers each request's headers."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        await request.read()
+        self.seen.append(request.headers.copy())  # case-insensitive
+        return web.Response(body=b'{"results": []}', content_type="application/json")
+
+
+async def serve_on(port: int, handler) -> web.ServerRunner:
+    runner = web.ServerRunner(web.Server(handler))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def test_the_breaker_opens_while_the_peer_is_down_and_closes_after_it_is_back():
+    from gateway.circuit_breaker import State
+    from gateway.clock import SystemClock
+
+    port = free_port()
+    peer, metrics = Headers(), Metrics()
+    clock = SystemClock()
+    c = PeerClient(breaker_config(port), PeerSigner(SECRET, clock), clock, metrics)
+    address = f"127.0.0.1:{port}"
+    runner = await serve_on(port, peer.handle)
+    try:
+        await c.write("us-east-1", {})
+        await runner.cleanup()  # the peer goes down
+        for _ in range(2):
+            with pytest.raises(PrimaryUnreachable, match="Connect|connect|refused"):
+                await c.write("us-east-1", {})
+        assert c.outliers.state(address) is State.EJECTED
+        # Open: refused at once, without a connection attempt.
+        with pytest.raises(PrimaryUnreachable, match="ejected after consecutive failures"):
+            await c.write("us-east-1", {})
+        runner = await serve_on(port, peer.handle)  # back
+        give_up = asyncio.get_running_loop().time() + 5.0
+        while c.outliers.state(address) is not State.CLOSED:
+            assert asyncio.get_running_loop().time() < give_up, "the breaker never closed"
+            with contextlib.suppress(PrimaryUnreachable):
+                await c.write("us-east-1", {})
+            await asyncio.sleep(0.05)
+        assert await c.write("us-east-1", {}) == {"results": []}
+        assert len(peer.seen) >= 3
+        ejections = metrics.registry.get_sample_value("gateway_outlier_ejections_total", {"upstream": "peer:us-east-1"})
+        ejected_now = metrics.registry.get_sample_value("gateway_outlier_ejected", {"upstream": "peer:us-east-1"})
+        assert ejections == 1 and ejected_now == 0
+    finally:
+        await runner.cleanup()
+        await c.close()
+
+
+async def test_a_forward_carries_the_request_id_the_time_left_and_the_trace_context():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway import deadlines as request_deadlines
+    from gateway.clock import SystemClock
+    from gateway.deadlines import Deadlines
+    from gateway.logs import request_id
+
+    port = free_port()
+    peer = Headers()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    clock = SystemClock()
+    c = PeerClient(config(port), PeerSigner(SECRET, clock), clock, Metrics(), tracer=provider.get_tracer("t"))
+    runner = await serve_on(port, peer.handle)
+
+    async def request() -> None:
+        request_id.set("rid-123")
+        request_deadlines.current.set(Deadlines(clock).track(asyncio.current_task(), 0.3))
+        await c.write("us-east-1", {})
+
+    try:
+        await asyncio.create_task(request())
+        await c.write("us-east-1", {})  # outside a request: nothing to carry but the trace
+    finally:
+        await runner.cleanup()
+        await c.close()
+    inside, outside = peer.seen
+    assert inside["X-Request-Id"] == "rid-123"
+    assert 0.0 < float(inside["X-Request-Timeout"]) <= 0.25  # what was left, less the margin
+    assert "X-Request-Id" not in outside and "X-Request-Timeout" not in outside
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["forward write", "forward write"]
+    trace_id, span_id = spans[0].context.trace_id, spans[0].context.span_id
+    assert inside["traceparent"].startswith(f"00-{trace_id:032x}-{span_id:016x}-")

@@ -19,6 +19,8 @@ from gateway.metrics import Metrics
 from gateway.peer_api import PeerApi
 from gateway.peer_auth import PeerSigner, PeerVerifier
 from gateway.read_coalescer import ReadCoalescer
+from gateway.write_buffer import WriteBuffer
+from gateway.config import BufferConfig
 from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
 from tests.fakes import FakePeers, StaticRouting
 from tests.unit.test_dispatcher import ConditionalStore
@@ -34,8 +36,10 @@ async def peer_api() -> AsyncIterator[tuple[aiohttp.ClientSession, str, Conditio
     routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=2))
     metrics = Metrics()
     deadlines = Deadlines(clock)
-    dispatcher = Dispatcher(CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics)
-    api = PeerApi(CONFIG, dispatcher, PeerVerifier(SECRET, clock, 30.0), metrics, deadlines)
+    dispatcher = Dispatcher(
+        CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, WriteBuffer(BufferConfig(), clock)
+    )
+    api = PeerApi(CONFIG, dispatcher, PeerVerifier(SECRET, clock, 30.0), metrics, deadlines, routing, "us-east-1/test/1")
     runner = web.ServerRunner(create_server(api, CONFIG))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -398,3 +398,126 @@ async def test_connection_refused_is_store_unavailable_after_retries() -> None:
     finally:
         await store.close()
     assert len(sleep.delays) == 2
+
+
+# --- the request's deadline, the observer and spans ---
+
+
+class AdvancingSleep(RecordingSleep):
+    """Sleeping moves the fake clock, as time would."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def __call__(self, delay: float) -> None:
+        await super().__call__(delay)
+        self.clock.advance(delay)
+
+
+async def in_request(clock: Any, timeout: float, coro: Any) -> Any:
+    """Run ``coro`` in a task with a request deadline ``timeout`` seconds from now."""
+    from gateway.deadlines import Deadlines, current
+
+    deadlines = Deadlines(clock)
+
+    async def request() -> Any:
+        current.set(deadlines.track(asyncio.current_task(), timeout))
+        return await coro
+
+    return await asyncio.create_task(request())
+
+
+async def test_a_retry_is_not_started_when_the_deadline_ends_before_its_backoff() -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock(100.0)
+    ddb, sleep = FakeDynamoDB(), AdvancingSleep(clock)
+    ddb.failures.extend(errors.StoreThrottled("DynamoDB GetItem on table 'features' was throttled.") for _ in range(10))
+    # rng 1.0: backoffs are the ceilings 0.02, 0.04, 0.08, ...; 0.1 s leaves room for the first two only.
+    store = lean(ddb, sleep, rng=1.0, max_attempts=10)
+    with pytest.raises(errors.StoreThrottled, match="deadline leaves no time for another"):
+        await in_request(clock, 0.1, store.get_item(TABLE, key("u1")))
+    assert sleep.delays == [0.02, 0.04] and len(ddb.calls) == 3
+    # Outside a request (background tasks) the budget is max_attempts, as before.
+    ddb.failures.extend(errors.StoreThrottled("throttled") for _ in range(10 - len(ddb.failures)))
+    with pytest.raises(errors.StoreThrottled, match="Gave up after 10 attempts"):
+        await store.get_item(TABLE, key("u1"))
+
+
+async def test_unprocessed_keys_are_not_retried_past_the_deadline() -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock(100.0)
+    ddb, sleep = FakeDynamoDB(), AdvancingSleep(clock)
+    ddb.put(item("u1"))
+    ddb.always_unprocessed = 1
+    store = lean(ddb, sleep, rng=1.0, max_attempts=10)
+    with pytest.raises(errors.StoreThrottled, match="deadline leaves no time"):
+        await in_request(clock, 0.05, store.batch_get_item(TABLE, [key("u1")]))
+    assert sleep.delays == [0.02]
+
+
+async def test_an_attempt_gets_at_most_the_time_left() -> None:
+    class Hanging:
+        async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    from gateway.clock import SystemClock
+
+    store = lean(Hanging(), RecordingSleep(), max_attempts=1, attempt_timeout=30.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(errors.StoreTimeout):
+        await in_request(SystemClock(), 0.05, store.get_item(TABLE, key("u1")))
+    assert loop.time() - started < 1.0
+
+
+async def test_every_call_is_observed_once_with_its_outcome() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("u1"))
+    seen: list[tuple[str, str]] = []
+    store = lean(ddb, sleep, max_attempts=2, observer=lambda op, outcome, seconds: seen.append((op, outcome)))
+    await store.get_item(TABLE, key("u1"))
+    ddb.failures.append(errors.StoreThrottled("throttled"))
+    await store.get_item(TABLE, key("u1"))  # one call, retried once: observed once
+    with pytest.raises(errors.ConditionFailed):
+        await store.put_item(TABLE, item("u1"), condition=Condition("attribute_not_exists(pk)"))
+    ddb.failures.extend([errors.StoreThrottled("throttled")] * 2)
+    with pytest.raises(errors.StoreThrottled):
+        await store.get_item(TABLE, key("u1"))
+    ddb.failures.extend([errors.StoreUnavailable("down")] * 2)
+    with pytest.raises(errors.StoreUnavailable):
+        await store.get_item(TABLE, key("u1"))
+    ddb.failures.append(errors.TableNotFound("gone"))
+    with pytest.raises(errors.TableNotFound):
+        await store.get_item(TABLE, key("u1"))
+    assert seen == [
+        ("GetItem", "ok"), ("GetItem", "ok"), ("PutItem", "condition_failed"),
+        ("GetItem", "throttled"), ("GetItem", "unavailable"), ("GetItem", "error"),
+    ]
+
+
+async def test_every_call_is_one_client_span_under_the_current_one() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    store = lean(ddb, sleep, max_attempts=1, tracer=tracer)
+    with tracer.start_as_current_span("request"):
+        await store.get_item(TABLE, key("u1"))
+        ddb.failures.append(errors.StoreThrottled("throttled"))
+        with pytest.raises(errors.StoreThrottled):
+            await store.get_item(TABLE, key("u1"))
+    get_ok, get_throttled, request = exporter.get_finished_spans()
+    assert get_ok.name == "DynamoDB GetItem" and get_ok.kind is SpanKind.CLIENT
+    assert get_ok.parent.span_id == request.context.span_id and get_ok.attributes["aws.dynamodb.table_names"] == (TABLE,)
+    assert get_ok.status.status_code is StatusCode.UNSET
+    assert get_throttled.status.status_code is StatusCode.ERROR and get_throttled.attributes["gateway.outcome"] == "throttled"
