@@ -57,7 +57,7 @@ from gateway.records import WriteRecord
 from gateway.routing import SINGLE_PRIMARY, SWITCHING, Route, Rule, RoutingTable, RuleError, accepts_forward, decide, rule_from_json
 from gateway.routing_loader import RoutingLoader
 from gateway.store import Store
-from gateway.write_buffer import WriteBuffer
+from gateway.write_buffer import BufferStats, WriteBuffer
 
 #: Pause before the third and later routing attempts: the rule may still be replicating to the peer.
 REROUTE_BACKOFF = 0.05
@@ -275,7 +275,8 @@ class Dispatcher:
                     refusals += 1
                     if refusals >= self._config.routing.max_attempts:
                         raise PrimaryUnreachable(
-                            f"The primary of {view.name!r} kept moving during {refusals} attempts; retry shortly."
+                            f"The primary of {view.name!r} kept moving during {refusals} attempts "
+                            f"(last: {refused.message}); retry shortly."
                         ) from None
                     await self._reroute(refused, refusals)
         finally:
@@ -408,6 +409,9 @@ class Dispatcher:
         quiet = await self.acks.quiesce(rule.scope, timeout)
         acknowledged, complete = self.acks.acknowledged(rule.scope)
         return acknowledged, complete and quiet
+
+    def buffer_stats(self, scope: str) -> BufferStats:
+        return self._buffer.stats(scope)
 
     def rule_of_scope(self, scope: str) -> Rule | None:
         table = self._routing.table

@@ -48,6 +48,7 @@ RULES_PATH = "/internal/v1/rules"
 ROUTING_PATH = "/internal/v1/routing"
 FENCE_PATH = "/internal/v1/fence"
 VERSIONS_PATH = "/internal/v1/versions"
+BUFFER_PATH = "/internal/v1/buffer"
 
 #: Seconds of the caller's deadline kept back when passing the rest to a peer (the deadline sweeper's
 #: resolution), so the peer's answer, even a 504, arrives before the caller gives up.
@@ -59,15 +60,19 @@ _REFUSALS = (b'"overloaded"', b'"draining"')
 _UNROUTABLE = ("0.0.0.0", "::", "")
 
 
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The client side of mTLS between peers, or ``None`` when it is not configured."""
+def tls_context(config: Config, *, server: bool = False) -> ssl.SSLContext | None:
+    """mTLS between peers (``None`` when not configured): the client side, or the peer listener's side."""
     peer = config.peer
     if not peer.tls_cert:
         return None
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=peer.tls_ca)
+    purpose = ssl.Purpose.CLIENT_AUTH if server else ssl.Purpose.SERVER_AUTH
+    context = ssl.create_default_context(purpose, cafile=peer.tls_ca)
     context.load_cert_chain(peer.tls_cert, peer.tls_key)
-    # Peers are reached by address, not by a name on their certificate; the private CA is the trust.
-    context.check_hostname = False
+    if server:
+        context.verify_mode = ssl.CERT_REQUIRED  # a peer must present a certificate of our CA
+    else:
+        # Peers are reached by address, not by a name on their certificate; the private CA is the trust.
+        context.check_hostname = False
     return context
 
 

@@ -20,6 +20,8 @@ The switch protocol's routes (gateway/switch.py drives them):
   the acknowledged ``[view, key, version]`` and whether the list is complete.
 - ``/internal/v1/versions``: ``{"view", "keys"}`` → the versions this region's
   replica holds (consistent read), for the fence's verification.
+- ``/internal/v1/buffer``: ``{"scope"}`` → how many of the scope's writes this
+  gateway still holds or is sending on (a switch ends once every buffer drained).
 
 Invariants: every request is authenticated (gateway/peer_auth.py) before it
 is routed, whatever its path: an unsigned, forged, tampered, expired or
@@ -42,7 +44,7 @@ from gateway.frontend import LOG_FIELDS, Frontend, RouteHandler, json_response
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.overload import ConcurrencyLimit
-from gateway.peer import FENCE_PATH, READ_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH, WRITE_PATH
+from gateway.peer import BUFFER_PATH, FENCE_PATH, READ_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH, WRITE_PATH
 from gateway.peer_auth import PeerVerifier
 from gateway.routing import RuleError, check_scope, rule_from_json
 from gateway.routing_loader import RoutingLoader
@@ -79,7 +81,7 @@ class PeerApi(Frontend):
         self._views = config.views
         self._routes: dict[str, RouteHandler] = {
             WRITE_PATH: self.write, READ_PATH: self.read, RULES_PATH: self.rules, ROUTING_PATH: self.routing,
-            FENCE_PATH: self.fence, VERSIONS_PATH: self.versions,
+            FENCE_PATH: self.fence, VERSIONS_PATH: self.versions, BUFFER_PATH: self.buffer,
         }
 
     async def _admit(self, request: web.BaseRequest) -> None:
@@ -115,11 +117,7 @@ class PeerApi(Frontend):
     async def read(self, request: web.BaseRequest) -> web.Response:
         body: dict[str, Any] = await self._json_object(request)
         view = records.view_of(self._views, body.get("view"))
-        keys = body.get("keys")
-        if not isinstance(keys, list) or not keys or len(keys) > records.MAX_READ_KEYS:
-            raise RequestError(f"'keys' must be a list of 1 to {records.MAX_READ_KEYS} entity keys.")
-        for i, key in enumerate(keys):
-            records.check_key(key, f"keys[{i}]")
+        keys = _keys(body)
         wanted = records.check_feature_names(view, body.get("features"))
         return json_response({"results": await self._dispatcher.accept_read(view, keys, wanted)})
 
@@ -164,12 +162,28 @@ class PeerApi(Frontend):
             {"instance": self._instance, "region": self._config.region, "acknowledged": acknowledged, "complete": complete}
         )
 
+    async def buffer(self, request: web.BaseRequest) -> web.Response:
+        body = await self._json_object(request)
+        try:
+            scope = check_scope(body.get("scope"))
+        except RuleError as exc:
+            raise RequestError(f"'scope': {exc}.") from None
+        stats = self._dispatcher.buffer_stats(scope)
+        return json_response(
+            {"instance": self._instance, "state": stats.state.name, "held": stats.held, "outstanding": stats.outstanding}
+        )
+
     async def versions(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
         view = records.view_of(self._views, body.get("view"))
-        keys = body.get("keys")
-        if not isinstance(keys, list) or not keys or len(keys) > records.MAX_READ_KEYS:
-            raise RequestError(f"'keys' must be a list of 1 to {records.MAX_READ_KEYS} entity keys.")
-        for i, key in enumerate(keys):
-            records.check_key(key, f"keys[{i}]")
+        keys = _keys(body)
         return json_response({"region": self._config.region, "versions": await self._dispatcher.versions(view, keys)})
+
+
+def _keys(body: dict[str, Any]) -> list[str]:
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not keys or len(keys) > records.MAX_READ_KEYS:
+        raise RequestError(f"'keys' must be a list of 1 to {records.MAX_READ_KEYS} entity keys.")
+    for i, key in enumerate(keys):
+        records.check_key(key, f"keys[{i}]")
+    return keys

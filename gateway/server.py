@@ -24,7 +24,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from gateway.logs import AccessLog, setup_logging
 from gateway.members import Membership
 from gateway.metrics import Metrics, multiprocess_dir, use_multiprocess, worker_gone
 from gateway.overload import ConcurrencyLimit
-from gateway.peer import ROUTING_PATH, PeerClient
+from gateway.peer import ROUTING_PATH, PeerClient, tls_context
 from gateway.peer_api import PeerApi
 from gateway.peer_auth import PeerSigner, PeerVerifier
 from gateway.read_coalescer import ReadCoalescer
@@ -207,7 +206,7 @@ async def listening(gateway: Gateway, config: Config) -> AsyncIterator[Listeners
     try:
         await web.TCPSite(
             runners[1], config.peer_listen.host, config.peer_listen.port, reuse_port=True, backlog=2048,
-            ssl_context=peer_tls_context(config),
+            ssl_context=tls_context(config, server=True),
         ).start()
         await web.TCPSite(runners[0], config.listen.host, config.listen.port, reuse_port=True, backlog=2048).start()
         yield Listeners(runners)
@@ -262,17 +261,6 @@ async def run_worker(
         await stop.wait()
         log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
         await drain(gateway, listeners, config)
-
-
-def peer_tls_context(config: Config) -> ssl.SSLContext | None:
-    """The server side of mTLS on the peer listener: a peer must present a certificate of our CA."""
-    peer = config.peer
-    if not peer.tls_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=peer.tls_ca)
-    context.load_cert_chain(peer.tls_cert, peer.tls_key)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 def _worker_main(config: Config, metrics_dir: str) -> None:

@@ -22,6 +22,10 @@ A planned switch of a scope from its primary OLD to NEW, run by
    gateway; buffers drain to NEW. If the fence is not verified within
    ``max_duration``, **abort**: OLD stays primary, epoch + 1, buffers drain
    there.
+5. **Drain**: the switch is over for callers once every gateway has sent
+   on what it held; the coordinator waits for that (bounded by
+   ``max_duration``) and reports it, so the duration it prints covers every
+   write the switch held.
 
 Failover skips the fence: ``primary=NEW, epoch+1`` at once, and reports the
 possible loss window (NEW's replication lag from OLD at that moment). Writes
@@ -48,7 +52,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.items import Version
-from gateway.peer import FENCE_PATH, RULES_PATH, VERSIONS_PATH, PeerClient
+from gateway.peer import BUFFER_PATH, FENCE_PATH, RULES_PATH, VERSIONS_PATH, PeerClient
 from gateway.routing import ACTIVE, SINGLE_PRIMARY, SWITCHING, Rule
 
 #: Keys per versions request (the peer API's batch read limit).
@@ -201,6 +205,9 @@ class SwitchCoordinator:
         await self.step("commit", self._control.put(committed, expect=switching.version),
                         lambda _: f"{to} is primary at epoch {committed.epoch}")
         await self.step("push", self.push(committed, members), lambda n: f"{n}/{len(members)} gateways routing to {to}")
+        await self.step("drain", self.drained(scope, members), lambda left: (
+            "every held write sent on" if not left else f"{left} write(s) still held after {self._drain_wait:g}s"
+        ))
         return Outcome(committed, True, time.perf_counter() - started)
 
     async def abort(self, scope: str) -> Outcome:
@@ -219,6 +226,9 @@ class SwitchCoordinator:
         await self.step("abort", self._control.put(aborted, expect=switching.version),
                         lambda _: f"{why}; {aborted.primary} stays primary at epoch {aborted.epoch}")
         await self.step("push", self.push(aborted, members), lambda n: f"{n}/{len(members)} gateways routing to {aborted.primary}")
+        await self.step("drain", self.drained(switching.scope, members), lambda left: (
+            "every held write sent on" if not left else f"{left} write(s) still held after {self._drain_wait:g}s"
+        ))
         return Outcome(aborted, False, time.perf_counter() - started, why)
 
     # -- failover --------------------------------------------------------------------------------
@@ -269,6 +279,28 @@ class SwitchCoordinator:
 
         results = await asyncio.gather(*(one(a, r) for a, r in addresses))
         return sum(results)
+
+    @property
+    def _drain_wait(self) -> float:
+        return self._config.switch.max_duration
+
+    async def drained(self, scope: str, members: Iterable[MemberView]) -> int:
+        """Wait until no live gateway holds or sends on a write of ``scope``; how many are left (0: all drained)."""
+        addresses = {(m.peer, m.region) for m in members if m.peer}
+        give_up = time.perf_counter() + self._drain_wait
+
+        async def pending(address: str, region: str) -> int:
+            try:
+                answer = await self._peers.call_address(address, BUFFER_PATH, {"scope": scope}, region=region, timeout=1.0)
+            except GatewayError:
+                return 0  # unreachable: nothing we can wait for there
+            return int(answer.get("held", 0)) + int(answer.get("outstanding", 0))
+
+        while True:
+            left = sum(await asyncio.gather(*(pending(a, r) for a, r in addresses)))
+            if left == 0 or time.perf_counter() >= give_up:
+                return left
+            await asyncio.sleep(FENCE_POLL)
 
     async def collect_fence(self, switching: Rule, members: list[MemberView], deadline: float) -> list[tuple[str, str, str]]:
         """Every write OLD's gateways acknowledged recently, once none of them has one in flight."""

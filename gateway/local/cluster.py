@@ -247,10 +247,16 @@ class LocalCluster:
 
         For the cluster's own seeding, and for tests that need a region's replica to hold a rule
         the others do not (a stale rule). Operators edit rules with ``gatewayctl``.
+
+        Like a replicated write, a copy lands only where it is newer (last writer wins on ``_ts``):
+        a rule that moved on meanwhile (a scheduled switch, replicated here already) is never set back.
         """
+        from gateway.errors import ConditionFailed
+        from gateway.store import Condition
         from gateway.store_botocore import BotocoreStore
 
         now_us = time.time_ns() // 1000
+        newer = Condition("attribute_not_exists(pk) OR #ts < :ts", {"#ts": "_ts"}, {":ts": {"N": str(now_us)}})
         names = regions or list(self.regions)
         # One version for every copy (same _ts, same _region): replication of one copy onto another is a no-op.
         origin = names[0]
@@ -259,7 +265,9 @@ class LocalCluster:
             store = await BotocoreStore.open(region.name, region.dynamodb.endpoint)
             try:
                 for rule in rules:
-                    await store.put_item(region.config.routing.table, rule.to_item(ts_us=now_us, region=origin))
+                    with contextlib.suppress(ConditionFailed):
+                        item = rule.to_item(ts_us=now_us, region=origin)
+                        await store.put_item(region.config.routing.table, item, condition=newer)
             finally:
                 await store.close()
 

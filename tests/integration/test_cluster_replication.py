@@ -15,49 +15,33 @@ import pytest
 
 from gateway.local.cluster import LocalCluster
 from gateway.routing import ANY_REGION, Rule
-from tests.support.cluster_http import converge, eventually, get, obeyed_everywhere, put, url
+from tests.support.cluster_http import (
+    REGIONS,
+    clear_faults,
+    converge,
+    eventually,
+    get,
+    put,
+    running_cluster,
+    url,
+)
 from tests.support.convergence import Write
-from tests.support.local_cluster import local_config
-
-REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 
 
+# These tests are about replication between regions that all accept writes, as global tables do on
+# their own: the items view is any_region here, so writes are applied where they arrive.
 @pytest.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    tmp = tmp_path_factory.mktemp("cluster")
-    cluster = LocalCluster(str(local_config(tmp)), state_dir=tmp / "state")
-    await cluster.up()
-    try:
-        # These tests are about replication between regions that all accept writes, as global tables
-        # do on their own: the items view is any_region here, so writes are applied where they arrive.
-        rule = Rule("view#items", ANY_REGION, None, epoch=1, version=2, updated_by="tests")
-        await cluster.put_rules([rule])
-        async with aiohttp.ClientSession() as session:
-            await obeyed_everywhere(session, cluster, rule, 10)
-        # Warm the JVMs and the emulator before anything is timed: a cold DynamoDB Local answers its
-        # first writes in hundreds of milliseconds.
-        async with aiohttp.ClientSession() as session:
-            for i in range(60):
-                await put(session, cluster, REGIONS[i % 3], f"warm-{i}", {"n": i})
-        assert cluster.emulator is not None
-        await cluster.emulator.wait_idle(60)
+    everywhere = Rule("view#items", ANY_REGION, None, epoch=1, version=2, updated_by="tests")
+    async with running_cluster(tmp_path_factory.mktemp("cluster"), rules=[everywhere]) as cluster:
         yield cluster
-    finally:
-        await cluster.down()
 
 
 @pytest.fixture
 async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-    # Leave no fault behind for the next test.
-    assert cluster.emulator is not None
-    for source in REGIONS:
-        await cluster.start_region(source)
-        for target in REGIONS:
-            if source != target:
-                cluster.emulator.set_lag(source, target, 0.0)
-                cluster.emulator.resume(source, target)
+    await clear_faults(cluster)
 
 
 async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):

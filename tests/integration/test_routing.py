@@ -27,36 +27,29 @@ from gateway.peer_auth import PeerSigner
 from gateway.routing import ANY_REGION, SINGLE_PRIMARY, Rule
 from gateway.store import open_lean_store
 from tests.fakes import FakeClock
-from tests.support.cluster_http import eventually, get, obeyed_everywhere, put, url
-from tests.support.local_cluster import local_config
-
-REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+from tests.support.cluster_http import (
+    REGIONS,
+    clear_faults,
+    eventually,
+    get,
+    obeyed_everywhere,
+    put,
+    running_cluster,
+    url,
+)
 
 
 @pytest.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    tmp = tmp_path_factory.mktemp("routing-cluster")
-    cluster = LocalCluster(str(local_config(tmp)), state_dir=tmp / "state")
-    await cluster.up()
-    try:
-        async with aiohttp.ClientSession() as session:
-            # Warm every path once (local write, forward from each region, peer connections).
-            for i in range(30):
-                await put(session, cluster, REGIONS[i % 3], f"warm-{i}", {"n": i})
+    async with running_cluster(tmp_path_factory.mktemp("routing-cluster"), warm=30) as cluster:
         yield cluster
-    finally:
-        await cluster.down()
 
 
 @pytest.fixture
 async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-    assert cluster.emulator is not None
-    for source in REGIONS:
-        for target in REGIONS:
-            if source != target:
-                cluster.emulator.resume(source, target)
+    await clear_faults(cluster)
 
 
 async def stored(cluster: LocalCluster, region: str, key: str, view: str = "items") -> dict | None:

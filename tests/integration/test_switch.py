@@ -20,16 +20,32 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import aiohttp
+import orjson
 import pytest
 
+from gateway.clock import SystemClock
+from gateway.ctl_control import Control
 from gateway.local.cluster import LocalCluster
+from gateway.metrics import Metrics
+from gateway.peer import WRITE_PATH, PeerClient
+from gateway.peer_auth import PeerSigner
 from gateway.routing import SINGLE_PRIMARY, Rule, ScheduleEntry
+from gateway.store_botocore import BotocoreStore
+from gateway.switch import Outcome, SwitchCoordinator
 from loadtest.writers import Writers
-from tests.support.cluster_http import converge, eventually, obeyed_everywhere, put, routing_of, url
+from tests.support.cluster_http import (
+    REGIONS,
+    clear_faults,
+    converge,
+    eventually,
+    obeyed_everywhere,
+    put,
+    routing_of,
+    running_cluster,
+    url,
+)
 from tests.support.convergence import Write
-from tests.support.local_cluster import local_config
 
-REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 #: Writes per second over the three regions during the switch tests (the issue asks for >= 200).
 RATE = 100.0
 LAG = 0.2
@@ -37,29 +53,15 @@ LAG = 0.2
 
 @pytest.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    tmp = tmp_path_factory.mktemp("switch-cluster")
-    cluster = LocalCluster(str(local_config(tmp)), state_dir=tmp / "state")
-    await cluster.up()
-    try:
-        async with aiohttp.ClientSession() as session:
-            for i in range(60):
-                await put(session, cluster, REGIONS[i % 3], f"warm-{i}", {"n": i})
+    async with running_cluster(tmp_path_factory.mktemp("switch-cluster")) as cluster:
         yield cluster
-    finally:
-        await cluster.down()
 
 
 @pytest.fixture
 async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
-    assert cluster.emulator is not None
     async with aiohttp.ClientSession() as session:
         yield session
-    for source in REGIONS:
-        await cluster.start_region(source)
-        for target in REGIONS:
-            if source != target:
-                cluster.emulator.set_lag(source, target, 0.0)
-                cluster.emulator.resume(source, target)
+    await clear_faults(cluster)
 
 
 def lag_everywhere(cluster: LocalCluster, seconds: float) -> None:
@@ -104,14 +106,14 @@ async def new_scope(http, cluster, primary: str = "us-east-1", wait: bool = True
 
 
 async def under_load(cluster, keys: list[str], action, *, before: float = 1.5, after: float = 1.5):
-    """Writers at RATE in all regions; ``action()`` runs in a thread in the middle; returns (writers, its result)."""
+    """Writers at RATE in all regions; ``await action()`` in the middle; returns (writers, its result, its span)."""
     urls = {r: url(cluster, r) for r in REGIONS if not cluster.regions[r].stopped}
     writers = Writers(urls, view="items", keys=keys, rate=RATE)
     stop = asyncio.Event()
     load = asyncio.create_task(writers.run(stop))
     await asyncio.sleep(before)
     began = time.monotonic()
-    result = await asyncio.to_thread(action)
+    result = await action()
     ended = time.monotonic()
     await asyncio.sleep(after)
     stop.set()
@@ -119,10 +121,24 @@ async def under_load(cluster, keys: list[str], action, *, before: float = 1.5, a
     return writers, result, (began, ended)
 
 
-def switch_seconds(output: str) -> float:
-    match = re.search(r"switched \S+ to \S+ \(epoch \d+\) in ([\d.]+)s", output)
-    assert match, output
-    return float(match.group(1))
+async def switch_in_process(cluster: LocalCluster, scope: str, to: str) -> tuple[Outcome, list[str]]:
+    """What ``gatewayctl switch --force`` does, from this process: no interpreter start-up (a second of CPU on
+    two cores) in the middle of the measured window. ``gatewayctl`` itself is exercised by the other tests."""
+    region = next(iter(cluster.regions))  # the control region
+    config, endpoint = cluster.configs[region], cluster.regions[region].dynamodb.endpoint
+    clock = SystemClock()
+    store = await BotocoreStore.open(region, endpoint)
+    peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
+    steps: list[str] = []
+    try:
+        coordinator = SwitchCoordinator(
+            config, Control(store, region, endpoint, config, clock), peers, clock, by="tests",
+            report=lambda step, seconds, detail: steps.append(step),
+        )
+        return await coordinator.switch(scope, to, force=True), steps
+    finally:
+        await peers.close()
+        await store.close()
 
 
 async def test_a_planned_switch_under_load_costs_latency_not_errors_or_writes(cluster, http):
@@ -130,21 +146,23 @@ async def test_a_planned_switch_under_load_costs_latency_not_errors_or_writes(cl
     keys = [f"{prefix}{i}" for i in range(60)]
     lag_everywhere(cluster, LAG)
     drained_before = await metric_sum(http, cluster, "gateway_buffer_released_total", scope=scope, reason="drained")
-    writers, done, (began, ended) = await under_load(
-        cluster, keys, lambda: gatewayctl(cluster, "switch", scope, "--to", "eu-west-1", "--force")
+    writers, (outcome, steps), (began, ended) = await under_load(
+        cluster, keys, lambda: switch_in_process(cluster, scope, "eu-west-1")
     )
-    assert done.returncode == 0, done.stdout + done.stderr + gatewayctl(cluster, "members").stdout
-    seconds = switch_seconds(done.stdout)
-    assert seconds <= 3.0, done.stdout
-    for step in ("preflight", "switching", "fence", "verify", "commit"):
-        assert re.search(rf"^{step}\s+\d+ ms", done.stdout, re.M), done.stdout
+    assert outcome.committed, outcome
+    seconds = outcome.seconds
+    assert seconds <= 3.0
+    assert steps == ["preflight", "switching", "push", "fence", "verify", "commit", "push", "drain"]
 
     assert len(writers.outcomes) >= RATE * 2.5, len(writers.outcomes)
     assert writers.errors() == []
     drained = await metric_sum(http, cluster, "gateway_buffer_released_total", scope=scope, reason="drained") - drained_before
     assert drained > 0
-    slowest = max(o.seconds for o in writers.outcomes)
-    assert slowest <= seconds + 0.1, (slowest, seconds)
+    slowest = sorted(writers.outcomes, key=lambda o: o.seconds)[-5:]
+    assert slowest[-1].seconds <= seconds + 0.1, (seconds, [
+        (round(o.seconds, 3), round(o.started - began, 3), round(ended - began, 3), o.region, o.body.get("primary"))
+        for o in slowest
+    ])
     after = [o for o in writers.outcomes if o.applied and o.started > ended + 0.5]
     assert after and all(o.body["primary"] == "eu-west-1" for o in after)
 
@@ -162,8 +180,10 @@ async def test_a_switch_whose_fence_cannot_be_verified_aborts_and_drains_to_the_
     # raises the preflight's limit and lets the fence find out.
     writers, done, _ = await under_load(
         cluster, keys,
-        lambda: gatewayctl(cluster, "switch", scope, "--to", "ap-southeast-1", "--force", "--max-duration", "1.5",
-                           env={"FGW_SWITCH__MAX_REPLICATION_LAG": "600"}),
+        lambda: asyncio.to_thread(
+            gatewayctl, cluster, "switch", scope, "--to", "ap-southeast-1", "--force", "--max-duration", "1.5",
+            env={"FGW_SWITCH__MAX_REPLICATION_LAG": "600"},
+        ),
         after=1.0,
     )
     assert done.returncode == 1, done.stdout + done.stderr
@@ -195,6 +215,18 @@ async def test_a_scheduled_switch_happens_once_with_three_gateways_contending_fo
     assert (again["epoch"], again["version"], again["primary"]) == (2, 3, "ap-southeast-1")
     answer = await put(http, cluster, "us-east-1", f"{prefix}after", {"v": 1})
     assert answer["primary"] == "ap-southeast-1"
+
+
+async def forward_under_epoch(http, cluster, region: str, scope: str, epoch: int, key: str) -> tuple[int, dict]:
+    """A correctly signed forwarded write to ``region``'s peer API, routed under ``epoch``."""
+    raw = orjson.dumps({
+        "view": "items", "scope": scope, "epoch": epoch, "origin": "us-east-1",
+        "records": [{"key": key, "attributes": {"n": {"N": "-7"}}, "event_ms": int(time.time() * 1000),
+                     "idempotency_key": uuid.uuid4().hex}],
+    })
+    headers = PeerSigner(os.environ["FGW_PEER_SECRET"].encode(), SystemClock()).headers("POST", WRITE_PATH, raw)
+    async with http.post(f"http://{cluster.configs[region].peer_listen}{WRITE_PATH}", data=raw, headers=headers) as resp:
+        return resp.status, await resp.json()
 
 
 async def test_failover_while_the_primary_is_down_and_its_old_epoch_is_refused_when_it_returns(cluster, http):
@@ -235,6 +267,10 @@ async def test_failover_while_the_primary_is_down_and_its_old_epoch_is_refused_w
     await cluster.start_region("ap-southeast-1")
     rules = await routing_of(http, cluster, "ap-southeast-1")
     assert rules[scope]["primary"] == "eu-west-1" and rules[scope]["epoch"] == 2
+    # A write still routed under the old epoch is refused by every gateway, the old primary's included.
+    for region in ("ap-southeast-1", "eu-west-1"):
+        status, body = await forward_under_epoch(http, cluster, region, scope, 1, keys[3])
+        assert status == 409 and body["error"]["code"] == "not_primary" and body["rule"]["epoch"] == 2, (region, body)
     answer = await put(http, cluster, "ap-southeast-1", keys[2], {"n": 200})
     assert answer["primary"] == "eu-west-1" and answer["forwarded"] is True
     acknowledged.append(Write(keys[2], {"n": 200}, answer["version"]))

@@ -6,8 +6,10 @@ Every wait is a bounded poll with a deadline; it fails with what it last saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,44 @@ import orjson
 from gateway.local.cluster import LocalCluster
 from gateway.routing import Rule
 from tests.support.convergence import Stored, Write, check, lost_count
+from tests.support.local_cluster import local_config
+
+REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(tmp: Path, *, rules: Iterable[Rule] = (), warm: int = 60) -> AsyncIterator[LocalCluster]:
+    """The three-region cluster of config/local.toml on free ports, with ``rules`` obeyed everywhere, warmed.
+
+    Warm before anything is timed: a cold DynamoDB Local answers its first writes in hundreds of
+    milliseconds, and the first forward from each region opens its peer connections.
+    """
+    cluster = LocalCluster(str(local_config(tmp)), state_dir=tmp / "state")
+    await cluster.up()
+    try:
+        async with aiohttp.ClientSession() as session:
+            if rules:
+                await cluster.put_rules(list(rules))
+                for rule in rules:
+                    await obeyed_everywhere(session, cluster, rule, 10)
+            for i in range(warm):
+                await put(session, cluster, REGIONS[i % len(REGIONS)], f"warm-{i}", {"n": i})
+        assert cluster.emulator is not None
+        await cluster.emulator.wait_idle(60)
+        yield cluster
+    finally:
+        await cluster.down()
+
+
+async def clear_faults(cluster: LocalCluster) -> None:
+    """Leave no fault behind for the next test: every region running, no lag, no pause."""
+    assert cluster.emulator is not None
+    for source in cluster.regions:
+        await cluster.start_region(source)
+        for target in cluster.regions:
+            if source != target:
+                cluster.emulator.set_lag(source, target, 0.0)
+                cluster.emulator.resume(source, target)
 
 
 def url(cluster: LocalCluster, region: str) -> str:

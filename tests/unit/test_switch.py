@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config import from_dict
 from gateway.errors import PrimaryUnreachable
-from gateway.peer import FENCE_PATH, RULES_PATH, VERSIONS_PATH
+from gateway.peer import BUFFER_PATH, FENCE_PATH, RULES_PATH, VERSIONS_PATH
 from gateway.routing import ACTIVE, ANY_REGION, SINGLE_PRIMARY, SWITCHING, Rule, rule_from_json
 from gateway.switch import SwitchCoordinator, SwitchError
 from tests.fakes import FakeClock
@@ -58,7 +58,8 @@ class Control:
 class Peers:
     """Peer answers: every push is taken; the old primary acknowledged ``acked``; the new one holds ``held``."""
 
-    def __init__(self, acked=(), held=None, fence_fails=False):
+    def __init__(self, acked=(), held=None, fence_fails=False, buffered=()):
+        self.buffered = list(buffered)  # held + outstanding answered by successive buffer polls
         self.acked = list(acked)
         self.held = held if held is not None else {k: v for _, k, v in acked}
         self.fence_fails = fence_fails
@@ -73,6 +74,8 @@ class Peers:
             if self.fence_fails:
                 raise PrimaryUnreachable("down")
             return {"instance": f"i-{address}", "complete": True, "acknowledged": [list(a) for a in self.acked]}
+        if path == BUFFER_PATH:
+            return {"held": self.buffered.pop(0) if self.buffered else 0, "outstanding": 0}
         raise AssertionError(path)
 
     async def call(self, region, path, body):
@@ -111,7 +114,7 @@ async def test_a_switch_writes_switching_then_commits_at_epoch_plus_one():
     assert (committed.state, committed.primary, committed.epoch, committed.version) == (ACTIVE, "eu-west-1", 5, 9)
     assert committed.switch_id is None and committed.next_primary is None
     assert outcome.committed and outcome.rule == committed
-    assert steps == ["preflight", "switching", "push", "fence", "verify", "commit", "push"]
+    assert steps == ["preflight", "switching", "push", "fence", "verify", "commit", "push", "drain"]
     # Every live gateway was told both rules.
     assert sorted({(a, r.state) for a, r in peers.pushed}) == sorted(
         {(m.peer, s) for m in fleet() for s in (SWITCHING, ACTIVE)}
@@ -181,3 +184,10 @@ async def test_failover_moves_at_once_and_reports_the_loss_window():
     outcome, window = await coordinator(control, Peers()).failover("view#items", "eu-west-1")
     assert (outcome.rule.primary, outcome.rule.epoch, outcome.rule.version) == ("eu-west-1", 5, 8)
     assert window == 0.35 and len(control.writes) == 1
+
+
+async def test_the_switch_ends_once_every_gateway_sent_on_what_it_held():
+    control, steps = Control(rule(), fleet()), []
+    peers = Peers(buffered=[3, 0, 0, 1, 0, 0])  # first poll: 4 held over the fleet; second: none
+    outcome = await coordinator(control, peers, steps=steps).switch("view#items", "eu-west-1")
+    assert outcome.committed and steps[-1] == "drain" and peers.buffered == []
