@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,7 +97,15 @@ async def test_overflowing_the_buffer_answers_503_at_once_and_nothing_waits_past
                 assert resp.status == 200
 
         await asyncio.gather(*(healthz() for _ in range(BURST)))
-        answers = await asyncio.gather(*(write(i) for i in range(BURST)))
+        burst = asyncio.gather(*(write(i) for i in range(BURST)))
+        await asyncio.sleep(WINDOW / 2)  # the refused have their answers; the held wait
+        held_mid = await buffer_metric(http, cluster, "gateway_buffer_entries", scope=rule.scope)
+        answers = await burst
+        released = {
+            reason: await buffer_metric(http, cluster, "gateway_buffer_released_total", scope=rule.scope, reason=reason)
+            for reason in ("refused", "expired", "drained", "evicted")
+        }
+        held_after = await buffer_metric(http, cluster, "gateway_buffer_entries", scope=rule.scope)
         done = await switch
         cluster.emulator.resume("us-east-1", "eu-west-1")
 
@@ -109,3 +118,16 @@ async def test_overflowing_the_buffer_answers_503_at_once_and_nothing_waits_past
     assert len(expired) == MAX_ENTRIES and len(refused) == BURST - MAX_ENTRIES
     assert max(refused) < 0.5, sorted(refused)[-5:]
     assert all(WINDOW - 0.05 <= s <= WINDOW + 0.1 for s in expired), sorted(expired)
+    # The metrics say the same: the gauge held the bound, and every write left by its reason.
+    assert held_mid == MAX_ENTRIES and held_after == 0
+    assert released == {"refused": BURST - MAX_ENTRIES, "expired": MAX_ENTRIES, "drained": 0, "evicted": 0}
+
+
+async def buffer_metric(http, cluster, name: str, **labels: str) -> float:
+    async with http.get(f"{url(cluster, 'eu-west-1')}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            return float(match.group(2))
+    return 0.0
