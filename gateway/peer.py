@@ -147,7 +147,7 @@ class PeerClient:
                 status, answer = await self._pool(address).post(headers, raw, path)
         except (Http1Error, TimeoutError) as exc:
             self._metrics.observe_upstream(f"peer:{region}", op, "unreachable", time.perf_counter() - started)
-            raise PrimaryUnreachable(f"The gateway at {address} did not answer: {exc or 'timeout'}.") from None
+            raise PrimaryUnreachable(f"The gateway at {address} did not answer: {str(exc) or 'timeout'}.") from None
         return self._answer(region, op, address, status, answer, started)
 
     async def _call(self, region: str, op: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -189,7 +189,7 @@ class PeerClient:
             except (Http1Error, TimeoutError) as exc:
                 if not (cut_by_deadline and isinstance(exc, TimeoutError)):
                     outliers.failure(address, addresses)
-                problems.append(f"{address}: {exc or 'no answer within %gs' % timeout}")
+                problems.append(f"{address}: {str(exc) or f'no answer within {timeout:g}s'}")
                 if span is not None:
                     span.add_event("peer failed", {"address": address, "problem": str(exc) or "timeout"})
                 continue

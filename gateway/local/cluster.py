@@ -29,8 +29,9 @@ import os
 import re
 import secrets
 import signal
-import time
 import sys
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway.clock import SystemClock
 from gateway.config import MIN_SECRET_BYTES, Config, PeerConfig
 from gateway.config import load as load_config
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
@@ -169,6 +171,8 @@ class LocalCluster:
     async def up(self) -> None:
         self.check_not_running()
         use_peer_secret()
+        # Reloaded: the configs now carry the cluster's peer secret (for coordinators run in this process).
+        self.configs = {r: load_config(self.config_path, region=r) for r in self.region_names}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         secret_file = self.state_dir / PEER_SECRET_FILE
         secret_file.touch(mode=0o600)
@@ -270,6 +274,34 @@ class LocalCluster:
                         await store.put_item(region.config.routing.table, item, condition=newer)
             finally:
                 await store.close()
+
+    @contextlib.asynccontextmanager
+    async def coordinator(self, *, by: str, report: Any = None) -> AsyncIterator[Any]:
+        """A switch coordinator on the control region's tables, as ``gatewayctl --local switch`` builds one.
+
+        For tests and benchmarks that time a switch: no interpreter start-up (a second or more
+        of CPU on two cores) lands in the window they measure.
+        """
+        from gateway.ctl_control import Control
+        from gateway.metrics import Metrics
+        from gateway.peer import PeerClient
+        from gateway.peer_auth import PeerSigner
+        from gateway.store_botocore import BotocoreStore
+        from gateway.switch import SwitchCoordinator
+
+        name = next(iter(self.regions))  # the control region: the first of the config
+        config, endpoint = self.configs[name], self._region(name).dynamodb.endpoint
+        clock = SystemClock()
+        store = await BotocoreStore.open(name, endpoint)
+        peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
+        try:
+            yield SwitchCoordinator(
+                config, Control(store, name, endpoint, config, clock), peers, clock, by=by,
+                report=report or (lambda step, seconds, detail: None),
+            )
+        finally:
+            await peers.close()
+            await store.close()
 
     async def _start_gateway(self, region: Region) -> None:
         gateway = GatewayProcess(

@@ -52,7 +52,7 @@ def test_forward_bench_runs_and_prints_its_figures():
 
 def test_switch_bench_runs_and_prints_its_figures():
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtest.switch_bench", "--rate", "40", "--before", "1", "--after", "1", "--keys", "20"],
+        [sys.executable, "-m", "loadtest.switch_bench", "--rate", "40", "--warmup", "1", "--before", "1", "--after", "1", "--keys", "20"],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

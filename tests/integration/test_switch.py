@@ -24,14 +24,11 @@ import orjson
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.ctl_control import Control
 from gateway.local.cluster import LocalCluster
-from gateway.metrics import Metrics
-from gateway.peer import WRITE_PATH, PeerClient
+from gateway.peer import WRITE_PATH
 from gateway.peer_auth import PeerSigner
 from gateway.routing import SINGLE_PRIMARY, Rule, ScheduleEntry
-from gateway.store_botocore import BotocoreStore
-from gateway.switch import Outcome, SwitchCoordinator
+from gateway.switch import Outcome
 from loadtest.writers import Writers
 from tests.support.cluster_http import (
     REGIONS,
@@ -122,23 +119,10 @@ async def under_load(cluster, keys: list[str], action, *, before: float = 1.5, a
 
 
 async def switch_in_process(cluster: LocalCluster, scope: str, to: str) -> tuple[Outcome, list[str]]:
-    """What ``gatewayctl switch --force`` does, from this process: no interpreter start-up (a second of CPU on
-    two cores) in the middle of the measured window. ``gatewayctl`` itself is exercised by the other tests."""
-    region = next(iter(cluster.regions))  # the control region
-    config, endpoint = cluster.configs[region], cluster.regions[region].dynamodb.endpoint
-    clock = SystemClock()
-    store = await BotocoreStore.open(region, endpoint)
-    peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
+    """What ``gatewayctl switch --force`` does, from this process (``gatewayctl`` itself: the other tests)."""
     steps: list[str] = []
-    try:
-        coordinator = SwitchCoordinator(
-            config, Control(store, region, endpoint, config, clock), peers, clock, by="tests",
-            report=lambda step, seconds, detail: steps.append(step),
-        )
+    async with cluster.coordinator(by="tests", report=lambda step, seconds, detail: steps.append(step)) as coordinator:
         return await coordinator.switch(scope, to, force=True), steps
-    finally:
-        await peers.close()
-        await store.close()
 
 
 async def test_a_planned_switch_under_load_costs_latency_not_errors_or_writes(cluster, http):
