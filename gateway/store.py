@@ -392,21 +392,27 @@ class LeanStore:
             unprocessed = body.get("UnprocessedKeys")
             if not unprocessed:
                 return
-            if retry + 1 >= self._max_attempts:
-                left = len(unprocessed.get(table, {}).get("Keys", ()))
-                raise StoreThrottled(
-                    f"DynamoDB BatchGetItem on table {table!r} left {left} keys unprocessed after "
-                    f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
-                )
-            delay = self._backoff(retry)
-            if self._no_time_for(delay):
-                raise StoreThrottled(
-                    f"DynamoDB BatchGetItem on table {table!r} left keys unprocessed and the request's deadline "
-                    "leaves no time to retry them; the table is throttled, retry later or raise its capacity."
-                )
-            await self._sleep(delay)
+            await self._before_resending("BatchGetItem", table, retry, len(unprocessed.get(table, {}).get("Keys", ())), "keys")
             retry += 1
             request = {"RequestItems": unprocessed}
+
+    async def _before_resending(self, operation: str, table: str, retry: int, left: int, what: str) -> None:
+        """Back off before resending what DynamoDB left unprocessed; ``StoreThrottled`` when out of attempts or time.
+
+        Unprocessed keys or writes are never reported as missing or done: they are resent or the call fails.
+        """
+        if retry + 1 >= self._max_attempts:
+            raise StoreThrottled(
+                f"DynamoDB {operation} on table {table!r} left {left} {what} unprocessed after "
+                f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
+            )
+        delay = self._backoff(retry)
+        if self._no_time_for(delay):
+            raise StoreThrottled(
+                f"DynamoDB {operation} on table {table!r} left {what} unprocessed and the request's deadline "
+                "leaves no time to retry them; the table is throttled, retry later or raise its capacity."
+            )
+        await self._sleep(delay)
 
     async def put_item(self, table: str, item: Item, *, condition: Condition | None = None) -> None:
         payload = write_payload(table, "PutItem", condition)
@@ -476,19 +482,7 @@ class LeanStore:
             unprocessed = body.get("UnprocessedItems")
             if not unprocessed:
                 return
-            if retry + 1 >= self._max_attempts:
-                left = len(unprocessed.get(table, ()))
-                raise StoreThrottled(
-                    f"DynamoDB BatchWriteItem on table {table!r} left {left} writes unprocessed after "
-                    f"{retry + 1} attempts; the table is throttled, retry later or raise its capacity."
-                )
-            delay = self._backoff(retry)
-            if self._no_time_for(delay):
-                raise StoreThrottled(
-                    f"DynamoDB BatchWriteItem on table {table!r} left writes unprocessed and the request's deadline "
-                    "leaves no time to retry them; the table is throttled, retry later or raise its capacity."
-                )
-            await self._sleep(delay)
+            await self._before_resending("BatchWriteItem", table, retry, len(unprocessed.get(table, ())), "writes")
             retry += 1
             request = {"RequestItems": unprocessed}
 
