@@ -99,10 +99,7 @@ class PeerApi(Frontend):
     async def write(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
         view = records.view_of(self._views, body.get("view"))
-        try:
-            scope = check_scope(body.get("scope"))
-        except RuleError as exc:
-            raise RequestError(f"'scope': {exc}.") from None
+        scope = _field(check_scope, body, "scope")
         epoch = body.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise RequestError("'epoch' must be the integer epoch the write was routed under.")
@@ -150,10 +147,7 @@ class PeerApi(Frontend):
 
     async def fence(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
-        try:
-            rule = rule_from_json(body.get("rule"))
-        except RuleError as exc:
-            raise RequestError(f"'rule': {exc}.") from None
+        rule = _field(rule_from_json, body, "rule")
         timeout = body.get("timeout", 2.0)
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= MAX_FENCE_WAIT:
             raise RequestError(f"'timeout' must be seconds between 0 and {MAX_FENCE_WAIT:g}.")
@@ -164,10 +158,7 @@ class PeerApi(Frontend):
 
     async def buffer(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
-        try:
-            scope = check_scope(body.get("scope"))
-        except RuleError as exc:
-            raise RequestError(f"'scope': {exc}.") from None
+        scope = _field(check_scope, body, "scope")
         stats = self._dispatcher.buffer_stats(scope)
         return json_response(
             {"instance": self._instance, "state": stats.state.name, "held": stats.held, "outstanding": stats.outstanding}
@@ -178,6 +169,14 @@ class PeerApi(Frontend):
         view = records.view_of(self._views, body.get("view"))
         keys = _keys(body)
         return json_response({"region": self._config.region, "versions": await self._dispatcher.versions(view, keys)})
+
+
+def _field(parse: Any, body: dict[str, Any], name: str) -> Any:
+    """``parse(body[name])``, a malformed value answered as 400 naming the field."""
+    try:
+        return parse(body.get(name))
+    except RuleError as exc:
+        raise RequestError(f"'{name}': {exc}.") from None
 
 
 def _keys(body: dict[str, Any]) -> list[str]:
