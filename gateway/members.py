@@ -40,6 +40,9 @@ from gateway.store import Item, Store
 
 log = logging.getLogger(__name__)
 
+#: Seconds a leaving gateway waits for its member item's removal.
+LEAVE_TIMEOUT = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Member:
@@ -129,12 +132,18 @@ class Membership:
     async def heartbeat(self) -> None:
         await self._store.put_item(self._table, self.item())
 
-    async def leave(self) -> None:
-        """Remove this instance's item, so the fleet view drops it at once rather than after expiry."""
+    async def leave(self, timeout: float = LEAVE_TIMEOUT) -> None:
+        """Remove this instance's item, so the fleet view drops it at once rather than after expiry.
+
+        Bounded: at shutdown a DynamoDB that hangs must not hold the process (the item expires anyway).
+        """
         try:
-            await self._store.delete_item(self._table, {"pk": {"S": self.instance}})
+            async with asyncio.timeout(timeout):
+                await self._store.delete_item(self._table, {"pk": {"S": self.instance}})
         except GatewayError as exc:
             log.warning("could not remove member item: %s", exc.message)
+        except TimeoutError:
+            log.warning("member item not removed within %gs; it expires on its own", timeout)
 
     # -- observation -----------------------------------------------------------------------------
 

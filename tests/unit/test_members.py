@@ -1,5 +1,7 @@
 """Fleet view and replication lag from heartbeats, with a fake clock and an in-memory members table."""
 
+import asyncio
+
 from gateway.config import from_dict
 from gateway.members import Member, Membership
 from gateway.metrics import Metrics
@@ -108,3 +110,18 @@ def test_member_items_carry_replication_order_and_ttl():
     assert item["_ts"] == item["heartbeat_at"] and item["_region"] == {"S": "eu-west-1"}
     assert int(item["expires_at"]["N"]) == int(clock.now) + 5
     assert Member.from_item(item).peer == "127.0.0.1:8711"
+
+
+async def test_leaving_removes_the_item_and_never_hangs_on_a_stuck_store():
+    table = MembersTable()
+    m = Membership(config(), table, FakeClock(), Metrics())
+    await m.heartbeat()
+    await m.leave()
+    assert table.items == {}
+
+    class Stuck(MembersTable):
+        async def delete_item(self, table, key, *, condition=None, return_old=False):
+            await asyncio.Event().wait()
+
+    stuck = Membership(config(), Stuck(), FakeClock(), Metrics())
+    await asyncio.wait_for(stuck.leave(timeout=0.05), 5)  # returns after its own bound, well within 5 s
