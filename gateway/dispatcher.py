@@ -198,26 +198,47 @@ class Dispatcher:
     ) -> list[dict[str, Any]]:
         if not strong:
             return await self.read_local(view, keys, wanted, False)
-        # Strong: each key from its scope's primary; keys of one primary go in one call.
-        by_primary: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            by_primary.setdefault(_primary_for_reads(self.rule(view.name, key), self.region), []).append(i)
+        # Strong: each key from its scope's primary; keys of one primary go in one call. Keys a peer
+        # refused as not its own (a switch moved them) are re-routed like a write, bounded the same way.
         results: list[dict[str, Any] | None] = [None] * len(keys)
+        pending = list(range(len(keys)))
+        for attempt in range(1, self._config.routing.max_attempts + 1):
+            by_primary: dict[str, list[int]] = {}
+            for i in pending:
+                by_primary.setdefault(_primary_for_reads(self.rule(view.name, keys[i]), self.region), []).append(i)
+            groups = list(by_primary.items())
+            outcomes = await asyncio.gather(
+                *(self._read_strong_at(primary, view, [keys[i] for i in positions], wanted) for primary, positions in groups),
+                return_exceptions=True,
+            )
+            pending = []
+            refused: NotPrimary | None = None
+            for (_, positions), outcome in zip(groups, outcomes):
+                if isinstance(outcome, NotPrimary):
+                    pending += positions
+                    refused = outcome
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    for i, result in zip(positions, outcome):
+                        results[i] = result
+            if refused is None:
+                return results  # type: ignore[return-value]
+            await self._reroute(refused, attempt)
+        raise PrimaryUnreachable(
+            f"The primary of some keys of view {view.name!r} kept moving during {self._config.routing.max_attempts} "
+            "attempts; retry shortly."
+        )
 
-        async def one(primary: str, positions: list[int]) -> None:
-            subset = [keys[i] for i in positions]
-            if primary == self.region:
-                found = await self.read_local(view, subset, wanted, True)
-            else:
-                answer = await self._peers.read(
-                    primary, {"view": view.name, "keys": subset, "features": list(wanted) if wanted is not None else None}
-                )
-                found = answer["results"]
-            for i, result in zip(positions, found):
-                results[i] = result
-
-        await asyncio.gather(*(one(p, positions) for p, positions in by_primary.items()))
-        return results  # type: ignore[return-value]
+    async def _read_strong_at(
+        self, primary: str, view: ViewConfig, keys: list[str], wanted: tuple[str, ...] | None
+    ) -> list[dict[str, Any]]:
+        if primary == self.region:
+            return await self.read_local(view, keys, wanted, True)
+        answer = await self._peers.read(
+            primary, {"view": view.name, "keys": keys, "features": list(wanted) if wanted is not None else None}
+        )
+        return answer["results"]  # type: ignore[no-any-return]
 
     async def read_local(
         self, view: ViewConfig, keys: list[str], wanted: tuple[str, ...] | None, strong: bool

@@ -20,6 +20,10 @@ Invariants:
   the idle connection under us, the usual keep-alive race); every other
   failure surfaces as ``ConnectionError`` for the caller's retry policy.
 - At most ``limit`` connections exist; callers beyond it wait, first come first served.
+- A request given a ``timeout`` raises ``TimeoutError`` once that many seconds
+  passed since it was made (waiting for a connection included) and aborts its
+  connection. The timer is one loop timer on the connection's answer, not an
+  ``asyncio.timeout`` scope: a forward is on every write's path.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Http1Error(ConnectionError):
 
 class _Connection(asyncio.Protocol):
     __slots__ = ("transport", "_buffer", "_waiter", "_head_len", "_length", "_chunked", "_status", "_close",
-                 "_got_bytes", "closed", "reused", "discarded", "_loop")
+                 "_got_bytes", "closed", "reused", "discarded", "_loop", "_timer")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -54,6 +58,7 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         #: Set once the pool stopped counting this connection (guards against counting it out twice).
         self.discarded = False
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -64,7 +69,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter, self._waiter = self._waiter, None
+        waiter = self._take_waiter()
         if waiter is not None and not waiter.done():
             waiter.set_exception(Http1Error(f"connection closed by the server ({exc or 'EOF'})"))
 
@@ -78,7 +83,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._parse()
         except Http1Error as exc:
-            waiter, self._waiter = self._waiter, None
+            waiter = self._take_waiter()
             self.abort()
             if waiter is not None and not waiter.done():
                 waiter.set_exception(exc)
@@ -88,12 +93,30 @@ class _Connection(asyncio.Protocol):
 
     # -- request/answer ------------------------------------------------------------------------
 
-    def send(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
+    def send(self, request: bytes, deadline: float | None = None) -> asyncio.Future[tuple[int, bytes]]:
+        """Write ``request``; the future of its answer, failed with ``TimeoutError`` at ``deadline`` (loop time)."""
         assert self._waiter is None and self.transport is not None, "one request at a time per connection"
-        self._waiter = self._loop.create_future()
+        self._waiter = waiter = self._loop.create_future()
         self._got_bytes = False
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._expire)
         self.transport.write(request)
-        return self._waiter
+        return waiter
+
+    def _take_waiter(self) -> asyncio.Future[tuple[int, bytes]] | None:
+        """The pending answer's future, which the caller settles; its timer is disarmed."""
+        waiter, self._waiter = self._waiter, None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        return waiter
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._take_waiter()
+        self.abort()  # a late answer must never be read as the next request's
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
 
     @property
     def got_bytes(self) -> bool:
@@ -101,6 +124,9 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         if self.transport is not None:
             self.transport.abort()
 
@@ -128,32 +154,33 @@ class _Connection(asyncio.Protocol):
         status, close = self._status, self._close
         buffer.clear()
         self._head_len = -1
-        waiter, self._waiter = self._waiter, None
+        waiter = self._take_waiter()
         if close:
             self.abort()
         if waiter is not None and not waiter.done():
             waiter.set_result((status, body))
 
     def _read_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12:
-            raise Http1Error(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-        self._status = int(status_line[9:12])
-        self._length, self._chunked = -1, False
-        self._close = status_line.startswith(b"HTTP/1.0")
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                self._length = int(value)
-            elif name == b"transfer-encoding":
-                self._chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                self._close = b"close" in value.lower()
-        if not self._chunked and self._length < 0:
+        if not head.startswith(b"HTTP/1.") or len(head) < 12 or not head[9:12].isdigit():
+            raise Http1Error(f"not an HTTP/1.x status line: {head[:80]!r}")
+        self._status = int(head[9:12])
+        # Three header lookups in the lower-cased head instead of splitting every line: the head is
+        # parsed on every answer (each DynamoDB call, each forward).
+        lower = head.lower()
+        length = _header(lower, b"\r\ncontent-length:")
+        chunked = _header(lower, b"\r\ntransfer-encoding:")
+        connection = _header(lower, b"\r\nconnection:")
+        self._chunked = chunked is not None and b"chunked" in chunked
+        self._close = b"close" in connection if connection is not None else head.startswith(b"HTTP/1.0")
+        if self._chunked:
+            self._length = -1
+        elif length is None:
             # Neither length nor chunks: the body runs to EOF. DynamoDB never answers so; refuse.
             raise Http1Error("answer without Content-Length or chunked encoding")
+        elif not length.isdigit():
+            raise Http1Error(f"answer with a malformed Content-Length: {length[:40]!r}")
+        else:
+            self._length = int(length)
 
     def _dechunk(self) -> bytes | None:
         """The whole chunked body once it has arrived, else ``None``."""
@@ -173,6 +200,21 @@ class _Connection(asyncio.Protocol):
                 return None
             parts.append(bytes(buffer[start:start + size]))
             pos = start + size + 2
+
+
+def _header(lower_head: bytes, marker: bytes) -> bytes | None:
+    """The value of the header whose ``\\r\\nname:`` is ``marker`` in a lower-cased head; refuses repeats."""
+    at = lower_head.find(marker)
+    if at < 0:
+        return None
+    start = at + len(marker)
+    end = lower_head.find(b"\r\n", start)
+    if end < 0:
+        end = len(lower_head)
+    if lower_head.find(marker, end) >= 0:
+        # Two Content-Length (or Connection, ...) headers: the answer's framing is ambiguous.
+        raise Http1Error(f"answer repeats the header {marker[2:-1].decode()!r}")
+    return lower_head[start:end].strip()
 
 
 class Http1Pool:
@@ -195,24 +237,29 @@ class Http1Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
-    async def post(self, headers: dict[str, str], body: bytes, path: str = "/") -> tuple[int, bytes]:
+    async def post(
+        self, headers: dict[str, str], body: bytes, path: str = "/", *, timeout: float | None = None
+    ) -> tuple[int, bytes]:
         """POST ``body`` with ``headers`` (which must include Host); the answer's status and body."""
         head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        return await self.request(f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return await self.request(
+            f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, timeout=timeout
+        )
 
-    async def request(self, request: bytes) -> tuple[int, bytes]:
-        """Send one complete HTTP/1.1 request; the answer's status and body."""
-        conn = await self._acquire()
+    async def request(self, request: bytes, *, timeout: float | None = None) -> tuple[int, bytes]:
+        """Send one complete HTTP/1.1 request; the answer's status and body (``TimeoutError`` after ``timeout`` s)."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        conn = await self._acquire(deadline=deadline)
         try:
             try:
-                answer = await conn.send(request)
+                answer = await conn.send(request, deadline)
             except Http1Error:
                 if not (conn.reused and not conn.got_bytes):
                     raise
                 # The idle connection was closed under us before the server read a byte of ours.
                 self._discard(conn)
-                conn = await self._acquire(fresh=True)
-                answer = await conn.send(request)
+                conn = await self._acquire(fresh=True, deadline=deadline)
+                answer = await conn.send(request, deadline)
         except BaseException:
             conn.abort()
             self._discard(conn)
@@ -220,12 +267,19 @@ class Http1Pool:
         self._release(conn)
         return answer
 
-    async def _acquire(self, fresh: bool = False) -> _Connection:
+    async def _acquire(self, fresh: bool = False, deadline: float | None = None) -> _Connection:
         if self._closed:
             raise Http1Error("the connection pool is closed")
         conn = None if fresh else self._pop_idle()
         if conn is not None:
             return conn
+        if deadline is None:
+            return await self._wait_or_connect(fresh)
+        # The slow path (a free slot, a new connection) counts against the same deadline as the answer.
+        async with asyncio.timeout_at(deadline):
+            return await self._wait_or_connect(fresh)
+
+    async def _wait_or_connect(self, fresh: bool) -> _Connection:
         while self._count >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)

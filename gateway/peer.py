@@ -18,7 +18,6 @@ answer is passed on as ``PeerError`` with the peer's status and code.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -110,15 +109,25 @@ class PeerClient:
         self._scheme = "https" if self._ssl else "http"
         # Event-loop confined.
         self._pools: dict[str, Http1Pool] = {}
+        #: Per region: the member addresses last seen, and the address list made of them.
+        self._addresses: dict[str, tuple[list[str], list[str]]] = {}
+        #: The constant first lines of a request, by (address, path).
+        self._heads: dict[tuple[str, str], str] = {}
 
     def addresses(self, region: str) -> list[str]:
         """The region's peer addresses, configured first, then live members'; without duplicates."""
+        members = self._member_peers(region)
+        cached = self._addresses.get(region)
+        if cached is not None and cached[0] == members:
+            return cached[1]  # the members did not change: the usual case, on every forward
         candidates = []
         configured = self._config.regions.get(region)
         if configured is not None:
             candidates.append(str(configured.peer))
-        candidates += self._member_peers(region)
-        return [a for a in dict.fromkeys(candidates) if a.rpartition(":")[0] not in _UNROUTABLE]
+        candidates += members
+        addresses = [a for a in dict.fromkeys(candidates) if a.rpartition(":")[0] not in _UNROUTABLE]
+        self._addresses[region] = members, addresses
+        return addresses
 
     async def write(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(region, "write", WRITE_PATH, body)
@@ -137,14 +146,12 @@ class PeerClient:
         """A peer route at one gateway address. ``new_connection`` closes the connection after the answer, so the
         next call reaches whichever worker process of that address accepts it (workers share the port)."""
         raw = orjson.dumps(body)
-        headers = {"Host": address, "Content-Type": "application/json", **self._signer.headers("POST", path, raw)}
-        if new_connection:
-            headers["Connection"] = "close"
+        timeout = timeout or self._timeout
+        request = self._request(address, path, raw, timeout, close=new_connection)
         started = time.perf_counter()
         op = path.rsplit("/", 1)[1]
         try:
-            async with asyncio.timeout(timeout or self._timeout):
-                status, answer = await self._pool(address).post(headers, raw, path)
+            status, answer = await self._pool(address).request(request, timeout=timeout)
         except (Http1Error, TimeoutError) as exc:
             self._metrics.observe_upstream(f"peer:{region}", op, "unreachable", time.perf_counter() - started)
             raise PrimaryUnreachable(f"The gateway at {address} did not answer: {str(exc) or 'timeout'}.") from None
@@ -182,10 +189,9 @@ class PeerClient:
                 continue
             self._regions[address] = region
             timeout, cut_by_deadline = self._attempt_timeout()
-            headers = self._headers(address, path, raw, timeout)
+            request = self._request(address, path, raw, timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    status, answer = await self._pool(address).post(headers, raw, path)
+                status, answer = await self._pool(address).request(request, timeout=timeout)
             except (Http1Error, TimeoutError) as exc:
                 if not (cut_by_deadline and isinstance(exc, TimeoutError)):
                     outliers.failure(address, addresses)
@@ -217,19 +223,29 @@ class PeerClient:
             raise StoreTimeout("The request's deadline passed before a peer gateway could be asked.")
         return left, True
 
-    def _headers(self, address: str, path: str, raw: bytes, timeout: float) -> dict[str, str]:
-        headers = {"Host": address, "Content-Type": "application/json", **self._signer.headers("POST", path, raw)}
+    def _request(self, address: str, path: str, raw: bytes, timeout: float, *, close: bool = False) -> bytes:
+        """The whole signed HTTP/1.1 request of ``raw`` to ``path`` at ``address``, as written on the wire."""
+        key = (address, path)
+        head = self._heads.get(key)
+        if head is None:
+            head = self._heads[key] = f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
+        lines = [head, self._signer.header_lines("POST", path, raw)]
         # The request id, the remaining deadline and the trace context travel outside the signature
         # (it covers method, path, timestamp, nonce and body): a forger could change them, but they
         # steer only logs, how long the peer tries and which trace its spans join, never what is written.
         rid = request_id.get()
         if rid is not None:
-            headers[REQUEST_ID_HEADER] = rid
+            lines.append(f"{REQUEST_ID_HEADER}: {rid}\r\n")
         if deadlines.current.get() is not None:
-            headers[TIMEOUT_HEADER] = f"{max(timeout - DEADLINE_MARGIN, 0.001):.3f}"
+            lines.append(f"{TIMEOUT_HEADER}: {max(timeout - DEADLINE_MARGIN, 0.001):.3f}\r\n")
         if self._tracer is not None:
-            PROPAGATOR.inject(headers)
-        return headers
+            carrier: dict[str, str] = {}
+            PROPAGATOR.inject(carrier)
+            lines += [f"{name}: {value}\r\n" for name, value in carrier.items()]
+        if close:
+            lines.append("Connection: close\r\n")
+        lines.append(f"Content-Length: {len(raw)}\r\n\r\n")
+        return "".join(lines).encode() + raw
 
     def _outlier_changed(self, address: str, old: State, new: State) -> None:
         upstream = f"peer:{self._regions.get(address, '?')}"

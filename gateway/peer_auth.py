@@ -24,7 +24,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import itertools
 import os
@@ -32,6 +31,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from gateway.clock import Clock
+from gateway.digests import Hmac, sha256_hex
 from gateway.errors import Unauthorized
 
 TIMESTAMP = "X-Fgw-Timestamp"
@@ -40,17 +40,17 @@ SIGNATURE = "X-Fgw-Signature"
 
 
 def _canonical(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    return f"{method}\n{path}\n{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return f"{method}\n{path}\n{timestamp}\n{nonce}\n{sha256_hex(body)}".encode()
 
 
 class PeerSigner:
     """Signs outgoing peer requests."""
 
-    __slots__ = ("_secret", "_clock", "_prefix", "_count")
+    __slots__ = ("_mac", "_clock", "_prefix", "_count")
 
     def __init__(self, secret: bytes, clock: Clock) -> None:
         assert secret, "a peer signer needs a secret"
-        self._secret = secret
+        self._mac = Hmac(secret)
         self._clock = clock
         # A nonce need only never repeat: 16 random hex digits per signer (process) and a counter.
         # That spares a getrandom() system call per forwarded request.
@@ -58,20 +58,28 @@ class PeerSigner:
         self._count = itertools.count()
 
     def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        timestamp, nonce, signature = self._sign(method, path, body)
+        return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: signature}
+
+    def header_lines(self, method: str, path: str, body: bytes) -> str:
+        """The three headers as HTTP/1.1 header lines (what ``PeerClient`` writes on the wire)."""
+        timestamp, nonce, signature = self._sign(method, path, body)
+        return f"{TIMESTAMP}: {timestamp}\r\n{NONCE}: {nonce}\r\n{SIGNATURE}: {signature}\r\n"
+
+    def _sign(self, method: str, path: str, body: bytes) -> tuple[str, str, str]:
         timestamp = str(self._clock.wall_ms())
         nonce = f"{self._prefix}{next(self._count):x}"
-        signature = hmac.new(self._secret, _canonical(method, path, timestamp, nonce, body), hashlib.sha256).hexdigest()
-        return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: signature}
+        return timestamp, nonce, self._mac.hexdigest(_canonical(method, path, timestamp, nonce, body))
 
 
 class PeerVerifier:
     """Checks incoming peer requests; raises ``Unauthorized`` with the reason."""
 
-    __slots__ = ("_secret", "_clock", "_skew_ms", "_seen", "_expiry", "max_nonces")
+    __slots__ = ("_mac", "_clock", "_skew_ms", "_seen", "_expiry", "max_nonces")
 
     def __init__(self, secret: bytes, clock: Clock, max_skew: float, max_nonces: int = 1_000_000) -> None:
         assert secret, "a peer verifier needs a secret"
-        self._secret = secret
+        self._mac = Hmac(secret)
         self._clock = clock
         self._skew_ms = int(max_skew * 1000)
         # Touched only from the event loop, never across an await.
@@ -94,7 +102,7 @@ class PeerVerifier:
                 f"The peer request was signed {(now - sent) / 1000:+.1f}s from this gateway's clock; "
                 f"at most ±{self._skew_ms / 1000:g}s is accepted (expired, or the clocks differ)."
             )
-        expected = hmac.new(self._secret, _canonical(method, path, timestamp, nonce, body), hashlib.sha256).hexdigest()
+        expected = self._mac.hexdigest(_canonical(method, path, timestamp, nonce, body))
         if not hmac.compare_digest(expected, signature):
             raise Unauthorized("The peer request's signature does not match (wrong secret, or the request was altered).")
         self._forget(now)

@@ -6,7 +6,7 @@ changes with the secret key and the UTC date, and everything else about a
 DynamoDB data-plane request is fixed per endpoint except the body, the target
 and the timestamp. So ``SigV4Signer`` precomputes the canonical-request
 skeleton per endpoint, keeps the key per (secret key, date stamp, region,
-service) and a request costs two SHA-256 digests and one HMAC (a few µs).
+service) and a request costs two SHA-256 digests and one HMAC (a few µs; gateway/digests.py says whose SHA-256).
 
 Invariant: for the same request (method POST, endpoint URL, body,
 ``Content-Type``, ``X-Amz-Target``, credentials and second), the
@@ -24,9 +24,10 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
-from hashlib import sha256
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
+
+from gateway.digests import Hmac, sha256_hex
 
 #: DynamoDB's JSON protocol (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.LowLevelAPI.html).
 CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -55,13 +56,6 @@ def derive_signing_key(secret_key: str, date_stamp: str, region: str, service: s
     key = hmac.digest(key, region.encode(), "sha256")
     key = hmac.digest(key, service.encode(), "sha256")
     return hmac.digest(key, b"aws4_request", "sha256")
-
-
-def _hmac_pads(key: bytes) -> tuple[Any, Any]:
-    """SHA-256 states after absorbing key^ipad and key^opad (RFC 2104). Copying them per request is
-    ~3x cheaper than ``hmac.digest``, which re-derives the pads (and, on OpenSSL 3, fetches the digest) each call."""
-    block = key.ljust(64, b"\0")  # a derived key is 32 bytes, shorter than SHA-256's 64-byte block
-    return sha256(bytes(b ^ 0x36 for b in block)), sha256(bytes(b ^ 0x5C for b in block))
 
 
 def host_header(endpoint_url: str) -> str:
@@ -141,10 +135,10 @@ class SigV4Signer:
         self._amz_date = ""
         self._date_stamp = ""
         self._scope = ""
-        self._keys: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._keys: dict[tuple[str, str], Hmac] = {}
         self._last_secret: str | None = None
         self._last_date = ""
-        self._last_key: tuple[Any, Any] = _hmac_pads(b"")
+        self._last_key = Hmac(b"")
 
     def _tick(self, second: int) -> None:
         # botocore formats datetime.now(UTC) with "%Y%m%dT%H%M%SZ", i.e. it truncates to the second.
@@ -153,8 +147,8 @@ class SigV4Signer:
         self._date_stamp = self._amz_date[:8]
         self._scope = self._date_stamp + self._scope_tail
 
-    def signing_key(self, secret_key: str, date_stamp: str) -> tuple[Any, Any]:
-        """The derived key for (secret, date) in this region and service, as precomputed HMAC pads."""
+    def signing_key(self, secret_key: str, date_stamp: str) -> Hmac:
+        """The derived key for (secret, date) in this region and service, as a keyed HMAC (pads precomputed)."""
         # Identity checks first: the common case is the same credentials object all day.
         if secret_key is self._last_secret and date_stamp == self._last_date:
             return self._last_key
@@ -162,7 +156,7 @@ class SigV4Signer:
         if key is None:
             if len(self._keys) >= _KEY_CACHE_LIMIT:
                 self._keys.clear()
-            key = _hmac_pads(derive_signing_key(secret_key, date_stamp, self.region, self.service))
+            key = Hmac(derive_signing_key(secret_key, date_stamp, self.region, self.service))
             self._keys[(secret_key, date_stamp)] = key
             self.derivations += 1
         self._last_secret, self._last_date, self._last_key = secret_key, date_stamp, key
@@ -175,7 +169,7 @@ class SigV4Signer:
             self._tick(second)
         amz_date = self._amz_date
         token = credentials.token
-        body_hash = sha256(body).hexdigest()
+        body_hash = sha256_hex(body)
         if token:
             # Session tokens are base64 (no whitespace), so SigV4's "trimall" leaves them unchanged.
             canonical = (
@@ -187,14 +181,9 @@ class SigV4Signer:
             canonical = f"{self._head}{amz_date}\nx-amz-target:{target}\n\n{_SIGNED}\n{body_hash}"
             signed = _SIGNED
         string_to_sign = (
-            f"{_ALGORITHM}\n{amz_date}\n{self._scope}\n{sha256(canonical.encode()).hexdigest()}"
+            f"{_ALGORITHM}\n{amz_date}\n{self._scope}\n{sha256_hex(canonical.encode())}"
         )
-        inner_pad, outer_pad = self.signing_key(credentials.secret_key, self._date_stamp)
-        inner = inner_pad.copy()
-        inner.update(string_to_sign.encode())
-        outer = outer_pad.copy()
-        outer.update(inner.digest())
-        signature = outer.hexdigest()
+        signature = self.signing_key(credentials.secret_key, self._date_stamp).hexdigest(string_to_sign.encode())
         headers = {
             "Host": self.host,
             "Content-Type": CONTENT_TYPE,

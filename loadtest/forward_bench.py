@@ -9,8 +9,8 @@ HTTP client sends PUTs of fresh keys:
 - ``forwarded``:     to the eu-west-1 gateway, which forwards over the signed peer API
                      to the us-east-1 gateway, which writes.
 
-The arms alternate in rounds, so drift (JIT, other load on the machine) hits
-both alike. Printed: p50/p99/max per arm, and the forward's added latency at
+The arms alternate write by write, so drift (JIT, other load on the machine)
+hits both alike. Printed: p50/p99/max per arm, and the forward's added latency at
 p50 (forwarded − local-primary); target: <= 1 ms on loopback.
 
 Run it with ``make bench-forward`` (``python -m loadtest.forward_bench --help``).
@@ -73,11 +73,9 @@ async def run(args: argparse.Namespace) -> int:
             for arm in ARMS:
                 await put(arm)
         samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
-        per_round = max(1, args.writes // args.rounds)
-        for _ in range(args.rounds):
+        for _ in range(args.writes):
             for arm in ARMS:
-                for _ in range(per_round):
-                    samples[arm].append(await put(arm))
+                samples[arm].append(await put(arm))
 
         print()
         print(f"{'arm':<16} {'writes':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
@@ -102,7 +100,6 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--writes", type=int, default=3000, help="measured writes per arm")
-    p.add_argument("--rounds", type=int, default=10, help="alternations between the arms")
     p.add_argument("--warmup", type=int, default=300, help="writes per arm before measuring")
     p.add_argument("--strict", action="store_true", help="exit 1 when the target is not met")
     return uvloop.run(run(p.parse_args(argv)))

@@ -9,6 +9,14 @@
   tracer: no span object is ever made), with a tracer whose sampler drops every trace,
   and with a tracer recording every span into a batch processor (export is a no-op).
 
+- ``digests``: SHA-256 of a 300-byte body (what signing a forward or a DynamoDB call
+  hashes) through hashlib (OpenSSL) and through gateway/digests.py (CPython's own),
+  hot (best of ``--rounds`` tight loops) and cold: each call after evicting the
+  caches by writing a buffer of 2 MiB (the per-core caches) or 24 MiB (most of the
+  shared one), the two implementations alternating call by call; the median is printed.
+  A gateway signs once per request with its caches cooled by the processes that ran
+  in between, so the cold figures are the ones a request pays.
+
 Prints microseconds per call (best of ``--rounds``). Run: ``python -m loadtest.hotpath_bench``.
 """
 
@@ -108,19 +116,54 @@ async def frontend_arm(tracing: str, n: int, rounds: int) -> float:
     return best * 1e6
 
 
+def digest_arms(n: int, rounds: int, cold_calls: int) -> list[tuple[str, float]]:
+    import hashlib
+    import statistics
+
+    from gateway import digests
+
+    body = bytes(range(256)) + b"x" * 44
+    arms = {"hashlib (OpenSSL)": hashlib.sha256, "gateway.digests": digests.sha256}
+    rows = []
+    for name, sha256 in arms.items():
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(n):
+                sha256(body).hexdigest()
+            best = min(best, (time.perf_counter() - started) / n)
+        rows.append((f"sha256, {name}, hot", best * 1e6))
+    for megabytes in (2, 24):
+        evict = bytearray(megabytes << 20)
+        ones = b"\x01" * (len(evict) // 64)
+        samples: dict[str, list[int]] = {name: [] for name in arms}
+        for _ in range(cold_calls):
+            for name, sha256 in arms.items():
+                evict[::64] = ones  # one write per cache line
+                started_ns = time.perf_counter_ns()
+                sha256(body).hexdigest()
+                samples[name].append(time.perf_counter_ns() - started_ns)
+        for name in arms:
+            rows.append((f"sha256, {name}, cold ({megabytes} MiB evicted)", statistics.median(samples[name]) / 1e3))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50_000, help="calls per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cold-calls", type=int, default=2000, help="cold calls per digest arm and eviction size")
     args = parser.parse_args()
-    print(f"{'arm':45} {'us/call':>8}")
+    print(f"{'arm':52} {'us/call':>8}")
     for mode in ("in-memory", "multiprocess"):
-        print(f"{'metrics.observe_downstream, ' + mode:45} {metrics_arm(mode, args.n, args.rounds):8.2f}")
+        print(f"{'metrics.observe_downstream, ' + mode:52} {metrics_arm(mode, args.n, args.rounds):8.2f}")
     import uvloop
 
     for tracing in ("none", "sampled-out", "recording"):
         cost = uvloop.run(frontend_arm(tracing, args.n, args.rounds))
-        print(f"{'Frontend.handle, tracing ' + tracing:45} {cost:8.2f}")
+        print(f"{'Frontend.handle, tracing ' + tracing:52} {cost:8.2f}")
+    for name, cost in digest_arms(args.n, args.rounds, args.cold_calls):
+        print(f"{name:52} {cost:8.2f}")
 
 
 if __name__ == "__main__":

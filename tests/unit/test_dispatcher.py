@@ -293,3 +293,36 @@ async def test_a_min_version_read_serves_locally_once_caught_up_else_from_the_pr
     assert remote["features"] == {"a": 9} and remote["region"] == "us-east-1" and len(peers.calls) == 1
     # The local replica was asked again while waiting, for about min_version_wait (0.5 s at 10 ms).
     assert 45 <= len(store.reads) <= 55
+
+
+async def test_a_strong_batch_read_refused_by_a_moved_primary_is_rerouted_key_by_key():
+    # view#items moved from us-east-1 to ap-southeast-1 (the peer's 409 says so); default stays at home.
+    stale = Rule("view#items#prefix#t1", SINGLE_PRIMARY, "us-east-1", epoch=3, version=5)
+    moved = Rule("view#items#prefix#t1", SINGLE_PRIMARY, "ap-southeast-1", epoch=4, version=7)
+    store = ConditionalStore()
+    store.items["home"] = {"pk": {"S": "home"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "0"}, "_region": {"S": "eu-west-1"}}
+
+    async def answer(region, body):
+        if region == "us-east-1":
+            raise NotPrimary("moved", rule=moved.to_json())
+        return {"results": [{"key": k, "status": "PRESENT", "features": {"at": region}, "version": "4.1." + region} for k in body["keys"]]}
+
+    peers = FakePeers(answer)
+    d, _ = dispatcher(store, HOME, stale, peers=peers)
+    results = await d.read_many(VIEW, ["t1-a", "home", "t1-b"], None, True)
+    assert [r["key"] for r in results] == ["t1-a", "home", "t1-b"]
+    assert [r["features"] for r in results] == [{"at": "ap-southeast-1"}, {"a": 1}, {"at": "ap-southeast-1"}]
+    assert [(c[1], c[2]["keys"]) for c in peers.calls] == [
+        ("us-east-1", ["t1-a", "t1-b"]), ("ap-southeast-1", ["t1-a", "t1-b"]),
+    ]
+
+
+async def test_a_strong_batch_read_gives_up_when_the_primary_keeps_moving():
+    async def answer(region, body):
+        raise NotPrimary("not me", rule=None)
+
+    peers = FakePeers(answer)
+    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    with pytest.raises(PrimaryUnreachable, match="kept moving during 3 attempts"):
+        await d.read_many(VIEW, ["a", "b"], None, True)
+    assert len(peers.calls) == 3

@@ -165,6 +165,39 @@ async def test_garbage_answers_are_errors():
         await pool.close()
 
 
+@pytest.mark.parametrize(
+    "head, problem",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 3", "repeats the header 'content-length'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: two", "malformed Content-Length"),
+        (b"HTTP/1.1 2x0 OK\r\nContent-Length: 2", "status line"),
+        (b"HTTP/1.1 200 OK\r\nServer: x", "without Content-Length"),
+    ],
+)
+async def test_answers_with_ambiguous_framing_are_errors(head, problem):
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(head + b"\r\n\r\n{}")
+
+    async with ScriptedServer(answer) as url:
+        pool = Http1Pool(url)
+        with pytest.raises(Http1Error, match=problem):
+            await pool.post(HEADERS, b"{}")
+        await pool.close()
+
+
+async def test_header_names_are_case_insensitive():
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 201 Created\r\nCONTENT-length:  2 \r\nConnection: Close\r\n\r\n{}")
+
+    server = ScriptedServer(answer)
+    async with server as url:
+        pool = Http1Pool(url)
+        assert await pool.post(HEADERS, b"{}") == (201, b"{}")
+        assert await pool.post(HEADERS, b"{}") == (201, b"{}")
+        await pool.close()
+    assert server.connections == 2  # "Connection: Close" was honoured
+
+
 async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next():
     release = asyncio.Event()
 
@@ -183,6 +216,49 @@ async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next():
         assert await pool.post(HEADERS, b"second") == (200, b"second")
         await pool.close()
     assert server.connections == 2
+
+
+async def test_a_request_past_its_timeout_fails_and_its_late_answer_reaches_nobody():
+    release = asyncio.Event()
+
+    async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if b"first" in request:
+            await release.wait()
+        writer.write(ok(request.split(b"\r\n\r\n", 1)[1]))
+
+    server = ScriptedServer(slow_first)
+    async with server as url:
+        pool = Http1Pool(url)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await pool.post(HEADERS, b"first", timeout=0.05)
+        assert 0.05 <= loop.time() - started < 0.5
+        release.set()
+        assert await pool.post(HEADERS, b"second", timeout=5) == (200, b"second")
+        await pool.close()
+    assert server.connections == 2  # the timed-out connection was aborted, not reused
+
+
+async def test_the_timeout_also_bounds_the_wait_for_a_free_connection():
+    gate = asyncio.Event()
+
+    async def gated(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await gate.wait()
+        writer.write(ok(b"{}"))
+
+    server = ScriptedServer(gated)
+    async with server as url:
+        pool = Http1Pool(url, limit=1)
+        first = asyncio.create_task(pool.post(HEADERS, b"{}"))
+        await asyncio.sleep(0.02)
+        with pytest.raises(TimeoutError):
+            await pool.post(HEADERS, b"{}", timeout=0.05)
+        gate.set()
+        assert await first == (200, b"{}")
+        assert await pool.post(HEADERS, b"{}", timeout=5) == (200, b"{}")
+        await pool.close()
+    assert server.connections == 1 and len(server.requests) == 2
 
 
 async def test_callers_beyond_the_limit_wait_their_turn():

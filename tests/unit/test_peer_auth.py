@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 
 from gateway.errors import Unauthorized
@@ -97,3 +100,20 @@ def test_the_nonce_cache_is_bounded(clock):
         v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
     with pytest.raises(Unauthorized, match="Too many"):
         v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+
+
+@pytest.mark.parametrize("secret", [b"s" * 16, b"k" * 64, b"long-" * 40])
+def test_the_signature_is_standard_hmac_sha256_of_the_documented_string(clock, secret):
+    # What another implementation (or an operator with openssl) must compute to talk to a gateway.
+    body = b'{"view":"items"}'
+    headers = PeerSigner(secret, clock).headers("POST", PATH, body)
+    canonical = "\n".join(["POST", PATH, headers[TIMESTAMP], headers[NONCE], hashlib.sha256(body).hexdigest()])
+    assert headers[SIGNATURE] == hmac.new(secret, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def test_the_wire_form_carries_the_same_three_headers(clock):
+    lines = PeerSigner(SECRET, clock).header_lines("POST", PATH, b"{}").split("\r\n")
+    assert lines[-1] == ""
+    headers = dict(line.split(": ", 1) for line in lines[:-1])
+    assert set(headers) == {TIMESTAMP, NONCE, SIGNATURE}
+    verifier(clock).verify("POST", PATH, headers, b"{}")
