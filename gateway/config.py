@@ -199,6 +199,9 @@ class Config:
     region: str
     listen: Address
     peer_listen: Address
+    #: An optional third listener with only /healthz, /readyz and /metrics, for a sidecar whose downstream
+    #: port is on loopback (kubelet probes and Prometheus scrapes come from outside the pod's loopback).
+    admin_listen: Address | None = None
     workers: int = 1
     #: Largest request body read; larger bodies get 413 even when Content-Length lies.
     max_body_bytes: int = 1 << 20
@@ -481,6 +484,7 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         region=region,
         listen=gateway.address("listen", own.downstream if own else Address("127.0.0.1", 8700)),
         peer_listen=gateway.address("peer_listen", own.peer if own else Address("0.0.0.0", 8701)),
+        admin_listen=gateway.address("admin_listen") if gateway.get("admin_listen", str, "") else None,
         workers=gateway.positive("workers", int, 1),
         max_body_bytes=gateway.positive("max_body_bytes", int, 1 << 20),
         request_timeout=gateway.positive("request_timeout", float, 5.0),
@@ -503,6 +507,9 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     )
     for reader in (top, gateway, ddb, mem, rt, pr, bf, sw, tr, lg):
         reader.check_unknown()
+    if config.admin_listen is not None and config.admin_listen.port in (config.listen.port, config.peer_listen.port):
+        # SO_REUSEPORT would let two listeners share the port and split its connections between them.
+        raise gateway.fail("admin_listen", f"must use a port of its own, not that of listen or peer_listen ({config.admin_listen})")
     return config
 
 

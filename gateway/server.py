@@ -33,6 +33,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway import tracing
+from gateway.admin_api import AdminApi
 from gateway.api import DownstreamApi
 from gateway.background import background
 from gateway.clock import SystemClock
@@ -40,7 +41,7 @@ from gateway.config import Config, require_peer_secret
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError
-from gateway.frontend import create_server
+from gateway.frontend import Frontend, create_server
 from gateway.health import Health
 from gateway.logs import AccessLog, setup_logging
 from gateway.members import Membership
@@ -67,6 +68,8 @@ class Gateway:
 
     api: DownstreamApi
     peer_api: PeerApi
+    #: Only with ``gateway.admin_listen``.
+    admin_api: AdminApi | None
     health: Health
     deadlines: Deadlines
     metrics: Metrics
@@ -132,14 +135,17 @@ async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None
         await stack.enter_async_context(background(
             (await open_scheduler(config, store, stack, peers, clock, membership.instance)).run(), "scheduler"
         ))
-        # One bound and one access log per worker, shared by both listeners.
+        # One bound and one access log per worker, shared by the listeners.
         limit = ConcurrencyLimit(config.max_concurrent_requests)
         access_log = AccessLog(config.logs.access_sample, config.region)
         listener = {"limit": limit, "tracer": tracer, "access_log": access_log}
         api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, **listener)
         verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew)
         peer_api = PeerApi(config, dispatcher, verifier, metrics, deadlines, routing, membership.instance, **listener)
-        yield Gateway(api, peer_api, health, deadlines, metrics)
+        admin_api = None
+        if config.admin_listen is not None:
+            admin_api = AdminApi(config, api, metrics, deadlines, tracer=tracer, access_log=access_log)
+        yield Gateway(api, peer_api, admin_api, health, deadlines, metrics)
 
 
 async def open_scheduler(
@@ -177,9 +183,9 @@ async def learn_from_peers(config: Config, routing: RoutingLoader, peers: PeerCl
 
 @dataclass(frozen=True, slots=True)
 class Listeners:
-    """The downstream and peer listeners of one worker."""
+    """The downstream, peer and (optional) admin listeners of one worker."""
 
-    runners: tuple[web.ServerRunner, web.ServerRunner]
+    runners: tuple[web.ServerRunner, ...]
 
     async def stop_accepting(self) -> None:
         """Close the listening sockets and idle keep-alive connections; requests being served go on."""
@@ -196,19 +202,25 @@ RELEASE_WAIT = 1.0
 
 @contextlib.asynccontextmanager
 async def listening(gateway: Gateway, config: Config) -> AsyncIterator[Listeners]:
-    """Serve ``gateway`` on its downstream and peer addresses until exit; on exit, close both (no drain)."""
-    runners = (
-        web.ServerRunner(create_server(gateway.api, config), handle_signals=False, shutdown_timeout=RELEASE_WAIT),
-        web.ServerRunner(create_server(gateway.peer_api, config), handle_signals=False, shutdown_timeout=RELEASE_WAIT),
-    )
-    for runner in runners:
-        await runner.setup()
+    """Serve ``gateway`` on its downstream, peer (and admin) addresses until exit; on exit, close them (no drain)."""
+
+    def runner(frontend: Frontend) -> web.ServerRunner:
+        return web.ServerRunner(create_server(frontend, config), handle_signals=False, shutdown_timeout=RELEASE_WAIT)
+
+    downstream, peer = runner(gateway.api), runner(gateway.peer_api)
+    admin = runner(gateway.admin_api) if gateway.admin_api is not None else None
+    runners = (downstream, peer) if admin is None else (downstream, peer, admin)
+    for each in runners:
+        await each.setup()
     try:
         await web.TCPSite(
-            runners[1], config.peer_listen.host, config.peer_listen.port, reuse_port=True, backlog=2048,
+            peer, config.peer_listen.host, config.peer_listen.port, reuse_port=True, backlog=2048,
             ssl_context=tls_context(config, server=True),
         ).start()
-        await web.TCPSite(runners[0], config.listen.host, config.listen.port, reuse_port=True, backlog=2048).start()
+        if admin is not None and config.admin_listen is not None:
+            await web.TCPSite(admin, config.admin_listen.host, config.admin_listen.port, reuse_port=True).start()
+        # Last: a caller that can connect finds every other listener up.
+        await web.TCPSite(downstream, config.listen.host, config.listen.port, reuse_port=True, backlog=2048).start()
         yield Listeners(runners)
     finally:
         await asyncio.gather(*(runner.cleanup() for runner in runners))
@@ -228,6 +240,8 @@ async def drain(
     """
     gateway.health.draining = True
     gateway.api.draining = gateway.peer_api.draining = True
+    if gateway.admin_api is not None:
+        gateway.admin_api.draining = True
     log.info("draining: not ready, still serving", extra={"seconds": config.drain_seconds, "pid": os.getpid()})
     await sleep(config.drain_seconds)
     await listeners.stop_accepting()

@@ -199,14 +199,23 @@ def pre_stop_seconds(container: dict[str, Any]) -> int:
     return int(command[1])
 
 
-def probe_target(probe: dict[str, Any]) -> tuple[str, int]:
-    """(path, port) a probe checks: an HTTP GET, or an exec that fetches a loopback URL (sidecar mode)."""
-    if "httpGet" in probe:
-        return probe["httpGet"]["path"], int(probe["httpGet"]["port"])
-    command = " ".join(probe["exec"]["command"])
-    match = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", command)
-    assert match, f"exec probe fetches no loopback URL: {command}"
-    return match[2], int(match[1])
+def container_port(container: dict[str, Any], port: int | str) -> int:
+    """A port number, or the number of the container's port of that name."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    (number,) = [p["containerPort"] for p in container.get("ports", []) if p["name"] == port]
+    return int(number)
+
+
+def probe_target(container: dict[str, Any], probe: dict[str, Any]) -> tuple[str, int]:
+    """(path, port) an HTTP GET probe checks."""
+    assert "httpGet" in probe, f"the gateway's probes are HTTP GETs, got {sorted(probe)}"
+    return probe["httpGet"]["path"], container_port(container, probe["httpGet"]["port"])
+
+
+def reachable_ports(config: Config) -> set[int]:
+    """Ports of the listeners that serve /healthz, /readyz and /metrics on the pod's IP (the kubelet's, Prometheus')."""
+    return {a.port for a in (config.listen, config.admin_listen) if a is not None and a.host == "0.0.0.0"}
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -334,11 +343,18 @@ def test_grace_period_covers_the_drain(tmp_path, role):
 
 
 @pytest.mark.parametrize("role", ["pool", "sidecar"])
-def test_gateway_probes_and_peer_secret(role):
-    gateway = gateway_container(deployments()[role])
-    assert probe_target(gateway["livenessProbe"]) == ("/healthz", 8700)
-    assert probe_target(gateway["readinessProbe"]) == ("/readyz", 8700)
-    assert probe_target(gateway["startupProbe"]) == ("/healthz", 8700)
+def test_gateway_probes_scrapes_and_peer_secret(role, tmp_path):
+    deployment = deployments()[role]
+    gateway = gateway_container(deployment)
+    # Probes and scrapes connect to the pod's IP: they need a listener on all interfaces that serves them
+    # (the pool's downstream listener; the sidecar's admin listener, its downstream one being on loopback).
+    ports = reachable_ports(load_pod_config(deployment, tmp_path))
+    assert ports, f"the {role} gateway serves /healthz, /readyz and /metrics on loopback only"
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert probe_target(gateway, gateway[probe])[0] == path
+        assert probe_target(gateway, gateway[probe])[1] in ports
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics" and int(annotations["prometheus.io/port"]) in ports
     (secret_env,) = [e for e in gateway["env"] if e["name"] == "FGW_PEER_SECRET"]
     ref = secret_env["valueFrom"]["secretKeyRef"]
     assert ref["key"] in manifest("Secret", ref["name"])["stringData"]

@@ -100,3 +100,35 @@ async def test_missing_table_is_a_clear_503(tmp_path, dynamodb_local, http):
         assert "features_items_never_created" in body["error"]["message"]
     finally:
         assert proc.stop() == 0
+
+
+async def test_a_sidecar_answers_probes_and_scrapes_on_its_admin_port(tmp_path, dynamodb_local, feature_tables, table_suffix, http):
+    # A sidecar: the data API on loopback, the probes and metrics on a port of their own.
+    admin = f"http://127.0.0.1:{free_port()}"
+    path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix))
+    env = {"FGW_GATEWAY__ADMIN_LISTEN": admin.removeprefix("http://"), "FGW_GATEWAY__DRAIN_SECONDS": "1.5"}
+    proc = GatewayProcess(path, env=env, log_path=tmp_path / "gw.log").start()
+    try:
+        key = unique()
+        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}})) as resp:
+            assert resp.status == 200
+        async with http.get(f"{admin}/readyz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{admin}/metrics") as resp:
+            text = await resp.text()
+        assert 'gateway_downstream_rq_total{code="200",route="/v1/features/{view}/{key}"} 1.0' in text
+        async with http.get(f"{admin}/v1/features/items/{key}") as resp:
+            assert resp.status == 404  # the data API is not on the admin port
+        proc.signal(signal.SIGTERM)
+        # Draining: the probe on the admin port turns unready while the data API still serves.
+        for _ in range(50):
+            async with http.get(f"{admin}/readyz") as resp:
+                if resp.status == 503:
+                    break
+            await asyncio.sleep(0.02)
+        assert resp.status == 503
+        async with http.get(f"{proc.url}/v1/features/items/{key}") as resp:
+            assert resp.status == 200
+    finally:
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0

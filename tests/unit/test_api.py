@@ -90,9 +90,8 @@ class Client:
         return await self.request("POST", path, **kw)
 
 
-@pytest.fixture
-async def client():
-    store = ScriptedStore()
+def downstream_api(store: ScriptedStore) -> tuple[DownstreamApi, Health, Deadlines, Metrics]:
+    """A ``DownstreamApi`` over ``store``, with the parts a test may need to reach."""
     clock = SystemClock()
     health = Health(CONFIG, store, clock, interval=3600)
     deadlines = Deadlines(clock)
@@ -103,6 +102,13 @@ async def client():
         CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, WriteBuffer(BufferConfig(), clock)
     )
     api = DownstreamApi(CONFIG, dispatcher, health, metrics, clock, deadlines, membership, routing)
+    return api, health, deadlines, metrics
+
+
+@pytest.fixture
+async def client():
+    store = ScriptedStore()
+    api, health, deadlines, _ = downstream_api(store)
     runner = web.ServerRunner(create_server(api, CONFIG))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -125,3 +125,13 @@ def test_bad_operations_settings_are_named(section, values, key):
     raw[section] = {**raw.get(section, {}), **values}
     with pytest.raises(ConfigError, match=key):
         from_dict(raw)
+
+
+def test_the_admin_listener_is_off_unless_configured_and_needs_its_own_port(tmp_path):
+    assert load(write(tmp_path, MINIMAL), env={}).admin_listen is None
+    on = load(write(tmp_path, MINIMAL), env={"FGW_GATEWAY__ADMIN_LISTEN": "0.0.0.0:8702"})
+    assert on.admin_listen == Address("0.0.0.0", 8702)
+    with pytest.raises(ConfigError, match="gateway.admin_listen: must use a port of its own"):
+        load(write(tmp_path, MINIMAL), env={"FGW_GATEWAY__ADMIN_LISTEN": "0.0.0.0:8701"})
+    with pytest.raises(ConfigError, match="gateway.admin_listen: must be HOST:PORT"):
+        load(write(tmp_path, MINIMAL), env={"FGW_GATEWAY__ADMIN_LISTEN": "localhost"})
