@@ -69,6 +69,25 @@ async def echo(request: bytes, writer: asyncio.StreamWriter) -> None:
 HEADERS = {"Host": "127.0.0.1", "Content-Type": "application/x-amz-json-1.0"}
 
 
+def canned(raw: bytes) -> Answer:
+    """A server answer that writes ``raw`` to every request."""
+
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(raw)
+
+    return answer
+
+
+async def exchange(answer: Answer, requests: int = 2) -> tuple[list[tuple[int, bytes]], int]:
+    """``requests`` POSTs through one pool: their answers, and how many connections the server saw."""
+    server = ScriptedServer(answer)
+    async with server as url:
+        pool = Http1Pool(url)
+        answers = [await pool.post(HEADERS, b"{}") for _ in range(requests)]
+        await pool.close()
+    return answers, server.connections
+
+
 async def test_requests_reuse_one_keep_alive_connection():
     server = ScriptedServer(echo)
     async with server as url:
@@ -96,16 +115,8 @@ async def test_answer_split_across_packets_and_error_statuses():
 
 
 async def test_chunked_answers():
-    async def chunked(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n")
-
-    server = ScriptedServer(chunked)
-    async with server as url:
-        pool = Http1Pool(url)
-        assert await pool.post(HEADERS, b"{}") == (200, b'{"a":1}')
-        assert await pool.post(HEADERS, b"{}") == (200, b'{"a":1}')
-        await pool.close()
-    assert server.connections == 1
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n"
+    assert await exchange(canned(chunked)) == ([(200, b'{"a":1}')] * 2, 1)
 
 
 async def test_connection_close_is_honoured():
@@ -175,27 +186,14 @@ async def test_garbage_answers_are_errors():
     ],
 )
 async def test_answers_with_ambiguous_framing_are_errors(head, problem):
-    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(head + b"\r\n\r\n{}")
-
-    async with ScriptedServer(answer) as url:
-        pool = Http1Pool(url)
-        with pytest.raises(Http1Error, match=problem):
-            await pool.post(HEADERS, b"{}")
-        await pool.close()
+    with pytest.raises(Http1Error, match=problem):
+        await exchange(canned(head + b"\r\n\r\n{}"), requests=1)
 
 
 async def test_header_names_are_case_insensitive():
-    async def answer(request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 201 Created\r\nCONTENT-length:  2 \r\nConnection: Close\r\n\r\n{}")
-
-    server = ScriptedServer(answer)
-    async with server as url:
-        pool = Http1Pool(url)
-        assert await pool.post(HEADERS, b"{}") == (201, b"{}")
-        assert await pool.post(HEADERS, b"{}") == (201, b"{}")
-        await pool.close()
-    assert server.connections == 2  # "Connection: Close" was honoured
+    answer = canned(b"HTTP/1.1 201 Created\r\nCONTENT-length:  2 \r\nConnection: Close\r\n\r\n{}")
+    # Two connections: "Connection: Close" was honoured.
+    assert await exchange(answer) == ([(201, b"{}")] * 2, 2)
 
 
 async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next():
