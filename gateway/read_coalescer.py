@@ -22,13 +22,20 @@ Invariants:
   with its own future, so a caller that gives up (deadline) cancels only itself.
 - ``in_flight[q] <= max_in_flight`` for every queue, and ``len(started[q]) ==
   in_flight[q]``; every fetch task and lane timer is owned and cancelled by ``close()``.
+- A batch runs under the latest deadline of the reads it carries (none if one of
+  them has none), never under whichever read happened to schedule it: DynamoDB
+  retries stop at that deadline (gateway/deadlines.py), and a caller with a short
+  ``X-Request-Timeout`` must not cut the time of the others in its batch. Each
+  read still answers by its own deadline: its request's task is cancelled then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
+from gateway import deadlines
 from gateway.clock import Clock, SystemClock
 from gateway.errors import StoreUnavailable
 from gateway.store import BATCH_GET_LIMIT, Item, Store
@@ -38,7 +45,7 @@ _QueueKey = tuple[str, str, bool]  # (table, key attribute, consistent)
 
 class ReadCoalescer:
     __slots__ = ("_store", "_max_in_flight", "_lane_after", "_clock", "_queues", "_in_flight", "_started",
-                 "_timers", "_scheduled", "_tasks", "_closed", "_loop")
+                 "_timers", "_scheduled", "_tasks", "_closed", "_loop", "_latest")
 
     def __init__(
         self, store: Store, *, max_in_flight: int = 4, lane_after: float = 0.002, clock: Clock | None = None
@@ -56,6 +63,8 @@ class ReadCoalescer:
         #: A pending wake-up per queue, set when a lane may open later.
         self._timers: dict[_QueueKey, asyncio.TimerHandle] = {}
         self._scheduled: set[_QueueKey] = set()
+        #: Per queue, the latest deadline among the reads queued since it was last emptied (None: no deadline).
+        self._latest: dict[_QueueKey, deadlines.Deadline | None] = {}
         #: Fetch tasks in flight and the waiters each carries.
         self._tasks: dict[asyncio.Task[None], dict[str, list[asyncio.Future[Item | None]]]] = {}
         self._closed = False
@@ -75,6 +84,13 @@ class ReadCoalescer:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Item | None] = loop.create_future()
+        mine = deadlines.current.get()
+        if not queue:
+            self._latest[qkey] = mine
+        else:
+            latest = self._latest[qkey]
+            if latest is not None and (mine is None or mine.at > latest.at):
+                self._latest[qkey] = mine
         waiters = queue.get(key)
         if waiters is None:
             queue[key] = [future]
@@ -109,7 +125,9 @@ class ReadCoalescer:
             self._in_flight[qkey] += 1
             started.append(self._clock.monotonic())
             assert self._loop is not None
-            task = self._loop.create_task(self._fetch(qkey, batch, started[-1]))
+            context = contextvars.copy_context()
+            context.run(deadlines.current.set, self._latest[qkey])
+            task = self._loop.create_task(self._fetch(qkey, batch, started[-1]), context=context)
             self._tasks[task] = batch
             task.add_done_callback(self._tasks.pop)
         assert self._in_flight[qkey] <= self._max_in_flight and len(started) == self._in_flight[qkey]

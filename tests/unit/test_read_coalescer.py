@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 
+from gateway import deadlines
 from gateway.credentials import CredentialSource
 from gateway.errors import StoreThrottled, StoreUnavailable
 from gateway.read_coalescer import ReadCoalescer
@@ -183,3 +184,36 @@ async def test_close_fails_waiters_of_batches_that_never_started():
     await reads.close()
     with pytest.raises(StoreUnavailable):
         await waiting
+
+
+class DeadlineRecordingStore:
+    """Records how much of the request deadline each call runs under (``None``: no deadline)."""
+
+    def __init__(self) -> None:
+        self.remaining: list[float | None] = []
+
+    async def get_item(self, table, key, *, consistent=False, projection=None):
+        self.remaining.append(deadlines.remaining())
+        return None
+
+    async def batch_get_item(self, table, keys, *, consistent=False, projection=None):
+        self.remaining.append(deadlines.remaining())
+        return [None] * len(keys)
+
+
+@pytest.mark.parametrize("timeouts, expected", [((0.1, 5.0), 5.0), ((5.0, 0.1), 5.0), ((0.1, None), None)])
+async def test_a_batch_runs_under_the_latest_deadline_of_its_reads(timeouts, expected):
+    clock = FakeClock()
+    store = DeadlineRecordingStore()
+    reads = ReadCoalescer(store, clock=clock)
+
+    async def read(key: str, timeout: float | None) -> None:
+        if timeout is not None:
+            deadlines.current.set(deadlines.Deadline(None, clock.monotonic() + timeout, clock))
+        await reads.get("tbl", "pk", key, False)
+
+    # Both reads queue in the same loop turn, so they go out as one batch, scheduled by the first.
+    await asyncio.gather(*(read(f"k{i}", t) for i, t in enumerate(timeouts)))
+    assert len(store.remaining) == 1
+    assert store.remaining[0] == expected
+    await reads.close()
