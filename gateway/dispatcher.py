@@ -224,6 +224,8 @@ class Dispatcher:
                         results[i] = result
             if refused is None:
                 return results  # type: ignore[return-value]
+            if attempt == self._config.routing.max_attempts:
+                break
             await self._reroute(refused, attempt)
         raise PrimaryUnreachable(
             f"The primary of some keys of view {view.name!r} kept moving during {self._config.routing.max_attempts} "

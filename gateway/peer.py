@@ -55,6 +55,9 @@ DEADLINE_MARGIN = 0.05
 #: Error codes with which a peer instance refuses a request it did not process: try the region's next one.
 _REFUSALS = (b'"overloaded"', b'"draining"')
 
+#: Request heads kept (address x route); past it the cache starts over.
+_HEADS_KEPT = 1024
+
 #: Hosts a member may advertise that nobody else can connect to.
 _UNROUTABLE = ("0.0.0.0", "::", "")
 
@@ -228,6 +231,8 @@ class PeerClient:
         key = (address, path)
         head = self._heads.get(key)
         if head is None:
+            if len(self._heads) >= _HEADS_KEPT:  # members come and go: forget the heads of departed addresses
+                self._heads.clear()
             head = self._heads[key] = f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
         lines = [head, self._signer.header_lines("POST", path, raw)]
         # The request id, the remaining deadline and the trace context travel outside the signature
