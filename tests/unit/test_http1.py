@@ -196,27 +196,17 @@ async def test_header_names_are_case_insensitive():
     assert await exchange(answer) == ([(201, b"{}")] * 2, 2)
 
 
-async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next():
-    release = asyncio.Event()
-
-    async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
-        if b"first" in request:
-            await release.wait()
-        writer.write(ok(request.split(b"\r\n\r\n", 1)[1]))
-
-    server = ScriptedServer(slow_first)
-    async with server as url:
-        pool = Http1Pool(url)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await pool.post(HEADERS, b"first")
-        release.set()
-        assert await pool.post(HEADERS, b"second") == (200, b"second")
-        await pool.close()
-    assert server.connections == 2
+async def _cancelled_by_the_caller(pool: Http1Pool) -> None:
+    async with asyncio.timeout(0.05):
+        await pool.post(HEADERS, b"first")
 
 
-async def test_a_request_past_its_timeout_fails_and_its_late_answer_reaches_nobody():
+async def _timed_out_by_the_pool(pool: Http1Pool) -> None:
+    await pool.post(HEADERS, b"first", timeout=0.05)
+
+
+@pytest.mark.parametrize("first", [_cancelled_by_the_caller, _timed_out_by_the_pool])
+async def test_a_request_given_up_never_hands_its_late_answer_to_the_next(first):
     release = asyncio.Event()
 
     async def slow_first(request: bytes, writer: asyncio.StreamWriter) -> None:
@@ -230,29 +220,37 @@ async def test_a_request_past_its_timeout_fails_and_its_late_answer_reaches_nobo
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(TimeoutError):
-            await pool.post(HEADERS, b"first", timeout=0.05)
+            await first(pool)
         assert 0.05 <= loop.time() - started < 0.5
         release.set()
         assert await pool.post(HEADERS, b"second", timeout=5) == (200, b"second")
         await pool.close()
-    assert server.connections == 2  # the timed-out connection was aborted, not reused
+    assert server.connections == 2  # the given-up connection was aborted, not reused
+
+
+class Gate:
+    """A server answer held until ``opened`` is set; ``arrived`` is set by the first request to reach it."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, request: bytes, writer: asyncio.StreamWriter) -> None:
+        self.arrived.set()
+        await self.opened.wait()
+        writer.write(ok(b"{}"))
 
 
 async def test_the_timeout_also_bounds_the_wait_for_a_free_connection():
-    gate = asyncio.Event()
-
-    async def gated(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await gate.wait()
-        writer.write(ok(b"{}"))
-
-    server = ScriptedServer(gated)
+    gate = Gate()
+    server = ScriptedServer(gate)
     async with server as url:
         pool = Http1Pool(url, limit=1)
         first = asyncio.create_task(pool.post(HEADERS, b"{}"))
-        await asyncio.sleep(0.02)
+        await gate.arrived.wait()  # the pool's one connection is busy
         with pytest.raises(TimeoutError):
             await pool.post(HEADERS, b"{}", timeout=0.05)
-        gate.set()
+        gate.opened.set()
         assert await first == (200, b"{}")
         assert await pool.post(HEADERS, b"{}", timeout=5) == (200, b"{}")
         await pool.close()
@@ -260,19 +258,14 @@ async def test_the_timeout_also_bounds_the_wait_for_a_free_connection():
 
 
 async def test_callers_beyond_the_limit_wait_their_turn():
-    gate = asyncio.Event()
-
-    async def gated(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await gate.wait()
-        writer.write(ok(b"{}"))
-
-    server = ScriptedServer(gated)
+    gate = Gate()
+    server = ScriptedServer(gate)
     async with server as url:
         pool = Http1Pool(url, limit=2)
         tasks = [asyncio.create_task(pool.post(HEADERS, b"{}")) for _ in range(6)]
         await asyncio.sleep(0.05)
         assert server.connections == 2 and len(server.requests) == 2
-        gate.set()
+        gate.opened.set()
         assert [await t for t in tasks] == [(200, b"{}")] * 6
         await pool.close()
     assert server.connections == 2
