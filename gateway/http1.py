@@ -337,6 +337,10 @@ class Http1Pool:
                 return
 
     async def close(self) -> None:
+        self.shut()
+
+    def shut(self) -> None:
+        """``close()`` for callers outside a coroutine: idle connections close now; busy ones when they finish."""
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:

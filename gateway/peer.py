@@ -129,8 +129,24 @@ class PeerClient:
             candidates.append(str(configured.peer))
         candidates += members
         addresses = [a for a in dict.fromkeys(candidates) if a.rpartition(":")[0] not in _UNROUTABLE]
+        if cached is not None:
+            for departed in set(cached[1]).difference(addresses):
+                self._forget(departed)
         self._addresses[region] = members, addresses
         return addresses
+
+    def _forget(self, address: str) -> None:
+        """An instance left its region's members: close its connections, drop what was kept for it.
+
+        Pods come and go all day; without this, every address ever used would keep a pool.
+        Its outlier state stays (a few bytes, and an ejection still counted in the gauge).
+        """
+        pool = self._pools.pop(address, None)
+        if pool is not None:
+            pool.shut()
+        self._regions.pop(address, None)
+        for key in [k for k in self._heads if k[0] == address]:
+            del self._heads[key]
 
     async def write(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(region, "write", WRITE_PATH, body)

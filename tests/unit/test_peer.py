@@ -42,6 +42,7 @@ class Peer:
         self.verifier = PeerVerifier(SECRET, clock, 30.0)
         self.status, self.body = 200, {"results": []}
         self.seen: list[dict] = []
+        self.runner: web.ServerRunner | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         raw = await request.read()
@@ -54,7 +55,7 @@ class Peer:
 async def peer() -> AsyncIterator[tuple[Peer, int]]:
     clock = FakeClock()
     p = Peer(clock)
-    runner = web.ServerRunner(web.Server(p.handle))
+    runner = p.runner = web.ServerRunner(web.Server(p.handle))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -237,3 +238,21 @@ async def test_a_forward_carries_the_request_id_the_time_left_and_the_trace_cont
     assert [s.name for s in spans] == ["forward write", "forward write"]
     trace_id, span_id = spans[0].context.trace_id, spans[0].context.span_id
     assert inside["traceparent"].startswith(f"00-{trace_id:032x}-{span_id:016x}-")
+
+
+async def test_an_instance_that_left_its_region_has_its_connections_closed(peer):
+    p, port = peer
+    members = [f"127.0.0.1:{port}"]
+    configured = free_port()
+    c = client(configured, members=lambda region: list(members) if region == "us-east-1" else [])
+    server = p.runner.server
+    try:
+        await c.write("us-east-1", {"n": 1})  # the configured address is down: the member answers
+        assert p.seen == [{"n": 1}] and len(server.connections) == 1  # kept alive for the next forward
+        members.clear()  # its member item expired
+        assert c.addresses("us-east-1") == [f"127.0.0.1:{configured}"]
+        async with asyncio.timeout(2):
+            while server.connections:  # the close reaches the server's side
+                await asyncio.sleep(0.01)
+    finally:
+        await c.close()
