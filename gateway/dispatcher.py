@@ -15,7 +15,8 @@ key, fixed at the origin, makes the re-sent write land exactly once.
 
 While this region is a scope's primary, every write it applies is recorded in
 the ``AckLog`` (in flight, then acknowledged), the evidence a switch's fence
-checks (``accept_fence``).
+checks; answering the fence, and the rest of a gateway's part in a switch, is
+the ``SwitchParticipant``'s (gateway/switch/participant.py).
 
 Forwarded writes (``accept_forwarded``) are applied here only if this
 region's own snapshot says it is the active primary of the scope at exactly
@@ -48,16 +49,27 @@ from gateway.errors import (
     PrimaryUnreachable,
     Unavailable,
 )
-from gateway.fence import AckLog
-from gateway.items import Stamp, Version, features_of, key_of, not_applied_reason, put_item, token_of, version_of, write_condition
-from gateway.metrics import Metrics
-from gateway.peer import PeerClient
-from gateway.read_coalescer import ReadCoalescer
-from gateway.records import WriteRecord
-from gateway.routing import SINGLE_PRIMARY, SWITCHING, Route, Rule, RoutingTable, RuleError, accepts_forward, decide, rule_from_json
-from gateway.routing_loader import RoutingLoader
-from gateway.store import Store
-from gateway.write_buffer import BufferStats, WriteBuffer
+from gateway.features.items import (
+    Stamp,
+    Version,
+    features_of,
+    key_of,
+    not_applied_reason,
+    put_item,
+    token_of,
+    version_of,
+    write_condition,
+)
+from gateway.features.records import WriteRecord
+from gateway.obs.metrics import Metrics
+from gateway.peer.client import PeerClient
+from gateway.routing.loader import RoutingLoader
+from gateway.routing.rules import SINGLE_PRIMARY, Rule, RuleError, rule_from_json
+from gateway.routing.snapshot import Route, accepts_forward, decide
+from gateway.store.base import Store
+from gateway.store.read_coalescer import ReadCoalescer
+from gateway.switch.fence import AckLog
+from gateway.switch.write_buffer import WriteBuffer
 
 #: Pause before the third and later routing attempts: the rule may still be replicating to the peer.
 REROUTE_BACKOFF = 0.05
@@ -66,7 +78,7 @@ MIN_VERSION_POLL = 0.01
 
 
 class Dispatcher:
-    __slots__ = ("_config", "_store", "_reads", "_clock", "_routing", "_peers", "_metrics", "_sleep", "_buffer", "acks",
+    __slots__ = ("_config", "_store", "_reads", "_clock", "_routing", "_peers", "_metrics", "_sleep", "_buffer", "_acks",
                  "region")
 
     def __init__(
@@ -79,6 +91,7 @@ class Dispatcher:
         peers: PeerClient,
         metrics: Metrics,
         buffer: WriteBuffer,
+        acks: AckLog,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._config = config
@@ -90,22 +103,10 @@ class Dispatcher:
         self._metrics = metrics
         self._sleep = sleep
         self._buffer = buffer
-        self.acks = AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys)
+        self._acks = acks
         self.region = config.region
-        routing.on_change(self.rules_changed)
 
-    def rules_changed(self, old: RoutingTable | None, new: RoutingTable) -> None:
-        """Start or end buffering for every scope whose rule entered or left ``switching`` (a loader listener)."""
-        before = old.rules if old is not None else {}
-        for scope, rule in new.rules.items():
-            was = before.get(scope)
-            if rule.state == SWITCHING and (was is None or was.state != SWITCHING):
-                self._buffer.switch_started(scope)
-            elif rule.state != SWITCHING and was is not None and was.state == SWITCHING:
-                self._buffer.switch_ended(scope)
-        for scope, was in before.items():
-            if scope not in new.rules and was.state == SWITCHING:
-                self._buffer.switch_ended(scope)
+
     # -- rules ---------------------------------------------------------------------------------
 
     def rule(self, view: str, key: str) -> Rule:
@@ -390,7 +391,7 @@ class Dispatcher:
         if rule.mode != SINGLE_PRIMARY:
             return await self._apply(record, stamp, self.region)
         # As the scope's primary: in flight until DynamoDB answered, then acknowledged (for a switch's fence).
-        acks = self.acks
+        acks = self._acks
         acks.begin(rule.scope)
         answer = None
         try:
@@ -414,36 +415,6 @@ class Dispatcher:
             stored = refused.old_item
             return _answer(False, token_of(stored) if stored else None, primary, reason=not_applied_reason(record, stored))
         return _answer(True, stamp.version().token(), primary)
-
-    # -- the switch protocol (peer API) --------------------------------------------------------
-
-    async def accept_fence(self, rule: Rule, timeout: float) -> tuple[list[tuple[str, str, str]], bool]:
-        """As the old primary of a switching ``rule``: stop taking its writes, let in-flight ones finish, list the acknowledged.
-
-        Returns (view, key, version) of every write acknowledged within the fence window, and
-        whether that list is complete (no write still in flight, no key forgotten for space).
-        """
-        if rule.state != SWITCHING or rule.primary != self.region:
-            raise NotPrimary(f"{self.region} is not the old primary of the switch of {rule.scope}.", rule=rule.to_json())
-        self._routing.learn([rule])
-        current = self.rule_of_scope(rule.scope)
-        if current is None or current.state != SWITCHING or current.switch_id != rule.switch_id:
-            raise NotPrimary(f"{self.region} routes {rule.scope} by another rule now.", rule=current.to_json() if current else None)
-        quiet = await self.acks.quiesce(rule.scope, timeout)
-        acknowledged, complete = self.acks.acknowledged(rule.scope)
-        return acknowledged, complete and quiet
-
-    def buffer_stats(self, scope: str) -> BufferStats:
-        return self._buffer.stats(scope)
-
-    def rule_of_scope(self, scope: str) -> Rule | None:
-        table = self._routing.table
-        return table.rules.get(scope) if table is not None else None
-
-    async def versions(self, view: ViewConfig, keys: list[str]) -> list[str | None]:
-        """Versions of ``keys`` in this region's replica (consistent read), for a fence's verification."""
-        items = await self._store.batch_get_item(view.table, [key_of(view.key_attribute, k) for k in keys], consistent=True)
-        return [token_of(item) if item is not None else None for item in items]
 
     @staticmethod
     def _result(record: WriteRecord, answer: dict[str, Any] | BaseException, with_status: bool = False) -> dict[str, Any]:

@@ -27,16 +27,15 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics
-from gateway.routing_loader import RoutingLoader
-from gateway.store import Item, Store
+from gateway.obs.metrics import Metrics
+from gateway.store.base import Item, Store
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,22 @@ class Member:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """One gateway instance as one region's replica of the members table shows it (``gatewayctl members``)."""
+
+    region: str
+    instance: str
+    downstream: str
+    peer: str
+    started_at_ms: int
+    heartbeat_age: float
+    epochs: dict[str, int] = field(default_factory=dict)
+    replication_lag: dict[str, float] = field(default_factory=dict)
+    buffer_depth: int = 0
+    stale: bool = False
+
+
 def instance_id(region: str) -> str:
     """Unique per worker process and start: host, pid and a random suffix (pids are reused)."""
     return f"{region}/{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
@@ -86,11 +101,12 @@ class Membership:
         metrics: Metrics,
         *,
         instance: str | None = None,
-        routing: RoutingLoader | None = None,
+        epochs: Callable[[], Mapping[str, int]] = dict,
         buffer_depth: Callable[[], int] = lambda: 0,
     ) -> None:
         self._config = config
-        self._routing = routing
+        #: The epoch this gateway routes each scope by (its routing snapshot's).
+        self._epochs = epochs
         self._buffer_depth = buffer_depth
         self._store = store
         self._clock = clock
@@ -122,9 +138,9 @@ class Membership:
             "_region": {"S": config.region},
         }
         # Empty maps are left out: DynamoDB Local's stream images render them as values without a type.
-        table = self._routing.table if self._routing is not None else None
-        if table is not None and table.rules:
-            item["epochs"] = {"M": {scope: {"N": str(rule.epoch)} for scope, rule in table.rules.items()}}
+        epochs = self._epochs()
+        if epochs:
+            item["epochs"] = {"M": {scope: {"N": str(epoch)} for scope, epoch in epochs.items()}}
         if self._lag:
             item["replication_lag"] = {"M": {r: {"N": f"{lag:.3f}"} for r, lag in self._lag.items()}}
         return item

@@ -32,32 +32,36 @@ import uvloop
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway import tracing
-from gateway.admin_api import AdminApi
-from gateway.api import DownstreamApi
+from gateway.api.admin import AdminApi
+from gateway.api.downstream import DownstreamApi
+from gateway.api.frontend import Frontend, create_server
+from gateway.api.health import Health
+from gateway.api.overload import ConcurrencyLimit
+from gateway.api.peer import PeerApi
 from gateway.background import background
 from gateway.clock import SystemClock
 from gateway.config import Config, require_peer_secret
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError
-from gateway.frontend import Frontend, create_server
-from gateway.health import Health
-from gateway.logs import AccessLog, setup_logging
 from gateway.members import Membership
-from gateway.metrics import Metrics, multiprocess_dir, use_multiprocess, worker_gone
-from gateway.overload import ConcurrencyLimit
-from gateway.peer import ROUTING_PATH, PeerClient, tls_context
-from gateway.peer_api import PeerApi
-from gateway.peer_auth import PeerSigner, PeerVerifier
-from gateway.read_coalescer import ReadCoalescer
-from gateway.ctl_control import Control
-from gateway.routing import RuleError, rule_from_json
-from gateway.scheduler import Scheduler, control_region
-from gateway.switch import SwitchCoordinator
-from gateway.routing_loader import RoutingLoader
-from gateway.write_buffer import WriteBuffer
-from gateway.store import LeanStore, open_lean_store
+from gateway.obs import tracing
+from gateway.obs.logs import AccessLog, setup_logging
+from gateway.obs.metrics import Metrics, multiprocess_dir, use_multiprocess, worker_gone
+from gateway.peer.auth import PeerSigner, PeerVerifier
+from gateway.peer.client import PeerClient
+from gateway.peer.routes import ROUTING_PATH
+from gateway.peer.tls import tls_context
+from gateway.routing.control_table import ControlTable
+from gateway.routing.loader import RoutingLoader
+from gateway.routing.rules import RuleError, rule_from_json
+from gateway.store.lean import LeanStore, open_lean_store
+from gateway.store.read_coalescer import ReadCoalescer
+from gateway.switch.coordinator import SwitchCoordinator
+from gateway.switch.fence import AckLog
+from gateway.switch.participant import SwitchParticipant
+from gateway.switch.scheduler import Scheduler, control_region
+from gateway.switch.write_buffer import WriteBuffer
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +127,14 @@ async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None
         # Closed before the listeners stop: held writes are released with 503 draining, never dropped silently.
         stack.callback(buffer.close)
         await stack.enter_async_context(background(buffer.run(), "write-buffer-sweeper"))
-        membership = Membership(config, store, clock, metrics, routing=routing, buffer_depth=buffer.depth)
+        membership = Membership(config, store, clock, metrics, epochs=routing.epochs, buffer_depth=buffer.depth)
         stack.push_async_callback(membership.leave)
         await stack.enter_async_context(background(membership.run(), "membership"))
         peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, metrics, membership.peers, tracer=tracer)
         stack.push_async_callback(peers.close)
-        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer)
+        acks = AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys)
+        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer, acks)
+        participant = SwitchParticipant(config.region, routing, store, acks, buffer)
         # Catch up with the fleet before taking writes: a region back from an outage may hold stale rules
         # (e.g. still think it is primary after a failover) until replication delivers the new ones.
         await learn_from_peers(config, routing, peers)
@@ -141,7 +147,7 @@ async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None
         listener = {"limit": limit, "tracer": tracer, "access_log": access_log}
         api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, **listener)
         verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew)
-        peer_api = PeerApi(config, dispatcher, verifier, metrics, deadlines, routing, membership.instance, **listener)
+        peer_api = PeerApi(config, dispatcher, participant, verifier, metrics, deadlines, routing, membership.instance, **listener)
         admin_api = None
         if config.admin_listen is not None:
             admin_api = AdminApi(config, api, metrics, deadlines, tracer=tracer, access_log=access_log)
@@ -159,7 +165,7 @@ async def open_scheduler(
             region, endpoint, attempt_timeout=config.dynamodb.attempt_timeout, max_attempts=config.dynamodb.max_attempts,
         )
         stack.push_async_callback(store.close)
-    control = Control(store, region, store.endpoint, config, clock)
+    control = ControlTable(store, region, store.endpoint, config, clock)
     coordinator = SwitchCoordinator(config, control, peers, clock, by=f"scheduler {instance}")
     return Scheduler(config, store, control, coordinator, clock, instance)
 
@@ -299,7 +305,7 @@ def serve(config: Config, workers: int | None = None) -> int:
             return 1
         return 0
     # Workers share the port but each has its own metrics: they write them to files of one directory
-    # for this run, which any worker's /metrics merges (gateway/metrics.py); removed when all are gone.
+    # for this run, which any worker's /metrics merges (gateway/obs/metrics.py); removed when all are gone.
     with multiprocess_dir() as metrics_dir:
         return _supervise(config, workers, metrics_dir)
 

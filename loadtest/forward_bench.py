@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from gateway.http1 import Http1Pool
+from gateway.http1.pool import Http1Pool
 from gateway.local.cluster import LocalCluster, relocated_config, use_local_credentials
 from loadtest.stats import percentile
 

@@ -31,7 +31,7 @@ import time
 
 METRICS_ARM = """
 import sys, time
-from gateway.metrics import Metrics, use_multiprocess
+from gateway.obs.metrics import Metrics, use_multiprocess
 if sys.argv[1] == "multiprocess":
     use_multiprocess(sys.argv[2])
 m = Metrics()
@@ -77,11 +77,11 @@ async def frontend_arm(tracing: str, n: int, rounds: int) -> float:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
+    from gateway.api.frontend import Frontend
     from gateway.clock import SystemClock
     from gateway.config import from_dict
     from gateway.deadlines import Deadlines
-    from gateway.frontend import Frontend
-    from gateway.metrics import Metrics
+    from gateway.obs.metrics import Metrics
 
     class Discard(SpanExporter):
         def export(self, spans):  # type: ignore[no-untyped-def]

@@ -39,12 +39,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from gateway.config import MembersConfig, RoutingConfig
-from gateway.http1 import Http1Pool
+from gateway.http1.pool import Http1Pool
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.gateway_process import GatewayProcess
-from gateway.store import open_lean_store
-from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
-from gateway.store_botocore import BotocoreStore
+from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
+from gateway.store.botocore import BotocoreStore
+from gateway.store.lean import open_lean_store
 from loadtest.stats import percentile
 
 TABLE = "bench_features"

@@ -29,8 +29,8 @@ import uvloop
 from gateway.clock import SystemClock
 from gateway.local.dynamodb_local import DynamoDBLocal
 from gateway.local.emulator import GlobalTableEmulator
-from gateway.store import open_lean_store
-from gateway.store_botocore import BotocoreStore
+from gateway.store.botocore import BotocoreStore
+from gateway.store.lean import open_lean_store
 from loadtest.stats import percentile
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")

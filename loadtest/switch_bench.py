@@ -31,8 +31,8 @@ import aiohttp
 import uvloop
 
 from gateway.local.cluster import LocalCluster, relocated_config, use_local_credentials
-from gateway.routing import SINGLE_PRIMARY, Rule
-from gateway.switch import SwitchError
+from gateway.routing.rules import SINGLE_PRIMARY, Rule
+from gateway.switch.coordinator import SwitchError
 from loadtest.stats import percentile
 from loadtest.writers import Writers
 from tests.support.cluster_http import obeyed_everywhere, state_of, url

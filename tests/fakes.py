@@ -1,6 +1,6 @@
 """Test doubles for the gateway's seams: the DynamoDB transport, the clock, sleep.
 
-``FakeDynamoDB`` is a ``Transport`` (gateway/store_transport.py) holding one
+``FakeDynamoDB`` is a ``Transport`` (gateway/store/transport.py) holding one
 table in memory, keyed by its ``pk`` attribute, that can be told to leave batch
 requests unprocessed or to fail calls, the way a throttled DynamoDB does.
 ``FakeTables`` is a whole ``Store`` over several in-memory tables, with
@@ -9,6 +9,7 @@ conditional writes, for control-plane code (``gatewayctl``).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
 import re
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import ConditionFailed, TableNotFound
-from gateway.store import Item
+from gateway.store.base import Item
 
 
 class FakeClock:
@@ -47,6 +48,11 @@ class FakeClock:
 
     def datetime(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.now, tz=datetime.timezone.utc)
+
+    async def sleep(self, delay: float) -> None:
+        """``asyncio.sleep`` on this clock: the time passes at once; other tasks get one turn of the loop."""
+        self.advance(delay)
+        await asyncio.sleep(0)
 
 
 class RecordingSleep:
@@ -157,7 +163,7 @@ class StaticRouting:
     """
 
     def __init__(self, *rules: Any) -> None:
-        from gateway.routing import RoutingTable
+        from gateway.routing.snapshot import RoutingTable
 
         self._build = RoutingTable.build
         self.table = RoutingTable.build(rules, 0.0)
@@ -175,7 +181,7 @@ class StaticRouting:
         self.listeners.append(listener)
 
     def learn(self, rules: Any) -> bool:
-        from gateway.routing_loader import newer
+        from gateway.routing.loader import newer
 
         current = dict(self.table.rules)
         changed = False
@@ -220,8 +226,9 @@ class FakeTables:
 
     ``tables`` maps a table name to its items by ``pk`` string. Conditions are
     evaluated the way DynamoDB does for the forms the control plane writes
-    (``attribute_not_exists(X)``, ``attribute_exists(X)``, ``X = :v``, joined by
-    ``AND``); a failed one raises ``ConditionFailed`` carrying the stored item.
+    (``attribute_not_exists(X)``, ``attribute_exists(X)``, ``X = :v``, ``X < :v``,
+    joined by ``AND`` and ``OR``); a failed one raises ``ConditionFailed``
+    carrying the stored item.
     A table that is not there raises ``TableNotFound``; ``failures`` are raised
     one per call before anything else happens.
     """
@@ -248,20 +255,33 @@ class FakeTables:
 
     @staticmethod
     def _check(condition: Any, old: Item | None) -> None:
-        if condition is None:
-            return
-        for clause in condition.expression.split(" AND "):
-            clause = clause.strip()
-            exists = re.fullmatch(r"attribute_(not_)?exists\((\S+)\)", clause)
-            if exists:
-                name = condition.names.get(exists[2], exists[2])
-                if (old is not None and name in old) == bool(exists[1]):
-                    raise ConditionFailed(copy.deepcopy(old))
-                continue
-            left, _, right = clause.partition("=")
-            name = condition.names.get(left.strip(), left.strip())
-            if old is None or old.get(name) != condition.values[right.strip()]:
-                raise ConditionFailed(copy.deepcopy(old))
+        if condition is not None and not FakeTables._holds(condition, old):
+            raise ConditionFailed(copy.deepcopy(old))
+
+    @staticmethod
+    def _holds(condition: Any, old: Item | None) -> bool:
+        """DynamoDB's reading of ``A AND B OR C`` (AND binds tighter; no parentheses in these forms)."""
+        return any(
+            all(FakeTables._clause(condition, clause.strip(), old) for clause in either.split(" AND "))
+            for either in condition.expression.split(" OR ")
+        )
+
+    @staticmethod
+    def _clause(condition: Any, clause: str, old: Item | None) -> bool:
+        exists = re.fullmatch(r"attribute_(not_)?exists\((\S+)\)", clause)
+        if exists:
+            name = condition.names.get(exists[2], exists[2])
+            return (old is not None and name in old) != bool(exists[1])
+        left, operator, right = re.fullmatch(r"(\S+) (=|<) (\S+)", clause).groups()  # type: ignore[union-attr]
+        stored = None if old is None else old.get(condition.names.get(left, left))
+        wanted = condition.values[right]
+        if stored is None:
+            return False  # a comparison with a missing attribute is false in DynamoDB
+        if operator == "=":
+            return stored == wanted
+        ((kind, value),) = stored.items()
+        ((_, bound),) = wanted.items()
+        return float(value) < float(bound) if kind == "N" else value < bound
 
     async def get_item(self, table: str, key: Item, *, consistent: bool = False, projection: Any = None) -> Item | None:
         return copy.deepcopy(self._table("GetItem", table).get(key["pk"]["S"]))

@@ -47,7 +47,7 @@ from gateway.config import load as load_config
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.emulator import GlobalTableEmulator
 from gateway.local.gateway_process import GatewayProcess
-from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule, view_scope
+from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule, view_scope
 
 #: A few entities so the curl examples of the README answer something.
 EXAMPLE_DATA = {
@@ -234,7 +234,7 @@ class LocalCluster:
         The rules go to every replica directly (same item, same ``_ts``) rather than through the
         emulator, so every gateway finds them on its first read and becomes ready at once.
         """
-        from gateway.store_botocore import BotocoreStore
+        from gateway.store.botocore import BotocoreStore
 
         for region in self.regions.values():
             store = await BotocoreStore.open(region.name, region.dynamodb.endpoint)
@@ -256,8 +256,8 @@ class LocalCluster:
         a rule that moved on meanwhile (a scheduled switch, replicated here already) is never set back.
         """
         from gateway.errors import ConditionFailed
-        from gateway.store import Condition
-        from gateway.store_botocore import BotocoreStore
+        from gateway.store.base import Condition
+        from gateway.store.botocore import BotocoreStore
 
         now_us = time.time_ns() // 1000
         newer = Condition("attribute_not_exists(pk) OR #ts < :ts", {"#ts": "_ts"}, {":ts": {"N": str(now_us)}})
@@ -282,12 +282,12 @@ class LocalCluster:
         For tests and benchmarks that time a switch: no interpreter start-up (a second or more
         of CPU on two cores) lands in the window they measure.
         """
-        from gateway.ctl_control import Control
-        from gateway.metrics import Metrics
-        from gateway.peer import PeerClient
-        from gateway.peer_auth import PeerSigner
-        from gateway.store_botocore import BotocoreStore
-        from gateway.switch import SwitchCoordinator
+        from gateway.obs.metrics import Metrics
+        from gateway.peer.auth import PeerSigner
+        from gateway.peer.client import PeerClient
+        from gateway.routing.control_table import ControlTable
+        from gateway.store.botocore import BotocoreStore
+        from gateway.switch.coordinator import SwitchCoordinator
 
         name = next(iter(self.regions))  # the control region: the first of the config
         config, endpoint = self.configs[name], self._region(name).dynamodb.endpoint
@@ -296,7 +296,7 @@ class LocalCluster:
         peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
         try:
             yield SwitchCoordinator(
-                config, Control(store, name, endpoint, config, clock), peers, clock, by=by,
+                config, ControlTable(store, name, endpoint, config, clock), peers, clock, by=by,
                 report=report or (lambda step, seconds, detail: None),
             )
         finally:

@@ -89,15 +89,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from gateway.clock import Clock, SystemClock
-from gateway.credentials import CredentialSource
-from gateway.errors import (
-    ConditionFailed,
-    StoreError,
-    StoreThrottled,
-    StoreTimeout,
-    StoreUnavailable,
-    TableNotFound,
-)
+from gateway.errors import ConditionFailed, StoreError, StoreThrottled, StoreTimeout, StoreUnavailable, TableNotFound
 from gateway.local.replication import (
     NAMES,
     Change,
@@ -109,7 +101,9 @@ from gateway.local.replication import (
     stamp_condition,
 )
 from gateway.local.streams import Streams, StreamsClient
-from gateway.store import Store, open_lean_store
+from gateway.store.base import Store
+from gateway.store.credentials import CredentialSource
+from gateway.store.lean import open_lean_store
 
 __all__ = ["GlobalTableEmulator", "PairStats"]
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store import Condition, Item, key_identity
+from gateway.store.base import Condition, Item, key_identity
 
 __all__ = [
     "Change",

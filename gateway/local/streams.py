@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-
-from gateway.credentials import CredentialSource
 from gateway.errors import StoreTimeout
-from gateway.http1 import Http1Pool
-from gateway.store_transport import HttpTransport
+from gateway.http1.pool import Http1Pool
+from gateway.store.credentials import CredentialSource
+from gateway.store.transport import HttpTransport
 
 STREAMS_TARGET_PREFIX = "DynamoDBStreams_20120810."
 

@@ -32,7 +32,7 @@ import yaml
 
 from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
-from gateway.metrics import Metrics
+from gateway.obs.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

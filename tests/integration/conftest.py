@@ -11,8 +11,8 @@ import pytest
 
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.gateway_process import GatewayProcess
-from gateway.routing import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
-from gateway.store_botocore import BotocoreStore
+from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
+from gateway.store.botocore import BotocoreStore
 
 #: Small enough that the body-size tests stay fast, large enough for a 400 KB item.
 MAX_BODY_BYTES = 600_000

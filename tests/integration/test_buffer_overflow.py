@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from gateway.local.cluster import LocalCluster
-from gateway.routing import SINGLE_PRIMARY, Rule
+from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from tests.support.cluster_http import eventually, obeyed_everywhere, put, routing_of, url
 from tests.support.local_cluster import local_config
 
@@ -67,7 +67,7 @@ async def test_overflowing_the_buffer_answers_503_at_once_and_nothing_waits_past
         await put(http, cluster, "us-east-1", f"{prefix}acked", {"n": 0})  # never reaches eu-west-1: no fence
         switch = asyncio.create_task(asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "gateway.ctl", "--local", "--state-dir", str(cluster.state_dir), "switch", rule.scope,
+            [sys.executable, "-m", "gateway.ctl.main", "--local", "--state-dir", str(cluster.state_dir), "switch", rule.scope,
              "--to", "eu-west-1", "--force", "--max-duration", "4"],
             capture_output=True, text=True, timeout=60,
             env={**os.environ, "FGW_SWITCH__MAX_REPLICATION_LAG": "600"},

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from gateway.local.cluster import LocalCluster
-from gateway.routing import ANY_REGION, Rule
+from gateway.routing.rules import ANY_REGION, Rule
 from tests.support.cluster_http import (
     REGIONS,
     clear_faults,

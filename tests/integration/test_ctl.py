@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from gateway import ctl
+from gateway.ctl import main as ctl
 from gateway.local.cluster import LOCAL_CREDENTIALS
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
-from gateway.routing import Rule
-from gateway.store_botocore import BotocoreStore
+from gateway.routing.rules import Rule
+from gateway.store.botocore import BotocoreStore
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 

@@ -13,8 +13,8 @@ import pytest
 
 from gateway.local.dynamodb_local import DynamoDBLocal
 from gateway.local.emulator import GlobalTableEmulator
-from gateway.store import LeanStore, open_lean_store
-from gateway.store_botocore import BotocoreStore
+from gateway.store.botocore import BotocoreStore
+from gateway.store.lean import LeanStore, open_lean_store
 
 REGIONS = ("ap-south-1", "eu-west-1", "us-east-1")
 A, B, C = REGIONS

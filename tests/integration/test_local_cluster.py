@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 
 from gateway.local.cluster import pid_alive
-from gateway.store_botocore import BotocoreStore
+from gateway.store.botocore import BotocoreStore
 from tests.support.local_cluster import local_config
 
 

@@ -28,9 +28,9 @@ from opentelemetry.trace import SpanKind
 
 from gateway.config import Config, from_dict
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
-from gateway.routing import SINGLE_PRIMARY, Rule
+from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from gateway.server import Gateway, listening, open_gateway
-from gateway.store_botocore import BotocoreStore
+from gateway.store.botocore import BotocoreStore
 
 SECRET = b"operations-test-peer-secret-0123456789"
 REGIONS = ("us-east-1", "eu-west-1")

@@ -22,10 +22,10 @@ import pytest
 
 from gateway.clock import SystemClock
 from gateway.local.cluster import LocalCluster
-from gateway.peer import WRITE_PATH
-from gateway.peer_auth import PeerSigner
-from gateway.routing import ANY_REGION, SINGLE_PRIMARY, Rule
-from gateway.store import open_lean_store
+from gateway.peer.auth import PeerSigner
+from gateway.peer.routes import WRITE_PATH
+from gateway.routing.rules import ANY_REGION, SINGLE_PRIMARY, Rule
+from gateway.store.lean import open_lean_store
 from tests.fakes import FakeClock
 from tests.support.cluster_http import (
     REGIONS,
@@ -220,7 +220,7 @@ async def test_a_bad_min_version_is_a_clear_400(cluster, http):
 
 def gatewayctl(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.ctl", "--local", "--state-dir", str(cluster.state_dir), *args],
+        [sys.executable, "-m", "gateway.ctl.main", "--local", "--state-dir", str(cluster.state_dir), *args],
         capture_output=True, text=True, timeout=60,
     )
 

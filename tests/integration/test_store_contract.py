@@ -18,8 +18,9 @@ import pytest
 
 from gateway import errors
 from gateway.local.dynamodb_local import DynamoDBLocal
-from gateway.store import Condition, Item, LeanStore, Store, open_lean_store
-from gateway.store_botocore import BotocoreStore
+from gateway.store.base import Condition, Item, Store
+from gateway.store.botocore import BotocoreStore
+from gateway.store.lean import LeanStore, open_lean_store
 
 REGION = "us-east-1"
 

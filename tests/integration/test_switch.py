@@ -25,10 +25,10 @@ import pytest
 
 from gateway.clock import SystemClock
 from gateway.local.cluster import LocalCluster
-from gateway.peer import WRITE_PATH
-from gateway.peer_auth import PeerSigner
-from gateway.routing import SINGLE_PRIMARY, Rule, ScheduleEntry
-from gateway.switch import Outcome
+from gateway.peer.auth import PeerSigner
+from gateway.peer.routes import WRITE_PATH
+from gateway.routing.rules import SINGLE_PRIMARY, Rule, ScheduleEntry
+from gateway.switch.coordinator import Outcome
 from loadtest.writers import Writers
 from tests.support.cluster_http import (
     REGIONS,
@@ -73,7 +73,7 @@ def lag_everywhere(cluster: LocalCluster, seconds: float) -> None:
 
 def gatewayctl(cluster: LocalCluster, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.ctl", "--local", "--state-dir", str(cluster.state_dir), *args],
+        [sys.executable, "-m", "gateway.ctl.main", "--local", "--state-dir", str(cluster.state_dir), *args],
         capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
     )
 

@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 
 from gateway.local.cluster import LocalCluster
-from gateway.routing import Rule
+from gateway.routing.rules import Rule
 from tests.support.convergence import Stored, Write, check, lost_count
 from tests.support.local_cluster import local_config
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.items import Version
+from gateway.features.items import Version
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,23 +7,17 @@ import asyncio
 
 import pytest
 
-from gateway.config import from_dict
+from gateway.config import BufferConfig, from_dict
 from gateway.dispatcher import Dispatcher
-from gateway.errors import (
-    ConditionFailed,
-    NoRoutingRule,
-    NotPrimary,
-    PeerError,
-    PrimaryUnreachable,
-    StoreThrottled,
-)
-from gateway.items import Version
-from gateway.read_coalescer import ReadCoalescer
-from gateway.records import delete_record, write_record
-from gateway.metrics import Metrics
-from gateway.write_buffer import WriteBuffer
-from gateway.config import BufferConfig
-from gateway.routing import ANY_REGION, DEFAULT_SCOPE, SINGLE_PRIMARY, SWITCHING, Rule
+from gateway.errors import ConditionFailed, NoRoutingRule, NotPrimary, PeerError, PrimaryUnreachable, StoreThrottled
+from gateway.features.items import Version
+from gateway.features.records import delete_record, write_record
+from gateway.obs.metrics import Metrics
+from gateway.routing.rules import ANY_REGION, DEFAULT_SCOPE, SINGLE_PRIMARY, SWITCHING, Rule
+from gateway.store.read_coalescer import ReadCoalescer
+from gateway.switch.fence import AckLog
+from gateway.switch.participant import SwitchParticipant
+from gateway.switch.write_buffer import WriteBuffer
 from tests.fakes import FakeClock, FakePeers, RecordingSleep, StaticRouting
 
 CONFIG = from_dict({"gateway": {"region": "eu-west-1"}, "views": {"items": {"table": "features_items"}}})
@@ -75,10 +69,13 @@ HOME = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=0)
 def dispatcher(store, *rules, peers=None, sleep=None):
     clock = FakeClock()
     routing = StaticRouting(*(rules or (HOME,)))
+    buffer = WriteBuffer(BufferConfig(), clock)
+    acks = AckLog(clock, CONFIG.switch.fence_window, CONFIG.switch.fence_max_keys)
     d = Dispatcher(
-        CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(),
-        WriteBuffer(BufferConfig(), clock), sleep=sleep or RecordingSleep()
+        CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(), buffer, acks,
+        sleep=sleep or RecordingSleep(),
     )
+    SwitchParticipant(CONFIG.region, routing, store, acks, buffer)  # buffering follows the rule, as in a gateway
     return d, clock
 
 

@@ -4,7 +4,7 @@ import asyncio
 
 from gateway.config import from_dict
 from gateway.members import Member, Membership
-from gateway.metrics import Metrics
+from gateway.obs.metrics import Metrics
 from tests.fakes import FakeClock
 
 REGIONS = {

@@ -1,0 +1,192 @@
+"""The peer API (DESIGN.md §6): what other regions' gateways call, on its own listener.
+
+Routes (POST, JSON):
+- ``/internal/v1/write``: ``{"view", "scope", "epoch", "origin", "records":
+  [{"key", "attributes" (DynamoDB form, null for a delete), "event_ms",
+  "idempotency_key"}…]}`` → ``{"results": [...]}`` in order, or 409
+  ``not_primary`` with this gateway's rule when it is not the scope's active
+  primary at that epoch.
+- ``/internal/v1/read``: ``{"view", "keys", "features"}`` → ``{"results":
+  [...]}`` read with ConsistentRead, or 409 ``not_primary``.
+
+The switch protocol's routes (gateway/switch/coordinator.py drives them,
+gateway/switch/participant.py answers them):
+- ``/internal/v1/rules``: ``{"rules": [rule…]}`` → this gateway learns the
+  rules that are newer than its own (a coordinator's push); answers the
+  epochs and states it now routes by.
+- ``/internal/v1/routing``: → this gateway's whole snapshot (a gateway that
+  starts reads its peers' to catch up before its local replica has).
+- ``/internal/v1/fence``: ``{"rule": switching rule, "timeout"}`` → as the
+  old primary: stop taking the scope's writes, wait for in-flight ones, list
+  the acknowledged ``[view, key, version]`` and whether the list is complete.
+- ``/internal/v1/versions``: ``{"view", "keys"}`` → the versions this region's
+  replica holds (consistent read), for the fence's verification.
+- ``/internal/v1/buffer``: ``{"scope"}`` → how many of the scope's writes this
+  gateway still holds or is sending on (a switch ends once every buffer drained).
+
+Invariants: every request is authenticated (gateway/peer/auth.py) before it
+is routed, whatever its path: an unsigned, forged, tampered, expired or
+replayed request gets 401 and touches nothing. A forwarded write is applied
+here or refused; it is never forwarded again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.frontend import LOG_FIELDS, Frontend, RouteHandler, json_response
+from gateway.api.overload import ConcurrencyLimit
+from gateway.config import Config
+from gateway.deadlines import Deadlines
+from gateway.dispatcher import Dispatcher
+from gateway.errors import MethodNotAllowed, RequestError, RouteNotFound
+from gateway.features import records
+from gateway.obs.logs import AccessLog
+from gateway.obs.metrics import Metrics
+from gateway.obs.tracing import Tracer
+from gateway.peer.auth import PeerVerifier
+from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, READ_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH, WRITE_PATH
+from gateway.routing.loader import RoutingLoader
+from gateway.routing.rules import RuleError, check_scope, rule_from_json
+from gateway.switch.participant import SwitchParticipant
+
+#: Status codes of the peer data routes whose series exist from the start.
+PEER_CODES = (200, 400, 401, 409, 503, 504)
+#: Longest a fence request may wait for the scope's in-flight writes, seconds.
+MAX_FENCE_WAIT = 10.0
+
+
+class PeerApi(Frontend):
+    PRIMED = {WRITE_PATH: PEER_CODES, READ_PATH: PEER_CODES}
+
+    def __init__(
+        self,
+        config: Config,
+        dispatcher: Dispatcher,
+        participant: SwitchParticipant,
+        verifier: PeerVerifier,
+        metrics: Metrics,
+        deadlines: Deadlines,
+        routing: RoutingLoader,
+        instance: str,
+        *,
+        limit: ConcurrencyLimit | None = None,
+        tracer: Tracer | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        super().__init__(config, metrics, deadlines, limit=limit, tracer=tracer, access_log=access_log)
+        self._dispatcher = dispatcher
+        self._participant = participant
+        self._verifier = verifier
+        self._routing = routing
+        self._instance = instance
+        self._views = config.views
+        self._routes: dict[str, RouteHandler] = {
+            WRITE_PATH: self.write, READ_PATH: self.read, RULES_PATH: self.rules, ROUTING_PATH: self.routing,
+            FENCE_PATH: self.fence, VERSIONS_PATH: self.versions, BUFFER_PATH: self.buffer,
+        }
+
+    async def _admit(self, request: web.BaseRequest) -> None:
+        body = await self._body(request)
+        self._verifier.verify(request.method, request.raw_path, request.headers, body)
+
+    def _route(self, method: str, path: str) -> tuple[str, RouteHandler, tuple[str, ...]]:
+        handler = self._routes.get(path)
+        if handler is None:
+            raise RouteNotFound(f"No peer route {method} {path}.")
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST.")
+        return path, handler, ()
+
+    async def write(self, request: web.BaseRequest) -> web.Response:
+        body = await self._json_object(request)
+        view = records.view_of(self._views, body.get("view"))
+        scope = _field(check_scope, body, "scope")
+        epoch = body.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise RequestError("'epoch' must be the integer epoch the write was routed under.")
+        request[LOG_FIELDS] = {"view": view.name, "scope": scope, "epoch": epoch, "origin": body.get("origin")}
+        raw = body.get("records")
+        if not isinstance(raw, list) or not raw or len(raw) > records.MAX_WRITE_RECORDS:
+            raise RequestError(f"'records' must be a list of 1 to {records.MAX_WRITE_RECORDS} records.")
+        batch = [records.forwarded_record(view, rec, f"records[{i}]") for i, rec in enumerate(raw)]
+        results = await self._dispatcher.accept_forwarded(view, scope, epoch, batch)
+        return json_response({"results": results})
+
+    async def read(self, request: web.BaseRequest) -> web.Response:
+        body: dict[str, Any] = await self._json_object(request)
+        view = records.view_of(self._views, body.get("view"))
+        keys = _keys(body)
+        wanted = records.check_feature_names(view, body.get("features"))
+        return json_response({"results": await self._dispatcher.accept_read(view, keys, wanted)})
+
+    # -- the switch protocol ---------------------------------------------------------------------
+
+    def _epochs(self) -> dict[str, Any]:
+        table = self._routing.table
+        rules = table.rules if table is not None else {}
+        return {scope: {"epoch": r.epoch, "state": r.state, "primary": r.primary} for scope, r in rules.items()}
+
+    async def rules(self, request: web.BaseRequest) -> web.Response:
+        body = await self._json_object(request)
+        raw = body.get("rules")
+        if not isinstance(raw, list):
+            raise RequestError("'rules' must be a list of rules.")
+        try:
+            parsed = [rule_from_json(r) for r in raw]
+        except RuleError as exc:
+            raise RequestError(f"A pushed rule is malformed: {exc}.") from None
+        learned = self._routing.learn(parsed)
+        return json_response(
+            {"instance": self._instance, "region": self._config.region, "learned": learned, "rules": self._epochs()}
+        )
+
+    async def routing(self, request: web.BaseRequest) -> web.Response:
+        table = self._routing.table
+        return json_response(
+            {"instance": self._instance, "region": self._config.region, "rules": table.describe() if table else []}
+        )
+
+    async def fence(self, request: web.BaseRequest) -> web.Response:
+        body = await self._json_object(request)
+        rule = _field(rule_from_json, body, "rule")
+        timeout = body.get("timeout", 2.0)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= MAX_FENCE_WAIT:
+            raise RequestError(f"'timeout' must be seconds between 0 and {MAX_FENCE_WAIT:g}.")
+        acknowledged, complete = await self._participant.accept_fence(rule, float(timeout))
+        return json_response(
+            {"instance": self._instance, "region": self._config.region, "acknowledged": acknowledged, "complete": complete}
+        )
+
+    async def buffer(self, request: web.BaseRequest) -> web.Response:
+        body = await self._json_object(request)
+        scope = _field(check_scope, body, "scope")
+        stats = self._participant.buffer_stats(scope)
+        return json_response(
+            {"instance": self._instance, "state": stats.state.name, "held": stats.held, "outstanding": stats.outstanding}
+        )
+
+    async def versions(self, request: web.BaseRequest) -> web.Response:
+        body = await self._json_object(request)
+        view = records.view_of(self._views, body.get("view"))
+        keys = _keys(body)
+        return json_response({"region": self._config.region, "versions": await self._participant.versions(view, keys)})
+
+
+def _field(parse: Any, body: dict[str, Any], name: str) -> Any:
+    """``parse(body[name])``, a malformed value answered as 400 naming the field."""
+    try:
+        return parse(body.get(name))
+    except RuleError as exc:
+        raise RequestError(f"'{name}': {exc}.") from None
+
+
+def _keys(body: dict[str, Any]) -> list[str]:
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not keys or len(keys) > records.MAX_READ_KEYS:
+        raise RequestError(f"'keys' must be a list of 1 to {records.MAX_READ_KEYS} entity keys.")
+    for i, key in enumerate(keys):
+        records.check_key(key, f"keys[{i}]")
+    return keys

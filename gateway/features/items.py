@@ -1,0 +1,121 @@
+"""Feature items in DynamoDB: the system attributes the gateway owns, the write condition, versions.
+
+An item is the entity's features plus the system attributes of DESIGN.md §3:
+``_ts`` (µs write time), ``_region`` (region that accepted the write),
+``_epoch`` (routing epoch), ``_event_ts`` (ms event time the writer declared),
+``_req`` (idempotency key of the last applied write). Callers never see them,
+except folded into the opaque ``version`` token.
+
+The write condition is the whole of the gateway's write semantics: a write is
+applied only if the stored event time is not newer and the stored idempotency
+key differs. It is evaluated by DynamoDB atomically with the write, so two
+gateways racing on one key cannot both believe they won.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.features.records import WriteRecord
+from gateway.features.values import from_attribute
+from gateway.store.base import Condition
+
+SYSTEM_ATTRIBUTES = ("_ts", "_region", "_epoch", "_event_ts", "_req")
+
+WRITE_CONDITION = "(attribute_not_exists(#ets) OR #ets <= :ets) AND (attribute_not_exists(#req) OR #req <> :req)"
+_CONDITION_NAMES = {"#ets": "_event_ts", "#req": "_req"}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Version:
+    """Versions order by (epoch, ts): clocks of two regions differ, epochs do not lie (DESIGN.md §6.6)."""
+
+    epoch: int
+    ts: int
+    region: str
+
+    def token(self) -> str:
+        return f"{self.epoch}.{self.ts}.{self.region}"
+
+    @classmethod
+    def parse(cls, token: str) -> Version:
+        try:
+            epoch, ts, region = token.split(".", 2)
+            return cls(int(epoch), int(ts), region)
+        except ValueError:
+            raise ValueError(f"{token!r} is not a version token returned by this gateway") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What the accepting gateway adds to a write."""
+
+    ts: int
+    region: str
+    epoch: int
+
+    def version(self) -> Version:
+        return Version(self.epoch, self.ts, self.region)
+
+
+def write_condition(record: WriteRecord) -> Condition:
+    return Condition(
+        WRITE_CONDITION,
+        _CONDITION_NAMES,
+        {":ets": {"N": str(record.event_ms)}, ":req": {"S": record.idempotency_key}},
+    )
+
+
+def key_of(view_key_attribute: str, key: str) -> dict[str, dict[str, Any]]:
+    return {view_key_attribute: {"S": key}}
+
+
+def put_item(record: WriteRecord, stamp: Stamp) -> dict[str, dict[str, Any]]:
+    assert record.attributes is not None, "put_item of a delete record"
+    item = dict(record.attributes)
+    item[record.view.key_attribute] = {"S": record.key}
+    item["_ts"] = {"N": str(stamp.ts)}
+    item["_region"] = {"S": stamp.region}
+    item["_epoch"] = {"N": str(stamp.epoch)}
+    item["_event_ts"] = {"N": str(record.event_ms)}
+    item["_req"] = {"S": record.idempotency_key}
+    return item
+
+
+def version_of(item: dict[str, dict[str, Any]]) -> Version | None:
+    """The item's version, or ``None`` for an item no gateway wrote (no ``_ts``)."""
+    ts = item.get("_ts")
+    if ts is None:
+        return None
+    epoch = item.get("_epoch")
+    region = item.get("_region")
+    return Version(int(epoch["N"]) if epoch else 0, int(ts["N"]), region["S"] if region else "")
+
+
+def token_of(item: dict[str, dict[str, Any]]) -> str | None:
+    """``version_of(item).token()`` without building the ``Version``: this runs for every read."""
+    ts = item.get("_ts")
+    if ts is None:
+        return None
+    epoch = item.get("_epoch")
+    region = item.get("_region")
+    # DynamoDB answers numbers in canonical form, so the N text is the integer's text.
+    return f"{epoch['N'] if epoch else 0}.{ts['N']}.{region['S'] if region else ''}"
+
+
+def features_of(item: dict[str, dict[str, Any]], key_attribute: str, wanted: tuple[str, ...] | None) -> dict[str, Any]:
+    if wanted is not None:
+        return {name: from_attribute(item[name]) for name in wanted if name in item}
+    return {
+        name: from_attribute(attr)
+        for name, attr in item.items()
+        if name != key_attribute and not name.startswith("_")
+    }
+
+
+def not_applied_reason(record: WriteRecord, stored: dict[str, dict[str, Any]] | None) -> str:
+    """Why DynamoDB refused the write condition, from the item it returned."""
+    if stored is not None and stored.get("_req", {}).get("S") == record.idempotency_key:
+        return "duplicate"
+    return "stale_event_time"

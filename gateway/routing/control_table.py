@@ -1,0 +1,190 @@
+"""The control table as an operator and a coordinator see it: rule items to read and edit, and the fleet.
+
+``ControlTable`` reads and conditionally writes the rule items of the control
+table (DESIGN.md §3, §5) and reads the members table, in one region's replica,
+through a ``Store`` (``BotocoreStore`` for ``gatewayctl``, the gateway's
+``LeanStore`` for the scheduler, an in-memory fake in unit tests). Reads are
+strongly consistent, so an edit is planned from what that replica holds now.
+``gatewayctl`` (gateway/ctl/), the switch coordinator and the scheduler
+(gateway/switch/) use it; the gateways' own routing reads rules through the
+loader (gateway/routing/loader.py), never through this.
+
+Invariants: every write is conditional on what was read (``attribute_not_exists``
+to create, ``version = :version`` to edit or delete), and a failed condition
+becomes a ``RuleConflict`` naming who changed the rule. Every other store
+failure becomes one ``ControlTableError`` line naming the table, the region
+and the endpoint; no DynamoDB or botocore exception leaves this module. An
+item that is not a valid rule is returned as ``Malformed``, never raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError
+
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import ConditionFailed, GatewayError, StoreTimeout, StoreUnavailable, TableNotFound
+from gateway.members import Member, MemberRow
+from gateway.routing.rules import RULE_PREFIX, Rule, RuleError, parse_rule
+from gateway.store.base import Condition, Item, Store
+
+
+class ControlTableError(Exception):
+    """The control or members table could not be read or written; one line naming the table, region and endpoint."""
+
+
+class RuleConflict(ControlTableError):
+    """A conditional write found the rule changed since it was read; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A control-table item that is not a valid rule; gateways ignore it and keep their last good rule."""
+
+    scope: str
+    reason: str
+
+
+def conflict_message(scope: str, version: int | str | None, by: str | None) -> str:
+    now = "now deleted" if version is None else f"now version {version} by {by or 'unknown'}"
+    return f"the rule for {scope} changed since it was read ({now}); nothing was written — re-run to see the change"
+
+
+def _version_condition(expect: int) -> Condition:
+    return Condition("#version = :version", {"#version": "version"}, {":version": {"N": str(expect)}})
+
+
+class ControlTable:
+    """The rule items of the control table and the members table, in one region's replica (``where()``)."""
+
+    def __init__(self, store: Store, region: str, endpoint: str, config: Config, clock: Clock) -> None:
+        self.store = store
+        self.region = region
+        self.endpoint = endpoint
+        self.rules_table = config.routing.table
+        self.members_table = config.members.table
+        self._clock = clock
+
+    def where(self) -> str:
+        return f"the control table {self.rules_table} in {self.region}"
+
+    @contextlib.contextmanager
+    def _reaching(self, kind: str, table: str) -> Iterator[None]:
+        try:
+            yield
+        except TableNotFound:
+            raise ControlTableError(
+                f"the {kind} table {table} does not exist in {self.region} at {self.endpoint}; create it, or name "
+                f"the right one in the config ([{'routing' if kind == 'control' else 'members'}] table = ...)"
+            ) from None
+        except (StoreUnavailable, StoreTimeout) as exc:
+            raise ControlTableError(
+                f"cannot reach the {kind} table {table} in {self.region} at {self.endpoint}: {exc.message}; "
+                "is the cluster running / are credentials valid?"
+            ) from None
+        except GatewayError as exc:
+            raise ControlTableError(f"the {kind} table {table} in {self.region} at {self.endpoint} refused: {exc.message}") from None
+        except BotoCoreError as exc:  # credential providers (SSO, assume-role) raise these past BotocoreStore
+            raise ControlTableError(
+                f"cannot reach the {kind} table {table} in {self.region} at {self.endpoint}: {exc}; "
+                "is the cluster running / are credentials valid?"
+            ) from None
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    async def rules(self) -> tuple[list[Rule], list[Malformed]]:
+        """Every rule item; items that are not valid rules come back as ``Malformed``, not as an error."""
+        with self._reaching("control", self.rules_table):
+            items = await self.store.scan(self.rules_table, consistent=True)
+        rules: list[Rule] = []
+        malformed: list[Malformed] = []
+        for item in items:
+            pk = item.get("pk", {}).get("S", "")
+            if not pk.startswith(RULE_PREFIX):
+                continue  # lease and fence items share the table
+            parsed = _parse(item)
+            (malformed if isinstance(parsed, Malformed) else rules).append(parsed)  # type: ignore[arg-type]
+        return rules, malformed
+
+    async def rule(self, scope: str) -> Rule | Malformed | None:
+        with self._reaching("control", self.rules_table):
+            item = await self.store.get_item(self.rules_table, {"pk": {"S": RULE_PREFIX + scope}}, consistent=True)
+        return None if item is None else _parse(item)
+
+    async def put(self, rule: Rule, *, expect: int | None) -> None:
+        """Write ``rule`` if the stored one is still version ``expect`` (``None``: if there is none)."""
+        condition = Condition("attribute_not_exists(pk)") if expect is None else _version_condition(expect)
+        item = rule.to_item(ts_us=self._clock.wall_us(), region=self.region)
+        await self._write(rule.scope, lambda: self.store.put_item(self.rules_table, item, condition=condition))
+
+    async def delete(self, scope: str, *, expect: int | None) -> None:
+        """Delete if the stored rule is still version ``expect`` (``None``: whatever is there, for malformed items)."""
+        condition = Condition("attribute_exists(pk)") if expect is None else _version_condition(expect)
+        key = {"pk": {"S": RULE_PREFIX + scope}}
+        await self._write(scope, lambda: self.store.delete_item(self.rules_table, key, condition=condition))
+
+    async def _write(self, scope: str, write: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            with self._reaching("control", self.rules_table):
+                await write()
+        except ConditionFailed as exc:
+            old = exc.old_item
+            if old is None:  # a store that does not return the old item: look
+                with self._reaching("control", self.rules_table):
+                    old = await self.store.get_item(self.rules_table, {"pk": {"S": RULE_PREFIX + scope}}, consistent=True)
+            version = None if old is None else old.get("version", {}).get("N", "?")
+            by = None if old is None else old.get("updated_by", {}).get("S")
+            raise RuleConflict(conflict_message(scope, version, by)) from None
+
+    # -- members ---------------------------------------------------------------------------------
+
+    async def _member_items(self) -> list[Item]:
+        with self._reaching("members", self.members_table):
+            return await self.store.scan(self.members_table)
+
+    async def members(self, *, now_us: int, expiry: float) -> list[MemberRow]:
+        """The fleet, sorted by region and instance; ``stale`` marks heartbeats older than ``expiry``."""
+        rows = []
+        for item in await self._member_items():
+            member = _member(item)
+            if member is None:
+                continue
+            lag = item.get("replication_lag", {}).get("M", {})
+            age = max(0.0, (now_us - member.heartbeat_at_us) / 1e6)
+            rows.append(MemberRow(
+                region=member.region, instance=member.instance, downstream=member.downstream, peer=member.peer,
+                started_at_ms=member.started_at_ms, heartbeat_age=age, epochs=dict(member.epochs),
+                replication_lag={r: float(v["N"]) for r, v in lag.items() if "N" in v},
+                buffer_depth=member.buffer_depth, stale=age > expiry,
+            ))
+        return sorted(rows, key=lambda m: (m.region, m.instance))
+
+    async def observed_epochs(self, scope: str) -> list[int]:
+        """Epochs members report for ``scope``: a deleted scope's gateways may still remember one."""
+        try:
+            items = await self._member_items()
+        except ControlTableError:
+            return []  # the members table is advice here; the control table's answer decides
+        return [m.epochs[scope] for m in map(_member, items) if m is not None and scope in m.epochs]
+
+
+def _parse(item: Item) -> Rule | Malformed:
+    pk = item.get("pk", {}).get("S", "")
+    try:
+        return parse_rule(item)
+    except RuleError as exc:
+        return Malformed(pk[len(RULE_PREFIX):], str(exc))
+
+
+def _member(item: Item) -> Member | None:
+    if "heartbeat_at" not in item or "region" not in item:
+        return None
+    try:
+        return Member.from_item(item)
+    except (KeyError, ValueError, TypeError):
+        return None  # a half-written or foreign item; the gateways skip it too

@@ -1,0 +1,65 @@
+from gateway.config import ViewConfig
+from gateway.features.items import (
+    Stamp,
+    Version,
+    features_of,
+    not_applied_reason,
+    put_item,
+    token_of,
+    version_of,
+    write_condition,
+)
+from gateway.features.records import write_record
+
+VIEW = ViewConfig("items", "features_items")
+
+
+def record(**kw):
+    return write_record(VIEW, "k1", {"a": 1}, kw.get("event_time", 5), kw.get("req", "r1"), 0)
+
+
+def test_put_item_stamps_system_attributes():
+    item = put_item(record(), Stamp(ts=111, region="eu-west-1", epoch=3))
+    assert item == {
+        "a": {"N": "1"}, "pk": {"S": "k1"}, "_ts": {"N": "111"}, "_region": {"S": "eu-west-1"},
+        "_epoch": {"N": "3"}, "_event_ts": {"N": "5"}, "_req": {"S": "r1"},
+    }
+
+
+def test_condition_binds_event_time_and_idempotency_key():
+    condition = write_condition(record(event_time=7, req="r9"))
+    assert condition.values == {":ets": {"N": "7"}, ":req": {"S": "r9"}}
+    assert set(condition.names.values()) == {"_event_ts", "_req"}
+
+
+def test_versions_order_by_epoch_before_timestamp():
+    # A region with a fast clock under an old epoch must not beat the new epoch.
+    assert Version(2, 100, "us-east-1") > Version(1, 999_999, "eu-west-1")
+    assert Version(1, 5, "a") < Version(1, 6, "a")
+    token = Version(2, 100, "us-east-1").token()
+    assert Version.parse(token) == Version(2, 100, "us-east-1")
+
+
+def test_version_of_items():
+    item = put_item(record(), Stamp(ts=111, region="eu-west-1", epoch=3))
+    assert version_of(item) == Version(3, 111, "eu-west-1")
+    assert token_of({"pk": {"S": "x"}}) is None
+
+
+def test_features_hide_system_attributes_and_key():
+    item = put_item(record(), Stamp(1, "r", 0))
+    assert features_of(item, "pk", None) == {"a": 1}
+    assert features_of(item, "pk", ("a", "missing")) == {"a": 1}
+
+
+def test_not_applied_reason():
+    rec = record(req="r1")
+    assert not_applied_reason(rec, {"_req": {"S": "r1"}}) == "duplicate"
+    assert not_applied_reason(rec, {"_req": {"S": "other"}}) == "stale_event_time"
+    assert not_applied_reason(rec, None) == "stale_event_time"
+
+
+def test_token_of_matches_version_token():
+    item = put_item(record(), Stamp(ts=1_700_000_000_000_001, region="ap-southeast-1", epoch=12))
+    assert token_of(item) == version_of(item).token() == "12.1700000000000001.ap-southeast-1"
+    assert Version.parse(token_of({"_ts": {"N": "5"}})) == Version(0, 5, "")

@@ -1,0 +1,119 @@
+"""Peer request signatures: window, tampering, forgery, replay (gateway/peer/auth.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from gateway.errors import Unauthorized
+from gateway.peer.auth import NONCE, SIGNATURE, TIMESTAMP, PeerSigner, PeerVerifier
+from tests.fakes import FakeClock
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+PATH = "/internal/v1/write"
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+def verifier(clock, **kw):
+    return PeerVerifier(SECRET, clock, max_skew=30.0, **kw)
+
+
+def test_a_signed_request_passes_once_and_its_replay_is_refused(clock):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    v = verifier(clock)
+    v.verify("POST", PATH, headers, b"{}")
+    with pytest.raises(Unauthorized, match="replayed"):
+        v.verify("POST", PATH, headers, b"{}")
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [("PUT", PATH, b"{}"), ("POST", "/internal/v1/read", b"{}"), ("POST", PATH, b'{"x":1}')],
+)
+def test_any_change_to_method_path_or_body_breaks_the_signature(clock, method, path, body):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    with pytest.raises(Unauthorized, match="does not match"):
+        verifier(clock).verify(method, path, headers, body)
+
+
+def test_another_secret_is_refused(clock):
+    headers = PeerSigner(b"x" * 32, clock).headers("POST", PATH, b"{}")
+    with pytest.raises(Unauthorized, match="does not match"):
+        verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+def test_a_changed_timestamp_or_nonce_breaks_the_signature(clock):
+    for name, value in ((TIMESTAMP, None), (NONCE, "f" * 32)):
+        headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+        headers[name] = value or str(int(headers[TIMESTAMP]) + 1)
+        with pytest.raises(Unauthorized, match="does not match"):
+            verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+@pytest.mark.parametrize("offset, accepted", [(-29.9, True), (29.9, True), (-30.1, False), (30.1, False)])
+def test_the_window_is_plus_minus_max_skew(clock, offset, accepted):
+    sender = FakeClock(clock.now + offset)
+    headers = PeerSigner(SECRET, sender).headers("POST", PATH, b"{}")
+    if accepted:
+        verifier(clock).verify("POST", PATH, headers, b"{}")
+    else:
+        with pytest.raises(Unauthorized, match="±30s"):
+            verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+@pytest.mark.parametrize("missing", [TIMESTAMP, NONCE, SIGNATURE])
+def test_missing_headers_are_refused(clock, missing):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    del headers[missing]
+    with pytest.raises(Unauthorized, match="must be signed"):
+        verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+def test_nonces_are_forgotten_once_their_timestamp_left_the_window(clock):
+    v = verifier(clock)
+    for _ in range(3):
+        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+    assert len(v._seen) == 3
+    clock.advance(31)
+    v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+    assert len(v._seen) == 1
+
+
+def test_a_bad_signature_never_burns_a_nonce(clock):
+    good = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    bad = dict(good, **{SIGNATURE: "0" * 64})
+    v = verifier(clock)
+    with pytest.raises(Unauthorized):
+        v.verify("POST", PATH, bad, b"{}")
+    v.verify("POST", PATH, good, b"{}")  # the legitimate request with that nonce still passes
+
+
+def test_the_nonce_cache_is_bounded(clock):
+    v = verifier(clock, max_nonces=2)
+    for _ in range(2):
+        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+    with pytest.raises(Unauthorized, match="Too many"):
+        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+
+
+@pytest.mark.parametrize("secret", [b"s" * 16, b"k" * 64, b"long-" * 40])
+def test_the_signature_is_standard_hmac_sha256_of_the_documented_string(clock, secret):
+    # What another implementation (or an operator with openssl) must compute to talk to a gateway.
+    body = b'{"view":"items"}'
+    headers = PeerSigner(secret, clock).headers("POST", PATH, body)
+    canonical = "\n".join(["POST", PATH, headers[TIMESTAMP], headers[NONCE], hashlib.sha256(body).hexdigest()])
+    assert headers[SIGNATURE] == hmac.new(secret, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def test_the_wire_form_carries_the_same_three_headers(clock):
+    lines = PeerSigner(SECRET, clock).header_lines("POST", PATH, b"{}").split("\r\n")
+    assert lines[-1] == ""
+    headers = dict(line.split(": ", 1) for line in lines[:-1])
+    assert set(headers) == {TIMESTAMP, NONCE, SIGNATURE}
+    verifier(clock).verify("POST", PATH, headers, b"{}")

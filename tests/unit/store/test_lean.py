@@ -1,0 +1,524 @@
+"""LeanStore: retries, batching, alignment and the DynamoDB error mapping, through fake upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway import errors
+from gateway.local.dynamodb_local import free_port
+from gateway.store.base import Condition, key_identity, projection_expression
+from gateway.store.credentials import CredentialSource
+from gateway.store.lean import LeanStore
+from tests.fakes import FakeDynamoDB, RecordingSleep
+
+TABLE = "features"
+BASE, CAP = 0.02, 1.0
+
+
+def item(pk: str, **attrs: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, **{name: {"S": value} for name, value in attrs.items()}}
+
+
+def key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}}
+
+
+def lean(transport: Any, sleep: RecordingSleep, *, rng: float = 0.5, max_attempts: int = 6, **kw: Any) -> LeanStore:
+    return LeanStore(
+        "http://dynamodb.invalid",
+        "us-east-1",
+        CredentialSource.static("AKID", "secret"),
+        transport=transport,
+        max_attempts=max_attempts,
+        backoff_base=BASE,
+        backoff_cap=CAP,
+        sleep=sleep,
+        rng=lambda: rng,
+        **kw,
+    )
+
+
+def ceilings(n: int) -> list[float]:
+    return [min(CAP, BASE * 2**i) for i in range(n)]
+
+
+# --- BatchGetItem ---
+
+
+async def test_unprocessed_keys_are_retried_until_served() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(*(item(f"u{i}", f="v") for i in range(10)))
+    ddb.unprocessed.extend([7, 4, 1])  # DynamoDB serves a few more keys on each round
+    store = lean(ddb, sleep, rng=0.5)
+
+    result = await store.batch_get_item(TABLE, [key(f"u{i}") for i in range(10)])
+
+    assert result == [item(f"u{i}", f="v") for i in range(10)]
+    assert ddb.operations() == ["BatchGetItem"] * 4
+    assert sleep.delays == [0.5 * c for c in ceilings(3)]
+
+
+@pytest.mark.parametrize("rng", [0.0, 0.37, 0.999999])
+async def test_backoff_is_full_jitter_within_exponential_bounds(rng: float) -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("u1"))
+    ddb.unprocessed.extend([1] * 7)
+    store = lean(ddb, sleep, rng=rng, max_attempts=9)
+
+    assert await store.batch_get_item(TABLE, [key("u1")]) == [item("u1")]
+
+    assert len(sleep.delays) == 7
+    for delay, ceiling in zip(sleep.delays, ceilings(7), strict=True):
+        assert 0.0 <= delay < ceiling or delay == ceiling == 0.0
+        assert delay == pytest.approx(rng * ceiling)
+    assert max(ceilings(7)) == CAP  # the cap is reached
+
+
+async def test_key_unprocessed_past_the_budget_raises_throttled_never_missing() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("u1"), item("u2"))
+    ddb.always_unprocessed = 1
+    store = lean(ddb, sleep, max_attempts=3)
+
+    with pytest.raises(errors.StoreThrottled, match=r"BatchGetItem on table 'features' left 1 keys unprocessed after 3"):
+        await store.batch_get_item(TABLE, [key("u1"), key("u2")])
+    assert ddb.operations() == ["BatchGetItem"] * 3
+    assert len(sleep.delays) == 2
+
+
+async def test_batch_get_of_more_than_100_keys_is_chunked_and_aligned() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(*(item(f"u{i}", n=str(i)) for i in range(0, 250, 2)))  # odd keys are missing
+    store = lean(ddb, sleep)
+
+    result = await store.batch_get_item(TABLE, [key(f"u{i}") for i in range(250)])
+
+    assert result == [item(f"u{i}", n=str(i)) if i % 2 == 0 else None for i in range(250)]
+    sizes = sorted(len(payload["RequestItems"][TABLE]["Keys"]) for _, payload in ddb.calls)
+    assert sizes == [50, 100, 100]
+
+
+async def test_duplicate_keys_are_sent_once_and_answers_stay_aligned() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("a", v="1"), item("b", v="2"))
+    store = lean(ddb, sleep)
+
+    result = await store.batch_get_item(TABLE, [key("a"), key("b"), key("a"), key("missing"), key("b")])
+
+    assert result == [item("a", v="1"), item("b", v="2"), item("a", v="1"), None, item("b", v="2")]
+    ((_, payload),) = ddb.calls
+    assert payload["RequestItems"][TABLE]["Keys"] == [key("a"), key("b"), key("missing")]
+
+
+async def test_batch_get_projection_keeps_alignment_without_returning_unrequested_keys() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("a", _ts="1", other="x"), item("b", other="y"))
+    store = lean(ddb, sleep)
+
+    result = await store.batch_get_item(TABLE, [key("b"), key("a"), key("c")], projection=["_ts"])
+
+    assert result == [{}, {"_ts": {"S": "1"}}, None]
+    request = ddb.calls[0][1]["RequestItems"][TABLE]
+    assert request["ProjectionExpression"] == "#p0,#p1"
+    assert request["ExpressionAttributeNames"] == {"#p0": "_ts", "#p1": "pk"}
+
+
+async def test_empty_batch_get_makes_no_call() -> None:
+    ddb = FakeDynamoDB()
+    assert await lean(ddb, RecordingSleep()).batch_get_item(TABLE, []) == []
+    assert ddb.calls == []
+
+
+def test_number_keys_are_identified_by_value() -> None:
+    assert key_identity({"id": {"N": "1.0"}}, ["id"]) == key_identity({"id": {"N": "1"}}, ["id"])
+    assert key_identity({"id": {"N": "1"}}, ["id"]) != key_identity({"id": {"S": "1"}}, ["id"])
+
+
+# --- BatchWriteItem ---
+
+
+async def test_unprocessed_items_are_retried_until_written() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("old1"), item("old2"))
+    ddb.unprocessed.extend([20, 5, 2, 0, 3])
+    store = lean(ddb, sleep)
+
+    await store.batch_write_item(TABLE, puts=[item(f"n{i}") for i in range(30)], deletes=[key("old1"), key("old2")])
+
+    assert sorted(ddb.items) == sorted(((("S", f"n{i}"),) for i in range(30)))
+    assert all(len(p["RequestItems"][TABLE]) <= 25 for _, p in ddb.calls)
+    assert ddb.operations().count("BatchWriteItem") == 2 + 4  # two chunks, four retry rounds in all
+
+
+async def test_items_unprocessed_past_the_budget_raise_throttled() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.always_unprocessed = 2
+    store = lean(ddb, sleep, max_attempts=4)
+
+    with pytest.raises(errors.StoreThrottled, match="BatchWriteItem on table 'features' left 2 writes unprocessed"):
+        await store.batch_write_item(TABLE, puts=[item("a"), item("b"), item("c")])
+    assert ddb.operations() == ["BatchWriteItem"] * 4
+    assert sleep.delays == [0.5 * c for c in ceilings(3)]
+
+
+# --- retries of whole calls ---
+
+
+async def test_throttling_is_retried_then_served() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("u1"))
+    ddb.failures.extend([errors.StoreThrottled("throttled"), errors.StoreUnavailable("500")])
+    store = lean(ddb, sleep)
+
+    assert await store.get_item(TABLE, key("u1")) == item("u1")
+    assert ddb.operations() == ["GetItem"] * 3
+    assert sleep.delays == [0.5 * c for c in ceilings(2)]
+
+
+@pytest.mark.parametrize("error", [errors.StoreThrottled, errors.StoreUnavailable, errors.StoreTimeout])
+async def test_retryable_errors_give_up_after_max_attempts(error: type[errors.StoreError]) -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.failures.extend(error("DynamoDB GetItem on table 'features' failed.") for _ in range(10))
+    store = lean(ddb, sleep, max_attempts=4)
+
+    with pytest.raises(error, match="Gave up after 4 attempts"):
+        await store.get_item(TABLE, key("u1"))
+    assert len(ddb.calls) == 4 and len(sleep.delays) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [errors.StoreValidation("bad"), errors.TableNotFound("gone"), errors.ItemTooLarge("big"), errors.StoreError("?")],
+)
+async def test_non_retryable_errors_are_raised_at_once(error: Exception) -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.failures.append(error)
+    with pytest.raises(type(error)):
+        await lean(ddb, sleep).put_item(TABLE, item("u1"))
+    assert len(ddb.calls) == 1 and sleep.delays == []
+
+
+async def test_an_attempt_that_hangs_times_out_and_is_retried() -> None:
+    class Hanging:
+        calls = 0
+
+        async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+            self.calls += 1
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    transport, sleep = Hanging(), RecordingSleep()
+    store = lean(transport, sleep, max_attempts=3, attempt_timeout=0.01)
+    with pytest.raises(errors.StoreTimeout, match=r"GetItem on table 'features' did not answer within 0.01 s"):
+        await store.get_item(TABLE, key("u1"))
+    assert transport.calls == 3
+
+
+# --- single-item writes: what is sent ---
+
+
+async def test_conditional_put_asks_for_the_old_item_and_raises_condition_failed() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("u1", v="old"))
+    store = lean(ddb, sleep)
+
+    with pytest.raises(errors.ConditionFailed) as failed:
+        await store.put_item(TABLE, item("u1", v="new"), condition=Condition("attribute_not_exists(pk)"))
+    assert failed.value.old_item == item("u1", v="old")
+    assert ddb.calls[0][1]["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
+    assert len(ddb.calls) == 1  # a failed condition is an outcome, not retried
+
+
+async def test_update_merges_condition_placeholders_and_rejects_conflicts() -> None:
+    class Recorder:
+        payload: dict[str, Any] = {}
+
+        async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+            self.payload = payload
+            return {"Attributes": {"v": {"N": "2"}}}
+
+    recorder, sleep = Recorder(), RecordingSleep()
+    store = lean(recorder, sleep)
+    condition = Condition("#ts < :ts", names={"#ts": "_ts"}, values={":ts": {"N": "5"}})
+    result = await store.update_item(
+        TABLE, key("u1"), update="SET #v = :v", names={"#v": "v"}, values={":v": {"N": "2"}},
+        condition=condition, return_values="UPDATED_NEW",
+    )  # fmt: skip
+    assert result == {"v": {"N": "2"}}
+    assert recorder.payload["ExpressionAttributeNames"] == {"#v": "v", "#ts": "_ts"}
+    assert recorder.payload["ExpressionAttributeValues"] == {":v": {"N": "2"}, ":ts": {"N": "5"}}
+    assert recorder.payload["ReturnValues"] == "UPDATED_NEW"
+
+    with pytest.raises(errors.StoreValidation, match="placeholder #v is bound to two different"):
+        await store.update_item(
+            TABLE, key("u1"), update="SET #v = :v", names={"#v": "v"}, values={":v": {"N": "2"}},
+            condition=Condition("attribute_exists(#v)", names={"#v": "other"}),
+        )  # fmt: skip
+
+
+def test_projection_uses_placeholders_for_every_name() -> None:
+    assert projection_expression(["a", "_ts", "a", "size"]) == ("#p0,#p1,#p2", {"#p0": "a", "#p1": "_ts", "#p2": "size"})
+    with pytest.raises(errors.StoreValidation):
+        projection_expression([])
+
+
+# --- the HTTP transport against a canned DynamoDB ---
+
+
+class CannedDynamoDB:
+    """An HTTP server answering every POST with the status and JSON body set by the test."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: dict[str, Any] = {}
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), orjson.loads(await request.read())))
+        return web.Response(status=self.status, body=orjson.dumps(self.body), content_type="application/x-amz-json-1.0")
+
+
+@pytest.fixture(scope="module")
+async def canned() -> AsyncIterator[tuple[CannedDynamoDB, str]]:
+    fake = CannedDynamoDB()
+    app = web.Application()
+    app.router.add_post("/", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield fake, str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def http_store(canned: tuple[CannedDynamoDB, str]) -> AsyncIterator[tuple[CannedDynamoDB, LeanStore, RecordingSleep]]:
+    fake, url = canned
+    fake.status, fake.body, fake.requests[:] = 200, {}, []
+    sleep = RecordingSleep()
+    store = LeanStore(url, "us-east-1", CredentialSource.static("AKID", "secret", "tok"), max_attempts=2, sleep=sleep)
+    try:
+        yield fake, store, sleep
+    finally:
+        await store.close()
+
+
+NS = "com.amazonaws.dynamodb.v20120810#"
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "message", "expected"),
+    [
+        (400, "ProvisionedThroughputExceededException", "slow down", errors.StoreThrottled),
+        (400, "ThrottlingException", "slow down", errors.StoreThrottled),
+        (400, "RequestLimitExceeded", "account limit", errors.StoreThrottled),
+        (500, "InternalServerError", "oops", errors.StoreUnavailable),
+        (503, "ServiceUnavailable", "", errors.StoreUnavailable),
+        (502, "", "bad gateway", errors.StoreUnavailable),
+        (400, "ValidationException", "One of the required keys was not given a value", errors.StoreValidation),
+        (400, "ValidationException", "Item size has exceeded the maximum allowed size", errors.ItemTooLarge),
+        (400, "ValidationException", "Item size to update has exceeded the maximum allowed size", errors.ItemTooLarge),
+        (400, "ResourceNotFoundException", "Requested resource not found", errors.TableNotFound),
+        (400, "SerializationException", "NUMBER_VALUE cannot be converted to String", errors.StoreValidation),
+        (400, "ExpiredTokenException", "The security token included in the request is expired", errors.StoreUnavailable),
+        (400, "AccessDeniedException", "not authorized", errors.StoreError),
+        (400, "UnrecognizedClientException", "bad token", errors.StoreError),
+    ],
+)
+async def test_error_types_map_to_the_error_tree(
+    http_store: tuple[CannedDynamoDB, LeanStore, RecordingSleep],
+    status: int,
+    error_type: str,
+    message: str,
+    expected: type[errors.GatewayError],
+) -> None:
+    fake, store, _ = http_store
+    fake.status, fake.body = status, {"__type": NS + error_type, "message": message}
+
+    with pytest.raises(errors.GatewayError) as raised:
+        await store.get_item("features", key("u1"))
+
+    assert type(raised.value) is expected
+    assert "GetItem" in raised.value.message and "'features'" in raised.value.message
+    assert len(fake.requests) == (2 if expected(message).retryable else 1)
+
+
+async def test_condition_failed_carries_the_item_from_the_error_body(
+    http_store: tuple[CannedDynamoDB, LeanStore, RecordingSleep],
+) -> None:
+    fake, store, _ = http_store
+    stored = item("u1", v="old")
+    fake.status, fake.body = 400, {"__type": NS + "ConditionalCheckFailedException", "message": "failed", "Item": stored}
+    with pytest.raises(errors.ConditionFailed) as failed:
+        await store.delete_item("features", key("u1"), condition=Condition("attribute_not_exists(pk)"))
+    assert failed.value.old_item == stored
+
+    fake.body = {"__type": NS + "ConditionalCheckFailedException", "message": "failed"}
+    with pytest.raises(errors.ConditionFailed) as failed:
+        await store.put_item("features", item("u1"), condition=Condition("attribute_exists(pk)"))
+    assert failed.value.old_item is None
+
+
+async def test_http_transport_sends_signed_dynamodb_json(
+    http_store: tuple[CannedDynamoDB, LeanStore, RecordingSleep],
+) -> None:
+    fake, store, _ = http_store
+    fake.body = {"Item": item("u1", b="AAE=")}
+    assert await store.get_item("features", key("u1"), consistent=True, projection=["b", "pk"]) == item("u1", b="AAE=")
+    ((headers, body),) = fake.requests
+    assert body == {
+        "TableName": "features",
+        "Key": key("u1"),
+        "ConsistentRead": True,
+        "ProjectionExpression": "#p0,#p1",
+        "ExpressionAttributeNames": {"#p0": "b", "#p1": "pk"},
+    }
+    assert headers["X-Amz-Target"] == "DynamoDB_20120810.GetItem"
+    assert headers["Content-Type"] == "application/x-amz-json-1.0"
+    assert headers["X-Amz-Security-Token"] == "tok"
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKID/")
+    assert "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target" in headers["Authorization"]
+
+
+async def test_connection_refused_is_store_unavailable_after_retries() -> None:
+    sleep = RecordingSleep()
+    store = LeanStore(
+        f"http://127.0.0.1:{free_port()}", "us-east-1", CredentialSource.static("AKID", "secret"),
+        max_attempts=3, sleep=sleep,
+    )  # fmt: skip
+    try:
+        with pytest.raises(errors.StoreUnavailable, match=r"GetItem on table 'features' could not reach .*Gave up after 3"):
+            await store.get_item("features", key("u1"))
+    finally:
+        await store.close()
+    assert len(sleep.delays) == 2
+
+
+# --- the request's deadline, the observer and spans ---
+
+
+class AdvancingSleep(RecordingSleep):
+    """Sleeping moves the fake clock, as time would."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def __call__(self, delay: float) -> None:
+        await super().__call__(delay)
+        self.clock.advance(delay)
+
+
+async def in_request(clock: Any, timeout: float, coro: Any) -> Any:
+    """Run ``coro`` in a task with a request deadline ``timeout`` seconds from now."""
+    from gateway.deadlines import Deadlines, current
+
+    deadlines = Deadlines(clock)
+
+    async def request() -> Any:
+        current.set(deadlines.track(asyncio.current_task(), timeout))
+        return await coro
+
+    return await asyncio.create_task(request())
+
+
+async def test_a_retry_is_not_started_when_the_deadline_ends_before_its_backoff() -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock(100.0)
+    ddb, sleep = FakeDynamoDB(), AdvancingSleep(clock)
+    ddb.failures.extend(errors.StoreThrottled("DynamoDB GetItem on table 'features' was throttled.") for _ in range(10))
+    # rng 1.0: backoffs are the ceilings 0.02, 0.04, 0.08, ...; 0.1 s leaves room for the first two only.
+    store = lean(ddb, sleep, rng=1.0, max_attempts=10)
+    with pytest.raises(errors.StoreThrottled, match="deadline leaves no time for another"):
+        await in_request(clock, 0.1, store.get_item(TABLE, key("u1")))
+    assert sleep.delays == [0.02, 0.04] and len(ddb.calls) == 3
+    # Outside a request (background tasks) the budget is max_attempts, as before.
+    ddb.failures.extend(errors.StoreThrottled("throttled") for _ in range(10 - len(ddb.failures)))
+    with pytest.raises(errors.StoreThrottled, match="Gave up after 10 attempts"):
+        await store.get_item(TABLE, key("u1"))
+
+
+async def test_unprocessed_keys_are_not_retried_past_the_deadline() -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock(100.0)
+    ddb, sleep = FakeDynamoDB(), AdvancingSleep(clock)
+    ddb.put(item("u1"))
+    ddb.always_unprocessed = 1
+    store = lean(ddb, sleep, rng=1.0, max_attempts=10)
+    with pytest.raises(errors.StoreThrottled, match="deadline leaves no time"):
+        await in_request(clock, 0.05, store.batch_get_item(TABLE, [key("u1")]))
+    assert sleep.delays == [0.02]
+
+
+async def test_an_attempt_gets_at_most_the_time_left() -> None:
+    class Hanging:
+        async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    from gateway.clock import SystemClock
+
+    store = lean(Hanging(), RecordingSleep(), max_attempts=1, attempt_timeout=30.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(errors.StoreTimeout):
+        await in_request(SystemClock(), 0.05, store.get_item(TABLE, key("u1")))
+    assert loop.time() - started < 1.0
+
+
+async def test_every_call_is_observed_once_with_its_outcome() -> None:
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.put(item("u1"))
+    seen: list[tuple[str, str]] = []
+    store = lean(ddb, sleep, max_attempts=2, observer=lambda op, outcome, seconds: seen.append((op, outcome)))
+    await store.get_item(TABLE, key("u1"))
+    ddb.failures.append(errors.StoreThrottled("throttled"))
+    await store.get_item(TABLE, key("u1"))  # one call, retried once: observed once
+    with pytest.raises(errors.ConditionFailed):
+        await store.put_item(TABLE, item("u1"), condition=Condition("attribute_not_exists(pk)"))
+    ddb.failures.extend([errors.StoreThrottled("throttled")] * 2)
+    with pytest.raises(errors.StoreThrottled):
+        await store.get_item(TABLE, key("u1"))
+    ddb.failures.extend([errors.StoreUnavailable("down")] * 2)
+    with pytest.raises(errors.StoreUnavailable):
+        await store.get_item(TABLE, key("u1"))
+    ddb.failures.append(errors.TableNotFound("gone"))
+    with pytest.raises(errors.TableNotFound):
+        await store.get_item(TABLE, key("u1"))
+    assert seen == [
+        ("GetItem", "ok"), ("GetItem", "ok"), ("PutItem", "condition_failed"),
+        ("GetItem", "throttled"), ("GetItem", "unavailable"), ("GetItem", "error"),
+    ]
+
+
+async def test_every_call_is_one_client_span_under_the_current_one() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    store = lean(ddb, sleep, max_attempts=1, tracer=tracer)
+    with tracer.start_as_current_span("request"):
+        await store.get_item(TABLE, key("u1"))
+        ddb.failures.append(errors.StoreThrottled("throttled"))
+        with pytest.raises(errors.StoreThrottled):
+            await store.get_item(TABLE, key("u1"))
+    get_ok, get_throttled, request = exporter.get_finished_spans()
+    assert get_ok.name == "DynamoDB GetItem" and get_ok.kind is SpanKind.CLIENT
+    assert get_ok.parent.span_id == request.context.span_id and get_ok.attributes["aws.dynamodb.table_names"] == (TABLE,)
+    assert get_ok.status.status_code is StatusCode.UNSET
+    assert get_throttled.status.status_code is StatusCode.ERROR and get_throttled.attributes["gateway.outcome"] == "throttled"

@@ -1,0 +1,219 @@
+import asyncio
+
+import pytest
+
+from gateway import deadlines
+from gateway.errors import StoreThrottled, StoreUnavailable
+from gateway.store.credentials import CredentialSource
+from gateway.store.lean import LeanStore
+from gateway.store.read_coalescer import ReadCoalescer
+from tests.fakes import FakeClock, FakeDynamoDB, RecordingSleep
+
+
+class GatedTransport:
+    """FakeDynamoDB whose calls wait until the test opens the gate."""
+
+    def __init__(self, db: FakeDynamoDB) -> None:
+        self.db = db
+        self.gate = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def call(self, operation, payload):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            return await self.db.call(operation, payload)
+        finally:
+            self.in_flight -= 1
+
+
+def item(key: str) -> dict:
+    return {"pk": {"S": key}, "v": {"N": str(len(key))}}
+
+
+def setup(max_in_flight: int = 1, keys: int = 300, lane_after: float = 0.0, clock=None):
+    db = FakeDynamoDB()
+    db.put(*(item(f"k{i}") for i in range(keys)))
+    transport = GatedTransport(db)
+    store = LeanStore(
+        "http://127.0.0.1:1", "us-east-1", CredentialSource.static("a", "b"),
+        transport=transport, sleep=RecordingSleep(), max_attempts=2,
+    )
+    return db, transport, ReadCoalescer(store, max_in_flight=max_in_flight, lane_after=lane_after, clock=clock)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_an_idle_read_goes_out_at_once_as_getitem():
+    db, transport, reads = setup()
+    transport.gate.set()
+    assert await reads.get("tbl", "pk", "k1", False) == item("k1")
+    assert db.operations() == ["GetItem"]
+
+
+async def test_reads_arriving_while_busy_go_out_as_one_batch():
+    db, transport, reads = setup(max_in_flight=1)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    assert transport.in_flight == 1
+    later = [asyncio.create_task(reads.get("tbl", "pk", k, False)) for k in ("k1", "k2", "missing", "k3")]
+    await settle()
+    assert transport.in_flight == 1  # queued behind the first call, not sent
+    transport.gate.set()
+    assert await first == item("k0")
+    assert [await t for t in later] == [item("k1"), item("k2"), None, item("k3")]
+    assert db.operations() == ["GetItem", "BatchGetItem"]
+    assert len(db.calls[1][1]["RequestItems"]["tbl"]["Keys"]) == 4
+
+
+async def test_identical_keys_share_one_slot_and_one_answer():
+    db, transport, reads = setup()
+    blocker = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    same = [asyncio.create_task(reads.get("tbl", "pk", "k7", False)) for _ in range(5)]
+    await settle()
+    transport.gate.set()
+    await blocker
+    assert [await t for t in same] == [item("k7")] * 5
+    assert db.operations() == ["GetItem", "GetItem"]
+
+
+async def test_in_flight_bound_and_batches_of_at_most_100():
+    db, transport, reads = setup(max_in_flight=2)
+    tasks = [asyncio.create_task(reads.get("tbl", "pk", f"k{i}", False)) for i in range(250)]
+    await settle()
+    assert transport.in_flight == 2
+    transport.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert results == [item(f"k{i}") for i in range(250)]
+    assert transport.most_in_flight == 2
+    sizes = [len(p["RequestItems"]["tbl"]["Keys"]) for op, p in db.calls if op == "BatchGetItem"]
+    assert max(sizes) == 100 and sum(sizes) == 250
+
+
+async def test_strong_and_eventual_reads_never_share_a_call():
+    db, transport, reads = setup(max_in_flight=1)
+    blocker = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    eventual = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    strong = asyncio.create_task(reads.get("tbl", "pk", "k1", True))
+    await settle()
+    transport.gate.set()
+    await asyncio.gather(blocker, eventual, strong)
+    consistent = [p.get("ConsistentRead", False) for op, p in db.calls if op == "GetItem"]
+    assert sorted(consistent) == [False, False, True]
+
+
+async def test_a_failed_call_fails_every_waiter_it_carried():
+    db, transport, reads = setup()
+    db.failures.extend([StoreThrottled("throttled"), StoreThrottled("throttled")])
+    transport.gate.set()
+    results = await asyncio.gather(
+        *(reads.get("tbl", "pk", k, False) for k in ("k1", "k2", "k3")), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreThrottled) for r in results)
+    # The next read is served: the failure did not wedge the queue.
+    assert await reads.get("tbl", "pk", "k1", False) == item("k1")
+
+
+async def test_a_waiter_that_gives_up_does_not_cancel_others_on_the_same_key():
+    db, transport, reads = setup()
+    impatient = asyncio.create_task(reads.get("tbl", "pk", "k5", False))
+    patient = asyncio.create_task(reads.get("tbl", "pk", "k5", False))
+    await settle()
+    impatient.cancel()
+    await settle()
+    transport.gate.set()
+    assert await patient == item("k5")
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+
+
+async def test_close_releases_waiters_and_refuses_new_reads():
+    db, transport, reads = setup()
+    waiting = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await settle()
+    await reads.close()
+    with pytest.raises(StoreUnavailable):
+        await waiting
+    with pytest.raises(StoreUnavailable):
+        await reads.get("tbl", "pk", "k1", False)
+
+
+async def test_a_second_lane_opens_only_once_the_first_has_waited_lane_after():
+    clock = FakeClock()
+    db, transport, reads = setup(max_in_flight=2, lane_after=10.0, clock=clock)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    second = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await settle()
+    assert transport.in_flight == 1  # the first lane is young: k1 waits to ride with the next batch
+    clock.advance(10.0)
+    third = asyncio.create_task(reads.get("tbl", "pk", "k2", False))
+    await settle()
+    assert transport.in_flight == 2  # the first lane is old now: a second one carries k1 and k2
+    transport.gate.set()
+    assert [await t for t in (first, second, third)] == [item("k0"), item("k1"), item("k2")]
+    assert db.operations() == ["GetItem", "BatchGetItem"]
+    await reads.close()
+
+
+async def test_a_lane_timer_opens_the_lane_without_further_traffic():
+    db, transport, reads = setup(max_in_flight=2, lane_after=0.01)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    second = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    # Nothing else arrives: the timer alone must open the second lane. (Bounded wait, not a sleep-then-assert.)
+    async with asyncio.timeout(5):
+        while transport.in_flight < 2:
+            await asyncio.sleep(0.005)
+    transport.gate.set()
+    assert [await first, await second] == [item("k0"), item("k1")]
+    await reads.close()
+
+
+async def test_close_fails_waiters_of_batches_that_never_started():
+    db, transport, reads = setup(max_in_flight=1)
+    waiting = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await asyncio.sleep(0)  # queued and flushed: the fetch task exists but has not run its first step
+    await reads.close()
+    with pytest.raises(StoreUnavailable):
+        await waiting
+
+
+class DeadlineRecordingStore:
+    """Records how much of the request deadline each call runs under (``None``: no deadline)."""
+
+    def __init__(self) -> None:
+        self.remaining: list[float | None] = []
+
+    async def get_item(self, table, key, *, consistent=False, projection=None):
+        self.remaining.append(deadlines.remaining())
+        return None
+
+    async def batch_get_item(self, table, keys, *, consistent=False, projection=None):
+        self.remaining.append(deadlines.remaining())
+        return [None] * len(keys)
+
+
+@pytest.mark.parametrize("timeouts, expected", [((0.1, 5.0), 5.0), ((5.0, 0.1), 5.0), ((0.1, None), None)])
+async def test_a_batch_runs_under_the_latest_deadline_of_its_reads(timeouts, expected):
+    clock = FakeClock()
+    store = DeadlineRecordingStore()
+    reads = ReadCoalescer(store, clock=clock)
+
+    async def read(key: str, timeout: float | None) -> None:
+        if timeout is not None:
+            deadlines.current.set(deadlines.Deadline(None, clock.monotonic() + timeout, clock))
+        await reads.get("tbl", "pk", key, False)
+
+    # Both reads queue in the same loop turn, so they go out as one batch, scheduled by the first.
+    await asyncio.gather(*(read(f"k{i}", t) for i, t in enumerate(timeouts)))
+    assert len(store.remaining) == 1
+    assert store.remaining[0] == expected
+    await reads.close()
