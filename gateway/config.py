@@ -275,7 +275,7 @@ class PeerConfig:
     #: consecutive failures (no answer, or 503 draining/overloaded) eject the address ...
     outlier_consecutive_failures: int = setting(5, positive)
     #: ... for this many seconds times the number of times it was ejected, at most ``outlier_max_ejection``;
-    #: after that one probe request is let through, and its success closes the breaker.
+    #: after that one probe request is let through, and its success makes the address healthy again.
     outlier_base_ejection: float = setting(5.0, positive)
     outlier_max_ejection: float = setting(300.0, positive)
     #: Most addresses of one region ejected at once, in percent (at least one may always be).
@@ -498,24 +498,24 @@ def read(kind: type, table: Mapping[str, Any], prefix: str, source: str, /, **gi
     """
     hints = typing.get_type_hints(kind)
     values: dict[str, Any] = dict(given)
-    settings = [f for f in dataclasses.fields(kind) if not f.metadata.get("internal")]
+    settings = [each for each in dataclasses.fields(kind) if not each.metadata.get("internal")]
 
     def fail(key: str, problem: str) -> ConfigError:
         return ConfigError(f"{source}: {prefix}{key}: {problem}")
 
-    _known(table, [f.name for f in settings], prefix, source)
-    for f in settings:
-        if f.name not in table:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise fail(f.name, "is required")
+    _known(table, [each.name for each in settings], prefix, source)
+    for declared in settings:
+        if declared.name not in table:
+            if declared.default is dataclasses.MISSING and declared.default_factory is dataclasses.MISSING:
+                raise fail(declared.name, "is required")
             continue
-        value = _convert(hints[f.name], table[f.name], lambda problem, key=f.name: fail(key, problem))
+        value = _convert(hints[declared.name], table[declared.name], lambda problem, key=declared.name: fail(key, problem))
         if value is not None:
-            for check in f.metadata.get("checks", ()):
+            for check in declared.metadata.get("checks", ()):
                 problem = check(value)
                 if problem is not None:
-                    raise fail(f.name, problem)
-        values[f.name] = value
+                    raise fail(declared.name, problem)
+        values[declared.name] = value
     return kind(**values)
 
 

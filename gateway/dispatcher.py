@@ -4,7 +4,7 @@ Handlers translate HTTP into calls on the ``Dispatcher`` and its answers back
 into HTTP; they never route, retry or buffer.
 
 Writes: the rule of the entity's scope (``RoutingTable.rule_for``) and
-``routing.decide`` say LOCAL (this region is the active primary, or the scope
+``snapshot.decide`` say LOCAL (this region is the active primary, or the scope
 is ``any_region``), FORWARD (another region is primary: one signed request to
 a gateway of that region, which revalidates) or SWITCHING (the scope is
 moving: the write waits in the ``WriteBuffer`` until the switch ends, then is

@@ -9,13 +9,15 @@
   tracer: no span object is ever made), with a tracer whose sampler drops every trace,
   and with a tracer recording every span into a batch processor (export is a no-op).
 
-- ``digests``: SHA-256 of a 300-byte body (what signing a forward or a DynamoDB call
-  hashes) through hashlib (OpenSSL) and through gateway/digests.py (CPython's own),
-  hot (best of ``--rounds`` tight loops) and cold: each call after evicting the
-  caches by writing a buffer of 2 MiB (the per-core caches) or 24 MiB (most of the
-  shared one), the two implementations alternating call by call; the median is printed.
-  A gateway signs once per request with its caches cooled by the processes that ran
-  in between, so the cold figures are the ones a request pays.
+- ``signatures``: what a request signs with hashlib's SHA-256 and a keyed ``hmac`` copied
+  per message: a forward of a 300-byte body signed and verified (gateway/peer/auth.py),
+  and a DynamoDB call signed (gateway/store/sigv4.py); hot (best of ``--rounds`` tight
+  loops) and cold: each call after evicting the caches by writing a buffer of 2 MiB
+  (the per-core caches) or 24 MiB (most of the shared one), the arms alternating call
+  by call; the median is printed. A gateway signs with its caches cooled by the
+  processes that ran in between, so the cold figures are the ones a request pays.
+- ``parser``: one DynamoDB answer read by the pool's parser (gateway/http1/parser.py)
+  and by h11, the kept parser its tests hold it to.
 
 Prints microseconds per call (best of ``--rounds``). Run: ``python -m loadtest.hotpath_bench``.
 """
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 METRICS_ARM = """
 import sys, time
@@ -116,35 +119,97 @@ async def frontend_arm(tracing: str, n: int, rounds: int) -> float:
     return best * 1e6
 
 
-def digest_arms(n: int, rounds: int, cold_calls: int) -> list[tuple[str, float]]:
-    import hashlib
-    import statistics
+#: A typical DynamoDB GetItem answer, headers as DynamoDB sends them.
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: Server\r\nDate: Tue, 01 Dec 2026 20:00:00 GMT\r\n"
+    b"Content-Type: application/x-amz-json-1.0\r\nContent-Length: 120\r\nConnection: keep-alive\r\n"
+    b"x-amzn-RequestId: 7K0EXAMPLE0EXAMPLE0EXAMPLE0EXAMPLE0EXAMPLE0EXAMPLE\r\nx-amz-crc32: 2745614147\r\n\r\n"
+    + b"x" * 120
+)
 
-    from gateway import digests
+
+def signature_calls() -> dict[str, Callable[[], object]]:
+    """What one request signs: a forward (signed by one gateway, verified by the other) and a DynamoDB call."""
+    from gateway.clock import SystemClock
+    from gateway.peer.auth import PeerSigner, PeerVerifier
+    from gateway.store.sigv4 import Credentials, SigV4Signer
 
     body = bytes(range(256)) + b"x" * 44
-    arms = {"hashlib (OpenSSL)": hashlib.sha256, "gateway.digests": digests.sha256}
+    clock = SystemClock()
+    signer = PeerSigner(b"peer-secret-of-the-benchmark-0123", clock)
+    verifier = PeerVerifier(b"peer-secret-of-the-benchmark-0123", clock, 30.0, max_nonces=1 << 30)
+    sigv4 = SigV4Signer("http://127.0.0.1:8000", "us-east-1")
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+
+    def forward() -> object:
+        headers = signer.headers("POST", "/internal/v1/write", body)
+        verifier.verify("POST", "/internal/v1/write", headers, body)
+        return headers
+
+    return {
+        "forward signed + verified (peer/auth.py)": forward,
+        "DynamoDB call signed (store/sigv4.py)": lambda: sigv4.sign("DynamoDB_20120810.GetItem", body, credentials),
+    }
+
+
+def signature_arms(n: int, rounds: int, cold_calls: int) -> list[tuple[str, float]]:
+    """Hot: best of ``rounds`` tight loops. Cold: the median call after evicting 2 MiB or 24 MiB of cache."""
+    import statistics
+
+    calls = signature_calls()
     rows = []
-    for name, sha256 in arms.items():
+    for name, call in calls.items():
         best = float("inf")
         for _ in range(rounds):
             started = time.perf_counter()
-            for _ in range(n):
-                sha256(body).hexdigest()
-            best = min(best, (time.perf_counter() - started) / n)
-        rows.append((f"sha256, {name}, hot", best * 1e6))
+            for _ in range(n // 10):
+                call()
+            best = min(best, (time.perf_counter() - started) / (n // 10))
+        rows.append((f"{name}, hot", best * 1e6))
     for megabytes in (2, 24):
         evict = bytearray(megabytes << 20)
         ones = b"\x01" * (len(evict) // 64)
-        samples: dict[str, list[int]] = {name: [] for name in arms}
+        samples: dict[str, list[int]] = {name: [] for name in calls}
         for _ in range(cold_calls):
-            for name, sha256 in arms.items():
+            for name, call in calls.items():
                 evict[::64] = ones  # one write per cache line
                 started_ns = time.perf_counter_ns()
-                sha256(body).hexdigest()
+                call()
                 samples[name].append(time.perf_counter_ns() - started_ns)
-        for name in arms:
-            rows.append((f"sha256, {name}, cold ({megabytes} MiB evicted)", statistics.median(samples[name]) / 1e3))
+        for name in calls:
+            rows.append((f"{name}, cold ({megabytes} MiB evicted)", statistics.median(samples[name]) / 1e3))
+    return rows
+
+
+def parser_arms(n: int, rounds: int) -> list[tuple[str, float]]:
+    """One DynamoDB answer through the pool's parser and through h11 (the parser tests' oracle)."""
+    import h11
+
+    from gateway.http1.parser import ResponseParser
+
+    parser = ResponseParser()
+
+    def ours() -> object:
+        return parser.feed(ANSWER)
+
+    def theirs() -> object:
+        conn = h11.Connection(h11.CLIENT)
+        conn.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+        conn.send(h11.EndOfMessage())
+        conn.receive_data(ANSWER)
+        while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+            pass
+        return event
+
+    rows = []
+    for name, call in (("answer parsed, gateway/http1/parser.py", ours), ("answer parsed, h11", theirs)):
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(n // 10):
+                call()
+            best = min(best, (time.perf_counter() - started) / (n // 10))
+        rows.append((name, best * 1e6))
     return rows
 
 
@@ -152,18 +217,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50_000, help="calls per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cold-calls", type=int, default=2000, help="cold calls per digest arm and eviction size")
+    parser.add_argument("--cold-calls", type=int, default=2000, help="cold calls per signature arm and eviction size")
     args = parser.parse_args()
-    print(f"{'arm':52} {'us/call':>8}")
+    print(f"{'arm':64} {'us/call':>8}")
     for mode in ("in-memory", "multiprocess"):
-        print(f"{'metrics.observe_downstream, ' + mode:52} {metrics_arm(mode, args.n, args.rounds):8.2f}")
+        print(f"{'metrics.observe_downstream, ' + mode:64} {metrics_arm(mode, args.n, args.rounds):8.2f}")
     import uvloop
 
     for tracing in ("none", "sampled-out", "recording"):
         cost = uvloop.run(frontend_arm(tracing, args.n, args.rounds))
-        print(f"{'Frontend.handle, tracing ' + tracing:52} {cost:8.2f}")
-    for name, cost in digest_arms(args.n, args.rounds, args.cold_calls):
-        print(f"{name:52} {cost:8.2f}")
+        print(f"{'Frontend.handle, tracing ' + tracing:64} {cost:8.2f}")
+    for name, cost in signature_arms(args.n, args.rounds, args.cold_calls) + parser_arms(args.n, args.rounds):
+        print(f"{name:64} {cost:8.2f}")
 
 
 if __name__ == "__main__":

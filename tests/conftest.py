@@ -7,8 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from gateway.local.dynamodb_local import DynamoDBLocal
+
+# Property tests run the same examples on every run (a failure reproduces; CI is never flaky), and
+# HYPOTHESIS_PROFILE=thorough searches far more widely with fresh random examples, for a change to a parser.
+settings.register_profile("ci", max_examples=300, derandomize=True, database=None, deadline=None)
+settings.register_profile("thorough", max_examples=20_000, database=None, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Tests sign with throwaway credentials and must never find real ones (or the instance
 # metadata service) through the provider chain.

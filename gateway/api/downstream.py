@@ -2,9 +2,9 @@
 
 Why the low-level server (``aiohttp.web.Server``) and not ``web.Application``:
 the application layer (router, match info, per-middleware wrappers, a
-``get_event_loop()`` system call per request) cost ~27 µs of the ~105 µs a
-request costs aiohttp here, measured side by side; the gateway has eight
-routes and needs none of it. The request path (deadline, error rendering,
+``get_event_loop()`` system call per request) costs about a quarter of what a
+request costs aiohttp, measured side by side (the README's Performance
+section has the figures); the gateway has eight routes and needs none of it. The request path (deadline, error rendering,
 metrics) is ``Frontend.handle`` in gateway/api/frontend.py, shared with the peer
 API; ``DownstreamApi._route`` (a prefix test and one dict lookup) is this
 listener's one routing function.

@@ -1,9 +1,9 @@
 """The rule edits of ``gatewayctl``, as pure functions: what ``rules set`` would write, and the checks before it.
 
-Nothing here reads a table or prints; gateway/ctl/main.py calls these between the
+Nothing here reads a table or prints; gateway/ctl/rules.py calls these between the
 read and the conditional write, so each can be tested without a store.
 
-Invariants: ``plan_set`` returns only rules that ``routing.validate`` accepts
+Invariants: ``plan_set`` returns only rules that ``rules.validate`` accepts
 against the config's regions, or ``None`` for an edit that changes nothing (so
 nothing is written); a new scope's epoch never goes below the epoch its keys
 were covered by (``initial_epoch``).

@@ -23,9 +23,11 @@ Invariants:
 - Bytes after the answer are refused: the pool sends one request at a time, so
   they can only be a server out of step with its connection.
 
-Why hand-written: h11 costs ~10x more per answer, in pure Python, on every
-DynamoDB call and every forward; ``python -m loadtest.hotpath_bench`` prints
-both side by side.
+Why hand-written: h11 is pure Python and costs many times more per answer,
+on every DynamoDB call and every forward; aiohttp's llhttp parser is as cheap
+but reads answers leniently (obs-fold, bare LF, repeated headers) and hands
+bodies over through a stream per answer. ``python -m loadtest.hotpath_bench``
+prints this parser and h11 side by side; the README gives the figures.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _HEAD = re.compile(
 )
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[\t " + _VCHAR + rb"]*)?[ \t]*")
 _NO_BODY = (204, 304)
+_NONE: list[bytes] = []
 
 
 class Http1Error(ConnectionError):
@@ -114,7 +117,7 @@ class ResponseParser:
     def _read_head(self, head: bytes) -> None:
         match = _HEAD.fullmatch(head)
         if match is None:
-            raise Http1Error(f"not an HTTP/1.x answer head: {_first_bad_line(head)!r}")
+            raise Http1Error(_head_problem(head))
         status = self._status = int(match[1])
         if status < 100 or status == 101:
             raise Http1Error(f"answer with status {status}, which a POST on this connection cannot get")
@@ -122,35 +125,34 @@ class ResponseParser:
         # answer (each DynamoDB call, each forward), and the regex above already vouched for each line.
         lower = head.lower()
         lengths = _values(lower, b"\r\ncontent-length:")
-        codings = _values(lower, b"\r\ntransfer-encoding:")
-        self.close = head.startswith(b"HTTP/1.0")
-        for value in _values(lower, b"\r\nconnection:"):
-            tokens = {token.strip() for token in value.split(b",")}
-            if b"close" in tokens:
-                self.close = True
-            elif b"keep-alive" in tokens:
-                self.close = False
+        codings = _values(lower, b"\r\ntransfer-encoding:") if b"\r\ntransfer-encoding:" in lower else _NONE
+        # HTTP/1.0 keep-alive is an old extension that proxies get wrong: an HTTP/1.0 answer closes.
+        close = head.startswith(b"HTTP/1.0")
+        if not close and b"close" in lower:  # the usual answer keeps the connection: no list made
+            for value in _values(lower, b"\r\nconnection:"):
+                close = close or b"close" in [token.strip(b" \t") for token in value.split(b",")]
+        self.close = close
         if len(lengths) > 1:
             raise Http1Error("answer repeats the header 'content-length'")
+        if lengths and not (lengths[0].isdigit() and lengths[0].isascii()):
+            raise Http1Error(f"answer with a malformed Content-Length: {lengths[0][:40]!r}")
         if codings:
             if lengths:
                 raise Http1Error("answer with both Content-Length and Transfer-Encoding (ambiguous framing)")
             if codings != [b"chunked"]:
                 raise Http1Error(f"answer with a transfer coding other than chunked: {b', '.join(codings)[:40]!r}")
-            self._chunked = True
+        if status < 200 or status in _NO_BODY:
+            self._length = 0  # no body, whatever the headers say (RFC 9110 §15.2, §15.3.5, §15.4.5)
             return
-        if 100 <= status < 200 or status in _NO_BODY:
-            self._length = 0
+        if codings:
+            self._chunked = True
             return
         if not lengths:
             # Neither length nor chunks: the body runs to EOF. DynamoDB never answers so; refuse.
             raise Http1Error("answer without Content-Length or chunked encoding")
-        length = lengths[0]
-        if not length.isdigit() or not length.isascii():
-            raise Http1Error(f"answer with a malformed Content-Length: {length[:40]!r}")
-        if len(length) > 12 or int(length) > self.max_body:
-            raise Http1Error(f"answer body of {length[:20].decode()} bytes is over the {self.max_body} bytes read")
-        self._length = int(length)
+        if len(lengths[0]) > 12 or int(lengths[0]) > self.max_body:
+            raise Http1Error(f"answer body of {lengths[0][:20].decode()} bytes is over the {self.max_body} bytes read")
+        self._length = int(lengths[0])
 
     def _dechunk(self) -> bytes | None:
         """The whole chunked body once it has arrived (trailers read and dropped), else ``None``."""
@@ -211,11 +213,12 @@ def _values(lower_head: bytes, marker: bytes) -> list[bytes]:
     return values
 
 
-def _first_bad_line(head: bytes) -> bytes:
+def _head_problem(head: bytes) -> str:
+    """Which line of a head the grammar refused, for the error message."""
     lines = head.split(b"\r\n")
     if _HEAD.fullmatch(lines[0]) is None:
-        return lines[0][:80]
+        return f"not an HTTP/1.x status line: {lines[0][:80]!r}"
     for line in lines[1:]:
         if _HEAD.fullmatch(b"HTTP/1.1 200\r\n" + line) is None:
-            return line[:80]
-    return head[:80]
+            return f"a malformed header line (RFC 9110 §5): {line[:80]!r}"
+    return f"a malformed answer head: {head[:80]!r}"

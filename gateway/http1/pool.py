@@ -1,14 +1,16 @@
 """A keep-alive HTTP/1.1 connection pool for DynamoDB's JSON POSTs: the data plane's wire.
 
-Why not ``aiohttp.ClientSession``: on this project's machines one
-``ClientSession.post`` costs ~250–370 µs of CPU and ~0.8 ms of wall time
-against DynamoDB Local, against ~70 µs and ~0.37 ms for the same request on
-a bare ``asyncio.Protocol`` (measured side by side; ``loadtest/read_bench.py``
-prints both transports as arms). The data plane sends one kind of request (a
+Why not ``aiohttp.ClientSession``: one ``ClientSession.post`` costs several
+times the CPU and twice the wall time of the same request on a bare
+``asyncio.Protocol``; ``make bench`` (loadtest/read_bench.py) measures both
+side by side as its ``lean`` and ``lean-aiohttp`` arms, and the README gives
+the figures. The data plane sends one kind of request (a
 POST of a small JSON body to one host) and reads one kind of answer (a
 status, a few headers, a ``Content-Length`` or chunked body), so the general
 client's cookie jars, redirects, tracing hooks and header multidicts buy
-nothing here. The control plane keeps using aiobotocore.
+nothing here. The control plane keeps using aiobotocore. Answers are parsed
+by gateway/http1/parser.py, apart from the pool so it can be tested alone
+against a kept parser.
 
 Invariants:
 - A connection serves one request at a time and returns to the pool only
@@ -18,7 +20,8 @@ Invariants:
 - A request that failed on a *reused* idle connection before any byte of the
   answer arrived is sent once more on a fresh connection (the server closed
   the idle connection under us, the usual keep-alive race); every other
-  failure surfaces as ``ConnectionError`` for the caller's retry policy.
+  failure surfaces as ``Http1Error`` (a ``ConnectionError``) for the caller's
+  retry policy, a malformed answer included.
 - At most ``limit`` connections exist; callers beyond it wait, first come first served.
 - A request given a ``timeout`` raises ``TimeoutError`` once that many seconds
   passed since it was made (waiting for a connection included) and aborts its
@@ -33,26 +36,16 @@ import ssl
 from collections import deque
 from urllib.parse import urlsplit
 
-_HEAD_END = b"\r\n\r\n"
-
-
-class Http1Error(ConnectionError):
-    """The connection failed or the server's answer was not HTTP/1.1 we can read."""
+from gateway.http1.parser import MAX_BODY, Http1Error, ResponseParser
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("transport", "_buffer", "_waiter", "_head_len", "_length", "_chunked", "_status", "_close",
-                 "_got_bytes", "closed", "reused", "discarded", "_loop", "_timer")
+    __slots__ = ("transport", "_parser", "_waiter", "_got_bytes", "closed", "reused", "discarded", "_loop", "_timer")
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = MAX_BODY) -> None:
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._parser = ResponseParser(max_body)
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self._head_len = -1
-        self._length = -1
-        self._chunked = False
-        self._status = 0
-        self._close = False
         self._got_bytes = False
         self.closed = False
         self.reused = False
@@ -79,14 +72,21 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self._got_bytes = True
-        self._buffer += data
         try:
-            self._parse()
+            answer = self._parser.feed(data)
         except Http1Error as exc:
             waiter = self._take_waiter()
             self.abort()
             if waiter is not None and not waiter.done():
                 waiter.set_exception(exc)
+            return
+        if answer is None:
+            return
+        waiter = self._take_waiter()
+        if self._parser.close:
+            self.abort()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
 
     def eof_received(self) -> bool | None:
         return False
@@ -130,99 +130,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _parse(self) -> None:
-        buffer = self._buffer
-        if self._head_len < 0:
-            end = buffer.find(_HEAD_END)
-            if end < 0:
-                if len(buffer) > 65536:
-                    raise Http1Error("answer headers larger than 64 KiB")
-                return
-            self._read_head(bytes(buffer[:end]))
-            self._head_len = end + 4
-        if self._chunked:
-            body = self._dechunk()
-            if body is None:
-                return
-        else:
-            end = self._head_len + self._length
-            if len(buffer) < end:
-                return
-            body = bytes(buffer[self._head_len:end])
-            if len(buffer) > end:
-                raise Http1Error("the server sent more bytes than its Content-Length")
-        status, close = self._status, self._close
-        buffer.clear()
-        self._head_len = -1
-        waiter = self._take_waiter()
-        if close:
-            self.abort()
-        if waiter is not None and not waiter.done():
-            waiter.set_result((status, body))
-
-    def _read_head(self, head: bytes) -> None:
-        if not head.startswith(b"HTTP/1.") or len(head) < 12 or not head[9:12].isdigit():
-            raise Http1Error(f"not an HTTP/1.x status line: {head[:80]!r}")
-        self._status = int(head[9:12])
-        # Three header lookups in the lower-cased head instead of splitting every line: the head is
-        # parsed on every answer (each DynamoDB call, each forward).
-        lower = head.lower()
-        length = _header(lower, b"\r\ncontent-length:")
-        chunked = _header(lower, b"\r\ntransfer-encoding:")
-        connection = _header(lower, b"\r\nconnection:")
-        self._chunked = chunked is not None and b"chunked" in chunked
-        self._close = b"close" in connection if connection is not None else head.startswith(b"HTTP/1.0")
-        if self._chunked:
-            self._length = -1
-        elif length is None:
-            # Neither length nor chunks: the body runs to EOF. DynamoDB never answers so; refuse.
-            raise Http1Error("answer without Content-Length or chunked encoding")
-        elif not length.isdigit():
-            raise Http1Error(f"answer with a malformed Content-Length: {length[:40]!r}")
-        else:
-            self._length = int(length)
-
-    def _dechunk(self) -> bytes | None:
-        """The whole chunked body once it has arrived, else ``None``."""
-        buffer, pos, parts = self._buffer, self._head_len, []
-        while True:
-            line_end = buffer.find(b"\r\n", pos)
-            if line_end < 0:
-                return None
-            size = int(bytes(buffer[pos:line_end]).split(b";", 1)[0], 16)
-            start = line_end + 2
-            if size == 0:
-                trailer_end = buffer.find(_HEAD_END, line_end)
-                if trailer_end < 0 and not buffer.endswith(b"\r\n", start):
-                    return None
-                return b"".join(parts)
-            if len(buffer) < start + size + 2:
-                return None
-            parts.append(bytes(buffer[start:start + size]))
-            pos = start + size + 2
-
-
-def _header(lower_head: bytes, marker: bytes) -> bytes | None:
-    """The value of the header whose ``\\r\\nname:`` is ``marker`` in a lower-cased head; refuses repeats."""
-    at = lower_head.find(marker)
-    if at < 0:
-        return None
-    start = at + len(marker)
-    end = lower_head.find(b"\r\n", start)
-    if end < 0:
-        end = len(lower_head)
-    if lower_head.find(marker, end) >= 0:
-        # Two Content-Length (or Connection, ...) headers: the answer's framing is ambiguous.
-        raise Http1Error(f"answer repeats the header {marker[2:-1].decode()!r}")
-    return lower_head[start:end].strip()
-
 
 class Http1Pool:
     """Keep-alive connections to one origin (``http://host:port`` or ``https://host``)."""
 
-    __slots__ = ("host", "port", "_ssl", "_server_hostname", "limit", "_idle", "_count", "_waiters", "_closed")
+    __slots__ = ("host", "port", "_ssl", "_server_hostname", "limit", "_max_body", "_idle", "_count", "_waiters",
+                 "_closed")
 
-    def __init__(self, url: str, *, limit: int = 256, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, url: str, *, limit: int = 256, ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -231,6 +148,7 @@ class Http1Pool:
         self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
         self._server_hostname = self.host if self._ssl else None
         self.limit = limit
+        self._max_body = max_body
         # Event-loop confined: touched only between awaits.
         self._idle: list[_Connection] = []
         self._count = 0
@@ -295,7 +213,8 @@ class Http1Pool:
         try:
             loop = asyncio.get_running_loop()
             _, conn = await loop.create_connection(
-                _Connection, self.host, self.port, ssl=self._ssl, server_hostname=self._server_hostname
+                lambda: _Connection(self._max_body), self.host, self.port, ssl=self._ssl,
+                server_hostname=self._server_hostname,
             )
         except BaseException as exc:
             self._count -= 1

@@ -30,7 +30,8 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.deadlines import TIMEOUT_HEADER
 from gateway.errors import NotPrimary, PeerError, PrimaryUnreachable, StoreTimeout
-from gateway.http1.pool import Http1Error, Http1Pool
+from gateway.http1.parser import Http1Error
+from gateway.http1.pool import Http1Pool
 from gateway.obs.logs import REQUEST_ID_HEADER, request_id
 from gateway.obs.metrics import Metrics
 from gateway.obs.tracing import PROPAGATOR, SpanKind, Status, StatusCode, Tracer
@@ -248,9 +249,9 @@ class PeerClient:
         upstream = f"peer:{self._regions.get(address, '?')}"
         if new is State.EJECTED:
             self._metrics.outlier_ejections_total.labels(upstream).inc()
-            if old is State.CLOSED:
+            if old is State.HEALTHY:
                 self._metrics.outlier_ejected.labels(upstream).inc()
-        elif new is State.CLOSED:
+        elif new is State.HEALTHY:
             self._metrics.outlier_ejected.labels(upstream).dec()
 
     def _answer(self, region: str, op: str, address: str, status: int, answer: bytes, started: float) -> dict[str, Any]:

@@ -1,20 +1,20 @@
-"""Outlier detection and circuit breaking per peer address (after Envoy's outlier detection).
+"""Outlier detection per peer address, after Envoy's: an address that keeps failing is ejected for a while.
 
 ``OutlierDetector`` watches the outcome of every call ``PeerClient`` makes to
 one peer address and decides whether the next call may go there:
 
-- ``CLOSED``: calls flow. ``consecutive_failures`` failures in a row (no
+- ``HEALTHY``: calls flow. ``consecutive_failures`` failures in a row (no
   answer within the timeout, a refused connection, a 503 ``draining`` or
   ``overloaded``) **eject** the address, unless that would eject more than
   ``max_ejection_percent`` of its region's addresses (at least one address of
   a region may always be ejected, as in Envoy, so a region reached through one
-  load-balancer address still gets a breaker).
+  load-balancer address can still be ejected).
 - ``EJECTED`` for ``base_ejection × n`` seconds, ``n`` the number of times it
   was ejected (at most ``max_ejection``): calls skip it at once, without
   touching the network. ``n`` decays by one per ``base_ejection`` seconds of
   health, so a flapping host stays out longer and a recovered one is forgiven.
 - ``PROBING`` (half-open) once the ejection time passed: exactly one call, the
-  probe, is let through. Its success closes the breaker; its failure ejects
+  probe, is let through. Its success makes the address healthy; its failure ejects
   the address again for longer. A probe that never reports (its caller was
   cancelled) is replaced after ``probe_timeout``.
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class State(enum.Enum):
-    CLOSED = "closed"
+    HEALTHY = "healthy"
     EJECTED = "ejected"
     PROBING = "probing"
 
@@ -43,8 +43,8 @@ class _Host:
     __slots__ = ("state", "failures", "ejections", "until", "healthy_since")
 
     def __init__(self) -> None:
-        self.state = State.CLOSED
-        #: Consecutive failures while CLOSED.
+        self.state = State.HEALTHY
+        #: Consecutive failures while HEALTHY.
         self.failures = 0
         #: Times ejected, decayed by time spent healthy (the ejection-time multiplier).
         self.ejections = 0
@@ -77,12 +77,12 @@ class OutlierDetector:
 
     def state(self, address: str) -> State:
         host = self._hosts.get(address)
-        return State.CLOSED if host is None else host.state
+        return State.HEALTHY if host is None else host.state
 
     def retry_in(self, address: str) -> float:
         """Seconds until an ejected address gets its probe (0 when it may be called)."""
         host = self._hosts.get(address)
-        if host is None or host.state is State.CLOSED:
+        if host is None or host.state is State.HEALTHY:
             return 0.0
         return max(0.0, host.until - self._clock.monotonic())
 
@@ -92,7 +92,7 @@ class OutlierDetector:
         if host is None:
             return True
         state = host.state
-        if state is State.CLOSED:
+        if state is State.HEALTHY:
             return True
         now = self._clock.monotonic()
         if state is State.EJECTED or state is State.PROBING:
@@ -104,17 +104,17 @@ class OutlierDetector:
             if state is State.EJECTED:
                 self._on_change(address, State.EJECTED, State.PROBING)
             return True
-        raise AssertionError(f"unhandled breaker state {state!r}")
+        raise AssertionError(f"unhandled outlier state {state!r}")
 
     def success(self, address: str) -> None:
         host = self._hosts.get(address)
         if host is None:
             return
         if host.state is State.PROBING:
-            host.state = State.CLOSED
+            host.state = State.HEALTHY
             host.healthy_since = self._clock.monotonic()
             log.warning("peer %s answered its probe; back in rotation", address)
-            self._on_change(address, State.PROBING, State.CLOSED)
+            self._on_change(address, State.PROBING, State.HEALTHY)
         host.failures = 0
 
     def failure(self, address: str, pool: Sequence[str]) -> None:
@@ -132,13 +132,13 @@ class OutlierDetector:
             self._eject(address, host)
 
     def _may_eject(self, pool: Sequence[str]) -> bool:
-        ejected = sum(1 for a in pool if self.state(a) is not State.CLOSED)
+        ejected = sum(1 for a in pool if self.state(a) is not State.HEALTHY)
         return ejected == 0 or (ejected + 1) * 100 <= self._percent * len(pool)
 
     def _eject(self, address: str, host: _Host) -> None:
         now = self._clock.monotonic()
         old = host.state
-        if host.ejections and old is State.CLOSED:
+        if host.ejections and old is State.HEALTHY:
             host.ejections = max(0, host.ejections - int((now - host.healthy_since) // self._base))
         host.ejections += 1
         seconds = min(self._base * host.ejections, self._max)

@@ -71,14 +71,13 @@ synchronous stretch and leaves the invariant restored when it returns; callers
 must not await between deciding and calling it.
 
 Memory: a held write costs its ``nbytes`` (the caller's record, bounded by
-``max_bytes``) plus a fixed overhead of about 470 bytes (CPython 3.11,
-measured with tracemalloc over 20 000 held writes): ~310 B of bookkeeping —
-the slotted ``_Entry`` (64 B), its ``asyncio.Future`` (144 B), the float
-timestamp (24 B) and its OrderedDict node and slot — and ~160 B for the
-suspended ``hold`` coroutine frame (the caller's own task is not counted). So
-held writes take less than ``max_bytes + max_entries * 512 B`` (5 MB of
-overhead at the default 10 000 entries), plus ``drain_concurrency`` in-flight
-writes per draining scope, which no longer count as held.
+``max_bytes``) plus a fixed overhead under 640 bytes: the suspended ``hold``
+coroutine, its ``asyncio.Future``, the slotted ``_Entry`` with its timestamp,
+and its node in the scope's queue (the caller's own task is not counted;
+tests/unit/switch/test_write_buffer.py measures it with tracemalloc). So held
+writes take less than ``max_bytes + max_entries * 640 B`` (6.4 MB of overhead
+at the default 10 000 entries), plus ``drain_concurrency`` in-flight writes per
+draining scope, which no longer count as held.
 """
 
 from __future__ import annotations

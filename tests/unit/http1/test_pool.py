@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.http1.pool import Http1Error, Http1Pool
+from gateway.http1.parser import Http1Error
+from gateway.http1.pool import Http1Pool
 
 Answer = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 

@@ -26,13 +26,13 @@ def test_consecutive_failures_eject_and_a_success_resets_the_count():
     fail(d, A, 2)
     d.success(A)
     fail(d, A, 2)
-    assert d.state(A) is State.CLOSED and d.allow(A)
+    assert d.state(A) is State.HEALTHY and d.allow(A)
     d.failure(A, [A])
     assert d.state(A) is State.EJECTED and not d.allow(A)
     assert d.retry_in(A) == 10.0
 
 
-def test_one_probe_after_the_ejection_closes_the_breaker_on_success():
+def test_one_probe_after_the_ejection_makes_the_address_healthy_on_success():
     clock, changes = FakeClock(0.0), []
     d = detector(clock, changes)
     fail(d, A, 3)
@@ -42,8 +42,8 @@ def test_one_probe_after_the_ejection_closes_the_breaker_on_success():
     assert d.allow(A)  # the probe
     assert d.state(A) is State.PROBING and not d.allow(A)  # only one at a time
     d.success(A)
-    assert d.state(A) is State.CLOSED and d.allow(A) and d.allow(A)
-    assert changes == [(A, State.EJECTED), (A, State.PROBING), (A, State.CLOSED)]
+    assert d.state(A) is State.HEALTHY and d.allow(A) and d.allow(A)
+    assert changes == [(A, State.EJECTED), (A, State.PROBING), (A, State.HEALTHY)]
 
 
 def test_a_failed_probe_ejects_again_for_longer_up_to_the_maximum():
@@ -95,7 +95,7 @@ def test_max_ejection_percent_keeps_part_of_a_pool_in_rotation_but_one_may_alway
     fail(d, A, 3, pool)
     assert d.state(A) is State.EJECTED  # the first of a region may always be ejected
     fail(d, B, 5, pool)
-    assert d.state(B) is State.CLOSED  # 2 of 3 would be over 50 %
+    assert d.state(B) is State.HEALTHY  # 2 of 3 would be over 50 %
     fail(d, C, 3, (C,))
     assert d.state(C) is State.EJECTED  # alone in its region
 

@@ -457,3 +457,30 @@ async def test_sweeper_task_expires_on_its_own(monkeypatch: pytest.MonkeyPatch):
     await settle()
     assert isinstance(task.exception(), PrimarySwitching)
     assert buffer.stats("s").expired == 1
+
+
+async def test_a_held_write_costs_under_640_bytes_beside_its_record():
+    """The docstring's memory bound: max_bytes + max_entries x 640 B, measured with tracemalloc."""
+    import gc
+    import tracemalloc
+
+    count = 5000
+    buffer, _, _ = make(max_entries=count, max_bytes=count)
+    buffer.switch_started("s")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        # Each hold suspended at its wait, without a task around it (the caller's task is the caller's).
+        waiting = [buffer.hold("s", 1) for _ in range(count)]
+        for coroutine in waiting:
+            coroutine.send(None)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert buffer.stats("s").held == count
+    assert 100 < grown / count < 640, f"{grown / count:.0f} B per held write"
+    for coroutine in waiting:
+        coroutine.close()
+    buffer.close()
