@@ -48,7 +48,8 @@ FEATURE_TYPES = frozenset({"string", "int", "float", "bool", "list", "map", "any
 
 #: An AWS region name such as us-east-1 (the config's regions and every region a rule names).
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+#: A view name, and the characters of a DynamoDB table name (a table name also needs 3 or more).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 #: Shortest peer secret accepted, in bytes.
 MIN_SECRET_BYTES = 16
@@ -156,9 +157,9 @@ class ViewConfig:
     features: Mapping[str, str] | None = setting(None)
 
     def validate(self, fail: Callable[[str, str], ConfigError]) -> None:
-        if not _NAME_RE.match(self.name):
+        if not NAME_PATTERN.match(self.name):
             raise fail("", "view names may hold letters, digits, '_', '-' and '.' only")
-        if not _NAME_RE.match(self.table) or len(self.table) < 3:
+        if not NAME_PATTERN.match(self.table) or len(self.table) < 3:
             raise fail("table", f"is not a valid DynamoDB table name, got {self.table!r}")
         for feature, kind in (self.features or {}).items():
             if kind not in FEATURE_TYPES:

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gateway.config import NAME_PATTERN, REGION_PATTERN
+
 RULE_PREFIX = "rule#"
 DEFAULT_SCOPE = "default"
 
@@ -33,8 +35,6 @@ ACTIVE = "active"
 SWITCHING = "switching"
 STATES = (ACTIVE, SWITCHING)
 
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_VIEW_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _AT_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -121,7 +121,7 @@ def check_scope(scope: Any) -> str:
     if scope == DEFAULT_SCOPE:
         return scope
     parts = scope.split("#", 3)
-    if len(parts) >= 2 and parts[0] == "view" and _VIEW_RE.match(parts[1]):
+    if len(parts) >= 2 and parts[0] == "view" and NAME_PATTERN.match(parts[1]):
         if len(parts) == 2:
             return scope
         if len(parts) == 4 and parts[2] == "prefix" and parts[3]:
@@ -157,7 +157,7 @@ def validate(rule: Rule, regions: Iterable[str] | None = None) -> Rule:
             if required:
                 raise RuleError(f"{where}: {field_name} is required")
             return
-        if not isinstance(value, str) or not _REGION_RE.match(value):
+        if not isinstance(value, str) or not REGION_PATTERN.match(value):
             raise RuleError(f"{where}: {field_name} {value!r} is not a region name like us-east-1")
         if known is not None and value not in known:
             raise RuleError(f"{where}: {field_name} {value!r} is not a known region ({', '.join(sorted(known))})")

@@ -61,3 +61,20 @@ def test_switch_bench_runs_and_prints_its_figures():
         assert re.search(rf"^{label}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+", out, re.M), out
     assert re.search(r"^switch duration: [\d.]+ s", out, re.M), out
     assert "errors: 0" in out and "lost: 0" in out, out
+
+
+def test_hotpath_bench_runs_and_prints_every_arm():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.hotpath_bench", "-n", "200", "--rounds", "1", "--cold-calls", "3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    arms = [
+        "metrics.observe_downstream, in-memory", "metrics.observe_downstream, multiprocess",
+        "Frontend.handle, tracing none", "Frontend.handle, tracing sampled-out", "Frontend.handle, tracing recording",
+        *(f"{call}, {when}" for call in ("forward signed + verified (peer/auth.py)", "DynamoDB call signed (store/sigv4.py)")
+          for when in ("hot", "cold (2 MiB evicted)", "cold (24 MiB evicted)")),
+        "answer parsed, gateway/http1/parser.py", "answer parsed, h11",
+    ]
+    for arm in arms:
+        assert re.search(rf"^{re.escape(arm)}\s+\d+\.\d\d$", proc.stdout, re.M), f"{arm} missing:\n{proc.stdout}"

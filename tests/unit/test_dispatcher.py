@@ -66,23 +66,23 @@ class ConditionalStore:
 HOME = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=0)
 
 
-def dispatcher(store, *rules, peers=None, sleep=None):
+def make_dispatcher(store, *rules, peers=None, sleep=None):
     clock = FakeClock()
     routing = StaticRouting(*(rules or (HOME,)))
     buffer = WriteBuffer(BufferConfig(), clock)
     acks = AckLog(clock, CONFIG.switch.fence_window, CONFIG.switch.fence_max_keys)
-    d = Dispatcher(
+    dispatcher = Dispatcher(
         CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(), buffer, acks,
         sleep=sleep or RecordingSleep(),
     )
     SwitchParticipant(CONFIG.region, routing, store, acks, buffer)  # buffering follows the rule, as in a gateway
-    return d, clock
+    return dispatcher, clock
 
 
 async def test_writes_are_stamped_and_answered():
     store = ConditionalStore()
-    d, clock = dispatcher(store)
-    answer = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    dispatcher, clock = make_dispatcher(store)
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
     assert answer == {"applied": True, "version": f"0.{clock.wall_us()}.eu-west-1", "primary": "eu-west-1", "forwarded": False}
     stored = store.items["k"]
     assert stored["_region"] == {"S": "eu-west-1"} and stored["_req"] == {"S": "r1"} and stored["_event_ts"] == {"N": "1000"}
@@ -90,26 +90,26 @@ async def test_writes_are_stamped_and_answered():
 
 async def test_refusals_name_their_reason_and_the_stored_version():
     store = ConditionalStore()
-    d, _ = dispatcher(store)
-    first = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
-    again = await d.write(write_record(VIEW, "k", {"a": 2}, 2000, "r1", 0))
-    older = await d.write(write_record(VIEW, "k", {"a": 3}, 999, "r2", 0))
+    dispatcher, _ = make_dispatcher(store)
+    first = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    again = await dispatcher.write(write_record(VIEW, "k", {"a": 2}, 2000, "r1", 0))
+    older = await dispatcher.write(write_record(VIEW, "k", {"a": 3}, 999, "r2", 0))
     assert (again["applied"], again["reason"], again["version"]) == (False, "duplicate", first["version"])
     assert (older["applied"], older["reason"], older["version"]) == (False, "stale_event_time", first["version"])
 
 
 async def test_delete_of_nothing_is_not_applied():
-    d, _ = dispatcher(ConditionalStore())
-    answer = await d.write(delete_record(VIEW, "missing", 5, "d1", 0))
+    dispatcher, _ = make_dispatcher(ConditionalStore())
+    answer = await dispatcher.write(delete_record(VIEW, "missing", 5, "d1", 0))
     assert answer["applied"] is False and answer["reason"] == "not_found" and answer["version"] is None
 
 
 async def test_batch_results_keep_order_and_isolate_failures():
     store = ConditionalStore()
     store.fail_keys.add("b")
-    d, _ = dispatcher(store)
+    dispatcher, _ = make_dispatcher(store)
     records = [write_record(VIEW, k, {"v": k}, 1, None, 0) for k in ("a", "b", "c")]
-    results = await d.write_many(records)
+    results = await dispatcher.write_many(records)
     assert [r["key"] for r in results] == ["a", "b", "c"]
     assert results[0]["applied"] and results[2]["applied"]
     assert results[1]["error"]["code"] == "throttled" and results[1]["error"]["retryable"] is True
@@ -128,8 +128,8 @@ def applied_by(region):
 async def test_a_write_for_another_primary_is_forwarded_with_its_epoch_and_idempotency_key():
     store = ConditionalStore()
     peers = FakePeers(applied_by("us-east-1"))
-    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=4), peers=peers)
-    answer = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=4), peers=peers)
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
     assert answer == {"applied": True, "version": "4.5.us-east-1", "primary": "us-east-1", "forwarded": True}
     (op, region, body), = peers.calls
     assert (op, region, body["scope"], body["epoch"], body["origin"]) == ("write", "us-east-1", "default", 4, "eu-west-1")
@@ -147,13 +147,13 @@ async def test_not_primary_refreshes_and_follows_the_peers_newer_rule():
         return await applied_by(region)(region, body)
 
     peers = FakePeers(answer)
-    d, _ = dispatcher(ConditionalStore(), stale, peers=peers)
-    result = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
+    dispatcher, _ = make_dispatcher(ConditionalStore(), stale, peers=peers)
+    result = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
     assert result["primary"] == "ap-southeast-1" and result["version"].startswith("5.")
     assert [(c[1], c[2]["epoch"], c[2]["records"][0]["idempotency_key"]) for c in peers.calls] == [
         ("us-east-1", 4, "idem-1"), ("ap-southeast-1", 5, "idem-1"),
     ]
-    assert d._routing.refreshes == 1
+    assert dispatcher._routing.refreshes == 1
 
 
 async def test_rerouting_is_bounded_and_backs_off():
@@ -162,9 +162,9 @@ async def test_rerouting_is_bounded_and_backs_off():
 
     sleep = RecordingSleep()
     peers = FakePeers(answer)
-    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=sleep)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=sleep)
     with pytest.raises(PrimaryUnreachable, match="3 attempts"):
-        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
     assert len(peers.calls) == 3 and sleep.delays == [0.05]
 
 
@@ -174,37 +174,37 @@ async def test_a_refreshed_snapshot_that_makes_this_region_primary_writes_locall
     async def answer(region, body):
         raise NotPrimary("it is you now", rule=None)
 
-    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=FakePeers(answer))
-    d._routing.next_rules = (Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=2),)
-    result = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=FakePeers(answer))
+    dispatcher._routing.next_rules = (Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=2),)
+    result = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
     assert result["forwarded"] is False and result["version"].startswith("2.") and "k" in store.items
 
 
 async def test_writes_of_a_switching_scope_wait_in_the_buffer_and_go_to_the_new_primary():
     store = ConditionalStore()
     switching = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 1, state=SWITCHING, next_primary="eu-west-1", switch_id="s")
-    d, _ = dispatcher(store, switching)
-    write = asyncio.create_task(d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)))
+    dispatcher, _ = make_dispatcher(store, switching)
+    write = asyncio.create_task(dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)))
     await asyncio.sleep(0)
-    assert not write.done() and d._buffer.stats(DEFAULT_SCOPE).held == 1 and store.items == {}
+    assert not write.done() and dispatcher._buffer.stats(DEFAULT_SCOPE).held == 1 and store.items == {}
     # The switch commits: this region is primary at epoch 2; the held write is applied here.
-    d._routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", 2))
+    dispatcher._routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", 2))
     answer = await write
     assert answer["applied"] and answer["version"].startswith("2.") and store.items["k"]["_epoch"] == {"N": "2"}
-    stats = d._buffer.stats(DEFAULT_SCOPE)
+    stats = dispatcher._buffer.stats(DEFAULT_SCOPE)
     assert (stats.buffered, stats.drained, stats.held) == (1, 1, 0)
 
 
 async def test_a_missing_rule_is_no_routing_rule():
-    d, _ = dispatcher(ConditionalStore(), Rule("view#other", SINGLE_PRIMARY, "eu-west-1", 0))
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule("view#other", SINGLE_PRIMARY, "eu-west-1", 0))
     with pytest.raises(NoRoutingRule, match="view#items"):
-        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
 
 
 async def test_any_region_writes_locally_under_the_rules_epoch():
     store = ConditionalStore()
-    d, clock = dispatcher(store, Rule(DEFAULT_SCOPE, ANY_REGION, None, epoch=3))
-    result = await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    dispatcher, clock = make_dispatcher(store, Rule(DEFAULT_SCOPE, ANY_REGION, None, epoch=3))
+    result = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
     assert result == {"applied": True, "version": f"3.{clock.wall_us()}.eu-west-1", "primary": "eu-west-1", "forwarded": False}
 
 
@@ -212,9 +212,9 @@ async def test_a_peers_record_error_keeps_its_status_and_code():
     async def answer(region, body):
         return {"results": [{"key": "k", "error": {"code": "throttled", "message": "slow down", "retryable": True, "status": 429}}]}
 
-    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 0), peers=FakePeers(answer))
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 0), peers=FakePeers(answer))
     with pytest.raises(PeerError) as caught:
-        await d.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
     assert (caught.value.status, caught.value.code, caught.value.retryable) == (429, "throttled", True)
 
 
@@ -223,31 +223,31 @@ async def test_a_peers_record_error_keeps_its_status_and_code():
 
 async def test_a_forward_is_applied_only_at_the_primarys_epoch():
     store = ConditionalStore()
-    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
     record = write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)
-    results = await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
+    results = await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
     assert results[0]["applied"] and store.items["k"]["_epoch"] == {"N": "3"}
     with pytest.raises(NotPrimary, match="Epoch 2 of scope default is over") as old:
-        await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 2, [record])
+        await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 2, [record])
     assert old.value.rule["epoch"] == 3
-    assert d._routing.refreshes == 0  # an older epoch needs no refresh to refuse
+    assert dispatcher._routing.refreshes == 0  # an older epoch needs no refresh to refuse
 
 
 async def test_a_forward_from_a_newer_epoch_refreshes_before_refusing():
-    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
-    d._routing.next_rules = (Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=4),)
-    results = await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 4, [write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)])
-    assert results[0]["applied"] and d._routing.refreshes == 1
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
+    dispatcher._routing.next_rules = (Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=4),)
+    results = await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 4, [write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)])
+    assert results[0]["applied"] and dispatcher._routing.refreshes == 1
 
 
 async def test_a_forward_to_a_region_that_is_not_primary_or_routes_another_scope_is_refused():
-    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=3))
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=3))
     record = write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)
     with pytest.raises(NotPrimary, match="not the active primary") as caught:
-        await d.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
+        await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
     assert caught.value.rule["primary"] == "us-east-1"
     with pytest.raises(NotPrimary, match="by scope default, not view#items"):
-        await d.accept_forwarded(VIEW, "view#items", 3, [record])
+        await dispatcher.accept_forwarded(VIEW, "view#items", 3, [record])
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -260,11 +260,11 @@ async def test_strong_reads_go_to_the_primary_and_eventual_reads_stay_local():
         return {"results": [{"key": "k", "status": "PRESENT", "features": {"a": 2}, "version": "1.9.us-east-1"}]}
 
     peers = FakePeers(answer)
-    d, _ = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
     store.items["k"] = {"pk": {"S": "k"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "1"}, "_region": {"S": "us-east-1"}}
-    strong = await d.read(VIEW, "k", None, True)
+    strong = await dispatcher.read(VIEW, "k", None, True)
     assert strong == {"view": "items", "key": "k", "features": {"a": 2}, "version": "1.9.us-east-1", "region": "us-east-1"}
-    eventual = await d.read(VIEW, "k", None, False)
+    eventual = await dispatcher.read(VIEW, "k", None, False)
     assert eventual["features"] == {"a": 1} and eventual["region"] == "eu-west-1"
     assert [c[0] for c in peers.calls] == ["read"]
 
@@ -277,16 +277,16 @@ async def test_a_min_version_read_serves_locally_once_caught_up_else_from_the_pr
 
     clock_sleep = RecordingSleep()
     peers = FakePeers(answer)
-    d, clock = dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=clock_sleep)
+    dispatcher, clock = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers, sleep=clock_sleep)
     store.items["k"] = {"pk": {"S": "k"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "1"}, "_region": {"S": "us-east-1"}}
-    local = await d.read(VIEW, "k", None, False, Version(1, 5, "us-east-1"))
+    local = await dispatcher.read(VIEW, "k", None, False, Version(1, 5, "us-east-1"))
     assert local["features"] == {"a": 1} and not peers.calls and not clock_sleep.delays
 
     async def advancing_sleep(delay):  # the injected sleep moves the fake clock
         clock.advance(delay)
 
-    d._sleep = advancing_sleep
-    remote = await d.read(VIEW, "k", None, False, Version(1, 9, "us-east-1"))
+    dispatcher._sleep = advancing_sleep
+    remote = await dispatcher.read(VIEW, "k", None, False, Version(1, 9, "us-east-1"))
     assert remote["features"] == {"a": 9} and remote["region"] == "us-east-1" and len(peers.calls) == 1
     # The local replica was asked again while waiting, for about min_version_wait (0.5 s at 10 ms).
     assert 45 <= len(store.reads) <= 55
@@ -305,8 +305,8 @@ async def test_a_strong_batch_read_refused_by_a_moved_primary_is_rerouted_key_by
         return {"results": [{"key": k, "status": "PRESENT", "features": {"at": region}, "version": "4.1." + region} for k in body["keys"]]}
 
     peers = FakePeers(answer)
-    d, _ = dispatcher(store, HOME, stale, peers=peers)
-    results = await d.read_many(VIEW, ["t1-a", "home", "t1-b"], None, True)
+    dispatcher, _ = make_dispatcher(store, HOME, stale, peers=peers)
+    results = await dispatcher.read_many(VIEW, ["t1-a", "home", "t1-b"], None, True)
     assert [r["key"] for r in results] == ["t1-a", "home", "t1-b"]
     assert [r["features"] for r in results] == [{"at": "ap-southeast-1"}, {"a": 1}, {"at": "ap-southeast-1"}]
     assert [(c[1], c[2]["keys"]) for c in peers.calls] == [
@@ -319,7 +319,7 @@ async def test_a_strong_batch_read_gives_up_when_the_primary_keeps_moving():
         raise NotPrimary("not me", rule=None)
 
     peers = FakePeers(answer)
-    d, _ = dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
     with pytest.raises(PrimaryUnreachable, match="kept moving during 3 attempts"):
-        await d.read_many(VIEW, ["a", "b"], None, True)
+        await dispatcher.read_many(VIEW, ["a", "b"], None, True)
     assert len(peers.calls) == 3

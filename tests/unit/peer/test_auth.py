@@ -117,3 +117,14 @@ def test_the_wire_form_carries_the_same_three_headers(clock):
     headers = dict(line.split(": ", 1) for line in lines[:-1])
     assert set(headers) == {TIMESTAMP, NONCE, SIGNATURE}
     verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+@pytest.mark.parametrize("secret", [b"k" * 16, b"k" * 64, b"k" * 65, b"long-secret-" * 20])
+def test_each_signature_is_the_standard_hmac_of_its_own_request_message_after_message(clock, secret):
+    """The keyed HMAC is kept per signer and copied per message: no message's state leaks into the next."""
+    signer = PeerSigner(secret, clock)
+    for body in (b"", b"one", b"two" * 100, b"one"):
+        headers = signer.headers("POST", PATH, body)
+        canonical = f"POST\n{PATH}\n{headers[TIMESTAMP]}\n{headers[NONCE]}\n{hashlib.sha256(body).hexdigest()}".encode()
+        assert headers[SIGNATURE] == hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+        PeerVerifier(secret, clock, max_skew=30.0).verify("POST", PATH, headers, body)

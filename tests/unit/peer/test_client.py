@@ -54,58 +54,58 @@ class Peer:
 @pytest.fixture
 async def peer() -> AsyncIterator[tuple[Peer, int]]:
     clock = FakeClock()
-    p = Peer(clock)
-    runner = p.runner = web.ServerRunner(web.Server(p.handle))
+    server = Peer(clock)
+    runner = server.runner = web.ServerRunner(web.Server(server.handle))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    yield p, runner.addresses[0][1]
+    yield server, runner.addresses[0][1]
     await runner.cleanup()
 
 
-def client(port: int, members=lambda region: []) -> PeerClient:
+def make_client(port: int, members=lambda region: []) -> PeerClient:
     clock = FakeClock()
     return PeerClient(config(port), PeerSigner(SECRET, clock), clock, Metrics(), members)
 
 
 async def test_a_signed_write_reaches_the_region_and_its_answer_comes_back(peer):
-    p, port = peer
-    p.body = {"results": [{"applied": True}]}
-    c = client(port)
+    server, port = peer
+    server.body = {"results": [{"applied": True}]}
+    client = make_client(port)
     try:
-        assert await c.write("us-east-1", {"records": [1]}) == {"results": [{"applied": True}]}
-        assert p.seen == [{"records": [1]}]
+        assert await client.write("us-east-1", {"records": [1]}) == {"results": [{"applied": True}]}
+        assert server.seen == [{"records": [1]}]
     finally:
-        await c.close()
+        await client.close()
 
 
 async def test_an_unreachable_instance_is_skipped_for_the_next_one_of_the_region(peer):
-    p, port = peer
+    server, port = peer
     dead = free_port()
-    c = client(dead, members=lambda region: [f"127.0.0.1:{port}"] if region == "us-east-1" else [])
+    client = make_client(dead, members=lambda region: [f"127.0.0.1:{port}"] if region == "us-east-1" else [])
     try:
-        assert c.addresses("us-east-1") == [f"127.0.0.1:{dead}", f"127.0.0.1:{port}"]
-        await c.write("us-east-1", {"n": 1})
-        assert p.seen == [{"n": 1}]
+        assert client.addresses("us-east-1") == [f"127.0.0.1:{dead}", f"127.0.0.1:{port}"]
+        await client.write("us-east-1", {"n": 1})
+        assert server.seen == [{"n": 1}]
     finally:
-        await c.close()
+        await client.close()
 
 
 async def test_no_answering_instance_is_primary_unreachable_naming_each():
     dead = free_port()
-    c = client(dead)
+    client = make_client(dead)
     try:
         with pytest.raises(PrimaryUnreachable, match=f"127.0.0.1:{dead}"):
-            await c.write("us-east-1", {})
+            await client.write("us-east-1", {})
         with pytest.raises(PrimaryUnreachable, match="No gateway address is known for region sa-east-1"):
-            await c.write("sa-east-1", {})
+            await client.write("sa-east-1", {})
     finally:
-        await c.close()
+        await client.close()
 
 
 def test_members_advertising_a_wildcard_address_are_not_peers():
-    c = client(9, members=lambda region: ["0.0.0.0:8701", "10.0.0.7:8701", "127.0.0.1:9"])
-    assert c.addresses("us-east-1") == ["127.0.0.1:9", "10.0.0.7:8701"]
+    client = make_client(9, members=lambda region: ["0.0.0.0:8701", "10.0.0.7:8701", "127.0.0.1:9"])
+    assert client.addresses("us-east-1") == ["127.0.0.1:9", "10.0.0.7:8701"]
 
 
 @pytest.mark.parametrize(
@@ -118,14 +118,14 @@ def test_members_advertising_a_wildcard_address_are_not_peers():
     ],
 )
 async def test_peer_error_answers_map_to_the_error_tree(peer, status, body, error, match):
-    p, port = peer
-    p.status, p.body = status, body
-    c = client(port)
+    server, port = peer
+    server.status, server.body = status, body
+    client = make_client(port)
     try:
         with pytest.raises(error, match=match) as caught:
-            await c.write("us-east-1", {})
+            await client.write("us-east-1", {})
     finally:
-        await c.close()
+        await client.close()
     if error is NotPrimary:
         assert caught.value.rule == {"scope": "default"}
     if status == 503:
@@ -170,34 +170,34 @@ async def test_a_peer_is_ejected_while_it_is_down_and_healthy_again_after_it_is_
     port = free_port()
     peer, metrics = Headers(), Metrics()
     clock = SystemClock()
-    c = PeerClient(outlier_config(port), PeerSigner(SECRET, clock), clock, metrics)
+    client = PeerClient(outlier_config(port), PeerSigner(SECRET, clock), clock, metrics)
     address = f"127.0.0.1:{port}"
     runner = await serve_on(port, peer.handle)
     try:
-        await c.write("us-east-1", {})
+        await client.write("us-east-1", {})
         await runner.cleanup()  # the peer goes down
         for _ in range(2):
             with pytest.raises(PrimaryUnreachable, match="Connect|connect|refused"):
-                await c.write("us-east-1", {})
-        assert c.outliers.state(address) is State.EJECTED
+                await client.write("us-east-1", {})
+        assert client.outliers.state(address) is State.EJECTED
         # Open: refused at once, without a connection attempt.
         with pytest.raises(PrimaryUnreachable, match="ejected after consecutive failures"):
-            await c.write("us-east-1", {})
+            await client.write("us-east-1", {})
         runner = await serve_on(port, peer.handle)  # back
         give_up = asyncio.get_running_loop().time() + 5.0
-        while c.outliers.state(address) is not State.HEALTHY:
+        while client.outliers.state(address) is not State.HEALTHY:
             assert asyncio.get_running_loop().time() < give_up, "the address never became healthy again"
             with contextlib.suppress(PrimaryUnreachable):
-                await c.write("us-east-1", {})
+                await client.write("us-east-1", {})
             await asyncio.sleep(0.05)
-        assert await c.write("us-east-1", {}) == {"results": []}
+        assert await client.write("us-east-1", {}) == {"results": []}
         assert len(peer.seen) >= 3
         ejections = metrics.registry.get_sample_value("gateway_outlier_ejections_total", {"upstream": "peer:us-east-1"})
         ejected_now = metrics.registry.get_sample_value("gateway_outlier_ejected", {"upstream": "peer:us-east-1"})
         assert ejections == 1 and ejected_now == 0
     finally:
         await runner.cleanup()
-        await c.close()
+        await client.close()
 
 
 async def test_a_forward_carries_the_request_id_the_time_left_and_the_trace_context():
@@ -216,20 +216,20 @@ async def test_a_forward_carries_the_request_id_the_time_left_and_the_trace_cont
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     clock = SystemClock()
-    c = PeerClient(config(port), PeerSigner(SECRET, clock), clock, Metrics(), tracer=provider.get_tracer("t"))
+    client = PeerClient(config(port), PeerSigner(SECRET, clock), clock, Metrics(), tracer=provider.get_tracer("t"))
     runner = await serve_on(port, peer.handle)
 
     async def request() -> None:
         request_id.set("rid-123")
         request_deadlines.current.set(Deadlines(clock).track(asyncio.current_task(), 0.3))
-        await c.write("us-east-1", {})
+        await client.write("us-east-1", {})
 
     try:
         await asyncio.create_task(request())
-        await c.write("us-east-1", {})  # outside a request: nothing to carry but the trace
+        await client.write("us-east-1", {})  # outside a request: nothing to carry but the trace
     finally:
         await runner.cleanup()
-        await c.close()
+        await client.close()
     inside, outside = peer.seen
     assert inside["X-Request-Id"] == "rid-123"
     assert 0.0 < float(inside["X-Request-Timeout"]) <= 0.25  # what was left, less the margin
@@ -241,18 +241,18 @@ async def test_a_forward_carries_the_request_id_the_time_left_and_the_trace_cont
 
 
 async def test_an_instance_that_left_its_region_has_its_connections_closed(peer):
-    p, port = peer
+    server, port = peer
     members = [f"127.0.0.1:{port}"]
     configured = free_port()
-    c = client(configured, members=lambda region: list(members) if region == "us-east-1" else [])
-    server = p.runner.server
+    client = make_client(configured, members=lambda region: list(members) if region == "us-east-1" else [])
+    listener = server.runner.server
     try:
-        await c.write("us-east-1", {"n": 1})  # the configured address is down: the member answers
-        assert p.seen == [{"n": 1}] and len(server.connections) == 1  # kept alive for the next forward
+        await client.write("us-east-1", {"n": 1})  # the configured address is down: the member answers
+        assert server.seen == [{"n": 1}] and len(listener.connections) == 1  # kept alive for the next forward
         members.clear()  # its member item expired
-        assert c.addresses("us-east-1") == [f"127.0.0.1:{configured}"]
+        assert client.addresses("us-east-1") == [f"127.0.0.1:{configured}"]
         async with asyncio.timeout(2):
-            while server.connections:  # the close reaches the server's side
+            while listener.connections:  # the close reaches the server's side
                 await asyncio.sleep(0.01)
     finally:
-        await c.close()
+        await client.close()

@@ -61,22 +61,22 @@ def scheduler(clock, *rules):
 async def test_a_due_entry_switches_a_rule_unchanged_since_its_time_once():
     clock = FakeClock(at("2026-11-23T09:30:00").timestamp())
     before = int(at("2026-11-23T07:00:00").timestamp() * 1000)
-    s, c = scheduler(clock, Rule("view#items", SINGLE_PRIMARY, "ap-southeast-1", 1, schedule=DAY, updated_at=before))
-    await s.tick()
-    assert c.switched == [("view#items", "eu-west-1", {"force": True})]
+    ours, coordinator = scheduler(clock, Rule("view#items", SINGLE_PRIMARY, "ap-southeast-1", 1, schedule=DAY, updated_at=before))
+    await ours.tick()
+    assert coordinator.switched == [("view#items", "eu-west-1", {"force": True})]
 
 
 async def test_a_rule_changed_after_the_entry_or_already_there_is_left_alone():
     clock = FakeClock(at("2026-11-23T09:30:00").timestamp())
     after = int(at("2026-11-23T08:30:00").timestamp() * 1000)
-    s, c = scheduler(
+    ours, coordinator = scheduler(
         clock,
         Rule("view#a", SINGLE_PRIMARY, "ap-southeast-1", 1, schedule=DAY, updated_at=after),  # an operator moved it back
         Rule("view#b", SINGLE_PRIMARY, "eu-west-1", 1, schedule=DAY, updated_at=0),  # already where the entry says
         Rule("view#c", SINGLE_PRIMARY, "ap-southeast-1", 1, updated_at=0),  # no schedule
     )
-    await s.tick()
-    assert c.switched == []
+    await ours.tick()
+    assert coordinator.switched == []
 
 
 async def test_a_switch_nobody_finishes_is_aborted():
@@ -86,9 +86,9 @@ async def test_a_switch_nobody_finishes_is_aborted():
                  switch_id="s", switch_started_at=started)
     fresh = Rule("view#other", SINGLE_PRIMARY, "us-east-1", 1, state=SWITCHING, next_primary="eu-west-1",
                  switch_id="t", switch_started_at=clock.wall_ms() - 1_000)
-    s, c = scheduler(clock, stuck, fresh)
-    await s.tick()
-    assert c.aborted == ["view#items"]
+    ours, coordinator = scheduler(clock, stuck, fresh)
+    await ours.tick()
+    assert coordinator.aborted == ["view#items"]
 
 
 def leasing(clock: FakeClock, store: FakeTables, instance: str, **kw) -> Scheduler:
