@@ -51,6 +51,9 @@ REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 #: A view name, and the characters of a DynamoDB table name (a table name also needs 3 or more).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
+#: Longest feature name, in UTF-8 bytes (DynamoDB's limit for key attribute names; feature stores use short names).
+MAX_FEATURE_NAME_BYTES = 255
+
 #: Shortest peer secret accepted, in bytes.
 MIN_SECRET_BYTES = 16
 
@@ -166,6 +169,8 @@ class ViewConfig:
                 raise fail(f"features.{feature}", f"type must be one of {', '.join(sorted(FEATURE_TYPES))}, got {kind!r}")
             if feature.startswith("_") or feature == self.key_attribute:
                 raise fail(f"features.{feature}", "feature names may not start with '_' or equal the key attribute")
+            if len(feature.encode()) > MAX_FEATURE_NAME_BYTES:
+                raise fail(f"features.{feature[:32]}...", f"feature names hold at most {MAX_FEATURE_NAME_BYTES} bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +342,12 @@ class Config:
     #: Requests one worker serves at once (both listeners; /healthz, /readyz and /metrics not counted);
     #: beyond it 503 ``overloaded`` at once.
     max_concurrent_requests: int = setting(1024, positive)
+    #: Seconds a connection may go without a complete request head, after it opened or after its last answer
+    #: (idle keep-alives, silent clients, headers sent a byte at a time); then it is closed. Above the 60 s
+    #: idle timeout of AWS load balancers, so they close first and never reuse a connection being closed.
+    idle_timeout: float = setting(75.0, positive)
+    #: Open connections per listener per worker; past it a new one is answered 503 ``overloaded`` and closed.
+    max_connections: int = setting(4096, positive)
     #: Most DynamoDB read calls outstanding per table and consistency per worker (lanes of the coalescer).
     read_max_in_flight: int = setting(4, positive)
     #: Seconds every open lane must have waited before another opens; until then reads ride the next batch.

@@ -14,6 +14,8 @@ library maps them here (``raise StoreThrottled(...) from exc``).
     │   ├── KeyTooLong                400 key_too_long
     │   ├── ItemTooLarge              400 item_too_large
     │   ├── BodyTooLarge              413 body_too_large
+    │   ├── HeadersTooLarge           431 headers_too_large
+    │   ├── RequestTimeout            408 request_timeout     retryable (the body came too slowly; nothing was applied)
     │   ├── RouteNotFound             404 route_not_found
     │   └── MethodNotAllowed          405 method_not_allowed
     ├── NotFound                      404 not_found
@@ -99,6 +101,19 @@ class ItemTooLarge(RequestError):
 class BodyTooLarge(RequestError):
     status = 413
     code = "body_too_large"
+
+
+class HeadersTooLarge(RequestError):
+    status = 431
+    code = "headers_too_large"
+
+
+class RequestTimeout(RequestError):
+    """The caller sent its body too slowly for the request's deadline; nothing was applied, so a retry is safe."""
+
+    status = 408
+    code = "request_timeout"
+    retryable = True
 
 
 class RouteNotFound(RequestError):

@@ -19,8 +19,9 @@ Invariant: every failure becomes the JSON error body of DESIGN.md §4. A
 ``GatewayError`` renders itself; anything else is logged with its traceback
 and answered 500 ``internal`` without one. No request can crash the process
 or leak a stack trace to the caller. A request cancelled by its deadline
-answers 504; one released at shutdown past ``shutdown_grace`` answers 503
-``draining``.
+answers 504, or 408 ``request_timeout`` if its body was still arriving (the
+caller was slow, nothing was applied); one released at shutdown past
+``shutdown_grace`` answers 503 ``draining``.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from gateway import deadlines as request_deadlines
 from gateway.api.overload import ConcurrencyLimit
+from gateway.api.protocol import GatewayServer
 from gateway.config import Config
 from gateway.deadlines import RELEASED, TIMEOUT_HEADER, Deadline, Deadlines
-from gateway.errors import BodyTooLarge, Draining, GatewayError, Overloaded, RequestError, StoreTimeout
+from gateway.errors import BodyTooLarge, Draining, GatewayError, Overloaded, RequestError, RequestTimeout, StoreTimeout
+from gateway.features.values import parse_json
 from gateway.obs.logs import REQUEST_ID_HEADER, AccessLog, accept_request_id, request_id
 from gateway.obs.metrics import Metrics
 from gateway.obs.tracing import PROPAGATOR, SpanKind, Status, StatusCode, Tracer
@@ -56,6 +61,8 @@ RouteHandler = Callable[..., Awaitable[web.StreamResponse]]
 #: What a handler may tell the access log: the request's outcome ("applied", "duplicate", …) and extra fields.
 OUTCOME = web.RequestKey("outcome", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict)
+#: Set while the body is being read: a deadline that passes then is the caller's slowness (408), not an upstream's.
+READING_BODY = web.RequestKey("reading_body", bool)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -114,7 +121,7 @@ class Frontend:
             request_deadlines.current.set(deadline)
             if request.path not in self.UNBOUNDED:
                 if not self._limit.acquire():
-                    route = self._route_label(request)
+                    route, params = self._route_label(request)
                     raise Overloaded(
                         f"This gateway worker is serving its maximum of {self._limit.limit} concurrent requests; "
                         "retry shortly (or elsewhere)."
@@ -142,6 +149,14 @@ class Frontend:
                         "a write may or may not have been applied (retry with the same Idempotency-Key)."
                     )
                 )
+            elif request.get(READING_BODY):
+                # The caller was slow, not an upstream: nothing was routed, so nothing was applied.
+                response = error_response(
+                    RequestTimeout(
+                        f"The request's body did not arrive within its {self._timeout_of(headers):g}s deadline; "
+                        "nothing was applied. Send the body at once (or with a larger X-Request-Timeout)."
+                    )
+                )
             else:
                 response = error_response(
                     StoreTimeout(
@@ -157,23 +172,29 @@ class Frontend:
         if deadline is not None:
             self._deadlines.untrack(deadline)
         response.headers[REQUEST_ID_HEADER] = rid
-        if self.draining:
+        if self.draining or request.get(READING_BODY):
+            # Draining: the client should reconnect elsewhere. A body read that broke off: the rest of it
+            # may still arrive, and must not be read as the next request.
             response.force_close()
         status = response.status
         elapsed = time.perf_counter() - started
         self._metrics.observe_downstream(route, status, elapsed)
         if self._access.wanted(status):
-            self._access_log(request, route, params, response, elapsed)
+            try:
+                self._access_log(request, route, params, response, elapsed)
+            except Exception:  # a log line is never worth the answer: the caller still gets it
+                log.exception("access log failed for %s %s", request.method, request.path)
         if span is not None:
             self._end_span(span, token, request.method, route, status)
         return response
 
-    def _route_label(self, request: web.BaseRequest) -> str:
-        """The route of a request refused before routing (for its metrics); nothing is answered from it."""
+    def _route_label(self, request: web.BaseRequest) -> tuple[str, tuple[str, ...]]:
+        """The route and params of a request refused before routing (for its metrics and log line only)."""
         try:
-            return self._route(request.method, request.path)[0]
+            route, _, params = self._route(request.method, request.path)
         except GatewayError:
-            return UNMATCHED
+            return UNMATCHED, ()
+        return route, params
 
     def _timeout_of(self, headers: Any) -> float:
         """The request's timeout: ``gateway.request_timeout``, or less if the caller (or a peer) asked."""
@@ -181,7 +202,8 @@ class Frontend:
         if wanted is None:
             return self._timeout
         try:
-            seconds = float(wanted)
+            # ASCII only: float() also reads full-width and other Unicode digits.
+            seconds = float(wanted) if wanted.isascii() else math.nan
         except ValueError:
             seconds = math.nan
         if not seconds > 0 or math.isinf(seconds):
@@ -245,21 +267,29 @@ class Frontend:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise BodyTooLarge(f"The body is {declared} bytes; this gateway accepts at most {limit}.")
+        request[READING_BODY] = True
         try:
             # client_max_size counts the bytes actually received, so a chunked body or one
             # that outgrows its Content-Length is cut off at the limit too.
-            return await request.read()
+            body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise BodyTooLarge(f"The body is larger than the {limit} bytes this gateway accepts.") from None
+        except (RequestPayloadError, HttpProcessingError) as exc:
+            # e.g. Content-Encoding: gzip on a body that is not gzip, or chunks that break off.
+            problem = " ".join(str(exc).split()).removeprefix("400, message: ")
+            raise RequestError(f"The body could not be read: {problem[:200]}.") from None
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             raise RequestError(f"The body could not be read: {exc}.") from None
+        request[READING_BODY] = False  # only a body read whole clears it: after a failed read the framing is lost
+        return body
+
 
     async def _json_object(self, request: web.BaseRequest) -> dict[str, Any]:
         raw = await self._body(request)
         if not raw:
             raise RequestError("The request needs a JSON body.")
         try:
-            body = orjson.loads(raw)
+            body = parse_json(raw)
         except orjson.JSONDecodeError as exc:
             raise RequestError(f"The body is not valid JSON: {exc}.") from None
         if not isinstance(body, dict):
@@ -277,12 +307,15 @@ def _error_code(response: web.StreamResponse) -> str:
     return f"http_{response.status}"
 
 
-def create_server(frontend: Frontend, config: Config) -> web.Server:
-    """The low-level aiohttp server for ``frontend``; requests carry the body limit of the config."""
+def create_server(frontend: Frontend, config: Config) -> GatewayServer:
+    """The low-level aiohttp server for ``frontend``: the body limit, idle timeout and connection cap of the config."""
     # +1: aiohttp refuses bodies of exactly client_max_size bytes; ours is an inclusive limit.
     max_size = config.max_body_bytes + 1
 
     def request_factory(message, payload, protocol, writer, task):  # type: ignore[no-untyped-def]
         return web.BaseRequest(message, payload, protocol, writer, task, protocol._loop, client_max_size=max_size)
 
-    return web.Server(frontend.handle, request_factory=request_factory, access_log=None)
+    return GatewayServer(
+        frontend.handle, request_factory=request_factory, access_log=None,
+        max_connections=config.max_connections, idle_timeout=config.idle_timeout,
+    )

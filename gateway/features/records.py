@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.config import ViewConfig
+from gateway.config import MAX_FEATURE_NAME_BYTES, ViewConfig
 from gateway.errors import ItemTooLarge, KeyTooLong, RequestError, UnknownFeature, UnknownView
-from gateway.features.values import attribute_size, to_attribute
+from gateway.features.values import attribute_size, check_attribute, to_attribute
 
 MAX_KEY_BYTES = 2048
 MAX_ITEM_BYTES = 400 * 1024
@@ -28,6 +28,8 @@ MAX_IDEMPOTENCY_KEY = 256
 SYSTEM_ATTRIBUTES_BYTES = 64 + MAX_IDEMPOTENCY_KEY
 
 CONSISTENCIES = ("eventual", "strong")
+#: The last millisecond of the year 9999: event times are epoch milliseconds between 1970 and 9999.
+MAX_EVENT_MS = 253402300799999
 
 _TYPE_CHECKS: dict[str, Any] = {
     "string": lambda v: isinstance(v, str),
@@ -81,17 +83,26 @@ def check_consistency(value: Any) -> bool:
     raise RequestError(f"consistency must be 'eventual' or 'strong', got {value!r}.")
 
 
+def check_feature_name(view: ViewConfig, name: str, where: str = "") -> str:
+    """A feature name a caller may read or write: never a system attribute (``_…``) nor the key attribute."""
+    if not name or name[0] == "_" or name == view.key_attribute:
+        raise RequestError(
+            f"{where}feature name {name[:64]!r} is reserved (empty, starts with '_', or is the key attribute)."
+        )
+    if len(name) > MAX_FEATURE_NAME_BYTES // 4 and len(name.encode()) > MAX_FEATURE_NAME_BYTES:
+        raise RequestError(f"{where}feature name {name[:64]!r}... is longer than {MAX_FEATURE_NAME_BYTES} bytes in UTF-8.")
+    if view.features is not None and name not in view.features:
+        raise UnknownFeature(f"View {view.name!r} has no feature {name[:64]!r}.")
+    return name
+
+
 def check_feature_names(view: ViewConfig, names: Any) -> tuple[str, ...] | None:
     """The feature filter of a read; ``None`` means all features."""
     if names is None:
         return None
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise RequestError("'features' must be a list of feature names.")
-    if view.features is not None:
-        for name in names:
-            if name not in view.features:
-                raise UnknownFeature(f"View {view.name!r} has no feature {name!r}.")
-    return tuple(names)
+    return tuple(check_feature_name(view, name) for name in names)
 
 
 def parse_event_time(value: Any, now_ms: int) -> int:
@@ -99,7 +110,7 @@ def parse_event_time(value: Any, now_ms: int) -> int:
     if value is None:
         return now_ms
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= 253402300799999:
+        if not 0 <= value <= MAX_EVENT_MS:
             raise RequestError(f"event_time {value} is not an epoch-milliseconds time between 1970 and 9999.")
         return value
     if isinstance(value, str):
@@ -132,12 +143,9 @@ def write_record(
     size = len(view.key_attribute.encode()) + len(key.encode()) + SYSTEM_ATTRIBUTES_BYTES
     declared = view.features
     for name, value in features.items():
-        if not name or name.startswith("_") or name == view.key_attribute:
-            raise RequestError(f"{where}feature name {name!r} is reserved (empty, starts with '_', or is the key attribute).")
+        check_feature_name(view, name, where)
         if declared is not None:
-            kind = declared.get(name)
-            if kind is None:
-                raise UnknownFeature(f"View {view.name!r} has no feature {name!r}.")
+            kind = declared[name]
             if not _TYPE_CHECKS[kind](value):
                 raise RequestError(f"{where}feature {name!r} of view {view.name!r} must be of type {kind}, got {_json_type(value)}.")
         attr = to_attribute(value, name)
@@ -166,20 +174,23 @@ def forwarded_record(view: ViewConfig, rec: Any, where: str) -> WriteRecord:
         raise RequestError(f"{where} must be a JSON object.")
     key = check_key(rec.get("key"), f"{where}.key")
     attributes = rec.get("attributes")
-    if attributes is not None and not (
-        isinstance(attributes, dict) and all(isinstance(k, str) and isinstance(v, dict) and len(v) == 1 for k, v in attributes.items())
-    ):
-        raise RequestError(f"{where}.attributes must be DynamoDB attribute values by feature name, or null for a delete.")
+    if attributes is not None:
+        if not isinstance(attributes, dict):
+            raise RequestError(f"{where}.attributes must be DynamoDB attribute values by feature name, or null for a delete.")
+        for name, attr in attributes.items():
+            check_feature_name(view, name, f"{where}.")
+            check_attribute(attr, f"{where}.attributes.{name}")
     event_ms = rec.get("event_ms")
     if not isinstance(event_ms, int) or isinstance(event_ms, bool) or event_ms < 0:
         raise RequestError(f"{where}.event_ms must be epoch milliseconds.")
     idempotency_key = rec.get("idempotency_key")
     if not isinstance(idempotency_key, str) or not idempotency_key:
         raise RequestError(f"{where}.idempotency_key is required on a forwarded write.")
-    try:
-        size = len(key.encode()) + SYSTEM_ATTRIBUTES_BYTES + sum(attribute_size(n, a) for n, a in (attributes or {}).items())
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise RequestError(f"{where}.attributes holds a value that is not a DynamoDB attribute value.") from None
+    size = len(key.encode()) + SYSTEM_ATTRIBUTES_BYTES + sum(attribute_size(n, a) for n, a in (attributes or {}).items())
+    if size > MAX_ITEM_BYTES:
+        raise ItemTooLarge(f"{where} item for key {key[:64]!r} is about {size} bytes; DynamoDB items hold at most {MAX_ITEM_BYTES}.")
+    if event_ms > MAX_EVENT_MS:
+        raise RequestError(f"{where}.event_ms {event_ms} is after the year 9999.")
     return WriteRecord(view, key, attributes, event_ms, check_idempotency_key(idempotency_key), size)
 
 

@@ -3,10 +3,15 @@
 Invariants:
 - Feature values are stored as native DynamoDB attributes (S, N, BOOL, NULL,
   L, M), so other tools can read the tables.
-- Numbers never pass through a lossy conversion: an int is written as its
-  decimal digits; a float as ``repr()``, the shortest string that reads back
-  as the same float64. On the way out an ``N`` that is integral and fits
-  int64 becomes a JSON integer, anything else a float (DESIGN.md §6).
+- A number is stored exactly as sent or refused. JSON numbers arrive through
+  ``parse_json``: an integer within int64, or a number whose decimal value is
+  exactly that of the float64 it reads as (``0.1`` is; ``1.00000000000000000001``,
+  ``2e-400`` and ``18446744073709551616`` are not, and become ``Inexact``
+  markers that ``to_attribute`` refuses naming the feature). An int is written
+  as its decimal digits; a float as ``repr()``, the shortest string that reads
+  back as the same float64, equal in value to what was sent. On the way out an
+  ``N`` that is integral and fits int64 becomes a JSON integer, anything else a
+  float (DESIGN.md §6), so every number accepted reads back equal to it.
 - ``item_size()`` follows DynamoDB's documented item-size rules
   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html)
   so the 400 KB limit is enforced before a write leaves the gateway.
@@ -15,9 +20,13 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import json
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
 
 from gateway.errors import RequestError
 
@@ -27,9 +36,53 @@ MAX_DEPTH = 32
 MAX_MAGNITUDE = Decimal("9.9999999999999999999999999999999999999E+125")
 MIN_MAGNITUDE = Decimal("1E-130")
 MAX_DIGITS = 38
+#: Longest key of a map value, in UTF-8 bytes. DynamoDB allows attribute names of up to 64 KB; DynamoDB Local
+#: fails with a 500 near that size, and no feature needs more than this.
+MAX_MAP_KEY_BYTES = 1024
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
+
+
+#: Where a JSON body may hold a number that orjson would round: a run of 16+ digits (with or without a decimal
+#: point; float64 keeps 15 significant digits exactly) or an exponent. Matches in strings too: then the slow
+#: path runs for nothing, which costs time, never correctness.
+_MAYBE_INEXACT = re.compile(rb"[0-9][0-9.]{15}|[0-9][eE]")
+
+
+class Inexact:
+    """A JSON number that neither int64 nor float64 holds exactly; refused by ``to_attribute`` naming its feature."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _exact_int(text: str) -> int | Inexact:
+    number = int(text)
+    return number if INT64_MIN <= number <= INT64_MAX else Inexact(text)
+
+
+def _exact_float(text: str) -> float | Inexact:
+    number = float(text)
+    if math.isfinite(number) and Decimal(repr(number)) == Decimal(text):
+        return number
+    return Inexact(text)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON document with every number exact or marked ``Inexact``; ``orjson.JSONDecodeError`` if it is not JSON.
+
+    orjson parses first (and alone, for almost every body: the cost is one regex scan); only a
+    body that may hold a number orjson rounds is parsed again by the standard library, whose
+    number hooks see each number's text.
+    """
+    value = orjson.loads(raw)
+    if _MAYBE_INEXACT.search(raw) is None:
+        return value
+    # orjson accepted the document, so the standard library reads the same structure from it.
+    return json.loads(raw, parse_int=_exact_int, parse_float=_exact_float)
 
 
 def to_attribute(value: Any, path: str = "", depth: int = 0) -> dict[str, Any]:
@@ -47,13 +100,62 @@ def to_attribute(value: Any, path: str = "", depth: int = 0) -> dict[str, Any]:
         if not math.isfinite(value):
             raise RequestError(f"Feature {path!r} is not a finite number.")
         return {"N": _check_number(repr(value), path)}
+    if isinstance(value, Inexact):
+        raise RequestError(
+            f"Feature {path!r} is {value.text[:64]}, which no int64 or float64 holds exactly; it would not read back "
+            "as sent. Send an integer within ±9223372036854775807, a float64 value, or a string."
+        )
     if depth >= MAX_DEPTH:
         raise RequestError(f"Feature {path!r} nests deeper than {MAX_DEPTH} levels, DynamoDB's limit.")
     if isinstance(value, list):
         return {"L": [to_attribute(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]}
     if isinstance(value, dict):
+        for key in value:
+            check_map_key(key, path)
         return {"M": {k: to_attribute(v, f"{path}.{k}", depth + 1) for k, v in value.items()}}
     raise RequestError(f"Feature {path!r} has a value of a type JSON cannot carry.")
+
+
+def check_map_key(key: Any, path: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise RequestError(f"Feature {path!r} has an empty map key; DynamoDB refuses them.")
+    if len(key) > MAX_MAP_KEY_BYTES // 4 and len(key.encode()) > MAX_MAP_KEY_BYTES:
+        raise RequestError(f"Feature {path!r} has a map key of more than {MAX_MAP_KEY_BYTES} bytes in UTF-8.")
+    return key
+
+
+def check_attribute(attr: Any, path: str, depth: int = 0) -> dict[str, Any]:
+    """A DynamoDB attribute value of the kinds the gateway writes (what a forwarded write carries), checked
+    as strictly as ``to_attribute`` checks JSON: a peer's record is never trusted to be well formed."""
+    if not isinstance(attr, dict) or len(attr) != 1:
+        raise RequestError(f"Feature {path!r} is not a DynamoDB attribute value (one type tag and its value).")
+    ((tag, raw),) = attr.items()
+    if tag == "S" and isinstance(raw, str):
+        return attr
+    if tag == "N" and isinstance(raw, str):
+        try:
+            number = Decimal(raw)
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite() or not raw.isascii():
+            raise RequestError(f"Feature {path!r} is not a DynamoDB number: {raw[:64]!r}.")
+        _check_number(raw, path)
+        return attr
+    if tag == "BOOL" and isinstance(raw, bool):
+        return attr
+    if tag == "NULL" and raw is True:
+        return attr
+    if tag in ("L", "M") and depth >= MAX_DEPTH:
+        raise RequestError(f"Feature {path!r} nests deeper than {MAX_DEPTH} levels, DynamoDB's limit.")
+    if tag == "L" and isinstance(raw, list):
+        for i, item in enumerate(raw):
+            check_attribute(item, f"{path}[{i}]", depth + 1)
+        return attr
+    if tag == "M" and isinstance(raw, dict):
+        for key, item in raw.items():
+            check_attribute(item, f"{path}.{check_map_key(key, path)}", depth + 1)
+        return attr
+    raise RequestError(f"Feature {path!r} holds {tag!r} {str(raw)[:32]!r}, which is not a value the gateway writes.")
 
 
 def _check_number(text: str, path: str) -> str:

@@ -103,7 +103,9 @@ class PeerVerifier:
         signature = headers.get(SIGNATURE)
         if not (timestamp and nonce and signature):
             raise Unauthorized(f"Peer requests must be signed ({TIMESTAMP}, {NONCE}, {SIGNATURE}).")
-        if not timestamp.isdigit() or len(nonce) > 64:
+        # ASCII digits only ("²" and full-width digits are digits to str.isdigit), and at most 15 of them:
+        # milliseconds until the year 33658, and far from what int() or float() cannot take.
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 15 or len(nonce) > 64:
             raise Unauthorized("The peer request's signature headers are malformed.")
         now = self._clock.wall_ms()
         sent = int(timestamp)

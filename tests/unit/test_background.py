@@ -1,3 +1,5 @@
+"""Owned background tasks (gateway/background.py)."""
+
 import asyncio
 import logging
 

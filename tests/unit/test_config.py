@@ -1,3 +1,5 @@
+"""Configuration from TOML and the environment: defaults, overrides, and one clear line per bad setting (gateway/config.py)."""
+
 from pathlib import Path
 
 import pytest

@@ -1,3 +1,5 @@
+"""Request deadlines and the sweeper that enforces them (gateway/deadlines.py)."""
+
 import asyncio
 
 from gateway import deadlines as request_deadlines

@@ -1,3 +1,5 @@
+"""The error tree: statuses, codes, bodies and Retry-After (gateway/errors.py)."""
+
 import orjson
 import pytest
 

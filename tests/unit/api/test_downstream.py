@@ -13,9 +13,10 @@ from aiohttp import web
 from gateway.api.downstream import DownstreamApi
 from gateway.api.frontend import create_server
 from gateway.api.health import Health
+from gateway.api.overload import ConcurrencyLimit
 from gateway.background import background
 from gateway.clock import SystemClock
-from gateway.config import BufferConfig, from_dict
+from gateway.config import BufferConfig, Config, from_dict
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import StoreThrottled, StoreTimeout, StoreUnavailable, StoreValidation, TableNotFound
@@ -84,19 +85,22 @@ class Client:
         return await self.request("POST", path, **kw)
 
 
-def downstream_api(store: ScriptedStore) -> tuple[DownstreamApi, Health, Deadlines, Metrics]:
+def downstream_api(
+    store: ScriptedStore, limit: int | None = None, config: Config = CONFIG
+) -> tuple[DownstreamApi, Health, Deadlines, Metrics]:
     """A ``DownstreamApi`` over ``store``, with the parts a test may need to reach."""
     clock = SystemClock()
-    health = Health(CONFIG, store, clock, interval=3600)
+    health = Health(config, store, clock, interval=3600)
     deadlines = Deadlines(clock)
     metrics = Metrics()
-    membership = Membership(CONFIG, store, clock, metrics)
-    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, CONFIG.region, epoch=0))
+    membership = Membership(config, store, clock, metrics)
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, config.region, epoch=0))
     dispatcher = Dispatcher(
-        CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, WriteBuffer(BufferConfig(), clock),
-        AckLog(clock, CONFIG.switch.fence_window, CONFIG.switch.fence_max_keys),
+        config, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, WriteBuffer(BufferConfig(), clock),
+        AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys),
     )
-    api = DownstreamApi(CONFIG, dispatcher, health, metrics, clock, deadlines, membership, routing)
+    bound = ConcurrencyLimit(limit) if limit is not None else None
+    api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, limit=bound)
     return api, health, deadlines, metrics
 
 
@@ -211,3 +215,56 @@ async def test_a_request_past_its_deadline_gets_504_and_the_gateway_keeps_servin
     client.store.outcome = {"pk": {"S": "k2"}}
     resp = await client.get("/v1/features/items/k2")
     assert resp.status == 200
+
+
+async def test_past_the_bound_every_route_answers_json_503_overloaded():
+    """The refusal path is the one that runs under load: it must answer like every other error."""
+    store = ScriptedStore()
+    api, _, deadlines, _ = downstream_api(store, limit=1)
+    runner = web.ServerRunner(create_server(api, CONFIG))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    store.outcome = HANG
+    async with background(deadlines.run(), "deadline-sweeper"), aiohttp.ClientSession() as session:
+        busy = asyncio.create_task(session.get(base + "/v1/features/items/busy"))
+        while store.calls == 0:
+            await asyncio.sleep(0.001)
+        for method, path, body in (
+            ("GET", "/v1/features/items/k1", None),
+            ("PUT", "/v1/features/items/k1", {"features": {"a": 1}}),
+            ("DELETE", "/v1/features/items/k1", None),
+            ("POST", "/v1/read", {"view": "items", "keys": ["k1"]}),
+            ("POST", "/v1/write", {"view": "items", "records": [{"key": "k1", "features": {}}]}),
+            ("GET", "/v1/routing", None),
+            ("GET", "/v1/nowhere", None),
+        ):
+            resp = await session.request(method, base + path, data=orjson.dumps(body) if body else None)
+            assert (resp.status, resp.content_type, resp.headers.get("Retry-After")) == (503, "application/json", "1"), path
+            assert (await resp.json())["error"]["code"] == "overloaded", path
+        (await busy).close()
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("names", ["_req", "_ts", "_epoch", "_region", "_event_ts", "pk", "a,_req"])
+async def test_system_attributes_are_never_features(client, names):
+    client.store.outcome = {"pk": {"S": "k1"}, "a": {"N": "1"}, "_req": {"S": "the-last-writers-key"},
+                            "_ts": {"N": "1"}, "_epoch": {"N": "0"}, "_region": {"S": "eu-west-1"}}
+    resp = await client.get(f"/v1/features/items/k1?features={names}")
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "invalid_request", body
+    assert "the-last-writers-key" not in str(body)
+    resp = await client.post("/v1/read", data=orjson.dumps({"view": "items", "keys": ["k1"], "features": names.split(",")}))
+    assert resp.status == 400 and "reserved" in (await resp.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "number", [b"18446744073709551616", b"123456789012345678901234567890123456789",
+               b"1.00000000000000000000000000000000000001", b"2e-400"],
+)
+async def test_a_number_that_would_not_read_back_as_sent_is_refused_naming_the_feature(client, number):
+    before = client.store.calls
+    resp = await client.put("/v1/features/items/k1", data=b'{"features": {"ok": 1, "exact": ' + number + b"}}")
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "invalid_request", body
+    assert "Feature 'exact'" in body["error"]["message"] and client.store.calls == before

@@ -112,3 +112,26 @@ async def test_signed_requests_to_unknown_paths_and_methods_are_404_and_405(peer
     session, base, _ = peer_api
     assert (await call(session, base, "/internal/v1/nope", {}))[0] == 404
     assert (await call(session, base, "/internal/v1/write", {}, method="PUT"))[0] == 405
+
+
+@pytest.mark.parametrize(
+    "attributes, message",
+    [
+        ({"a": {"N": "abc"}}, "not a DynamoDB number"),
+        ({"a": {"N": "1e400"}}, "outside DynamoDB's number range"),
+        ({"a": {"N": "NaN"}}, "not a DynamoDB number"),
+        ({"a": {"X": 1}}, "not a value the gateway writes"),
+        ({"a": {"SS": []}}, "not a value the gateway writes"),
+        ({"a": {"S": 5}}, "not a value the gateway writes"),
+        ({"a": {"M": {"": {"S": "x"}}}}, "empty map key"),
+        ({"a": {"L": [{"N": "1", "S": "2"}]}}, "one type tag"),
+        ({"_req": {"S": "forged"}}, "reserved"),
+        ({"pk": {"S": "other-key"}}, "reserved"),
+    ],
+)
+async def test_forwarded_attribute_values_are_validated_as_strictly_as_downstream_input(peer_api, attributes, message):
+    session, base, store = peer_api
+    records = [{"key": "k", "attributes": attributes, "event_ms": 5, "idempotency_key": "i"}]
+    status, answer = await call(session, base, "/internal/v1/write", forwarded(records=records))
+    assert status == 400 and message in answer["error"]["message"], answer
+    assert store.items == {}

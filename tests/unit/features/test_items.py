@@ -1,3 +1,5 @@
+"""System attributes, the write condition and versions (gateway/features/items.py)."""
+
 from gateway.config import ViewConfig
 from gateway.features.items import (
     Stamp,

@@ -1,3 +1,5 @@
+"""Validation of requests' records into WriteRecords (gateway/features/records.py)."""
+
 import pytest
 
 from gateway.config import ViewConfig
@@ -99,3 +101,23 @@ def test_read_options():
 def test_delete_record():
     record = delete_record(OPEN, "i1", None, "d-1", NOW)
     assert record.attributes is None and record.idempotency_key == "d-1"
+
+
+@pytest.mark.parametrize(
+    "features, message",
+    [
+        ({"a" * 65536: 1}, "longer than 255 bytes"),
+        ({"é" * 128: 1}, "longer than 255 bytes"),  # 256 bytes in UTF-8
+        ({"m": {"k" * 1025: 1}}, "map key of more than 1024 bytes"),
+        ({"m": {"": 1}}, "empty map key"),
+        ({"m": {"n": {"": 1}}}, "empty map key"),
+    ],
+)
+def test_names_dynamodb_cannot_take_are_a_caller_error_before_any_upstream(features, message):
+    with pytest.raises(RequestError, match=message):
+        write_record(OPEN, "k", features, None, None, 0)
+
+
+def test_the_longest_names_allowed_are_written():
+    record = write_record(OPEN, "k", {"a" * 255: {"k" * 1024: 1}}, None, None, 0)
+    assert record.attributes["a" * 255] == {"M": {"k" * 1024: {"N": "1"}}}

@@ -1,10 +1,15 @@
+"""JSON values to DynamoDB attribute values and back, exactly, or refused (gateway/features/values.py)."""
+
 import math
+from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import RequestError
-from gateway.features.values import from_attribute, item_size, number_from_text, to_attribute
+from gateway.features.values import from_attribute, item_size, number_from_text, parse_json, to_attribute
 
 
 @pytest.mark.parametrize(
@@ -82,3 +87,54 @@ def test_sets_and_binary_from_other_tools_are_readable():
     assert from_attribute({"NS": ["1", "2.5"]}) == [1, 2.5]
     assert from_attribute({"B": "aGk="}) == "aGk="
     assert from_attribute({"B": b"hi"}) == "aGk="
+
+
+# -- numbers arrive exactly or are refused ----------------------------------------------------------
+
+def read_back(text: str):
+    """A number sent as JSON ``text``, stored and read back as the gateway does."""
+    return from_attribute(to_attribute(parse_json(b'{"f": ' + text.encode() + b"}")["f"], "f"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["18446744073709551616", "9223372036854775808", "-9223372036854775809", "123456789012345678901234567890123456789",
+     "1.00000000000000000000000000000000000001", "2e-400", "0.30000000000000000001", "9007199254740993.0", "1e-131"],
+)
+def test_a_number_no_int64_or_float64_holds_exactly_is_refused_naming_the_feature(text: str) -> None:
+    with pytest.raises(RequestError, match="Feature 'f'"):
+        read_back(text)
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("9223372036854775807", 9223372036854775807), ("-9223372036854775808", -(1 << 63)), ("0.1", 0.1),
+     ("1e22", 1e22), ("1.5E3", 1500), ("9007199254740993", 9007199254740993), ("-0.0", 0), ("1.0", 1)],
+)
+def test_numbers_int64_or_float64_hold_read_back_equal(text: str, value: float) -> None:
+    assert read_back(text) == value
+
+
+@given(st.integers(-(1 << 63), (1 << 63) - 1) | st.floats(allow_nan=False, allow_infinity=False))
+def test_every_int64_and_float64_in_dynamodbs_range_reads_back_equal(number: float) -> None:
+    text = orjson.dumps(number).decode()
+    if number and not Decimal("1E-130") <= abs(Decimal(text)) <= Decimal("9.9999999999999999999999999999999999999E+125"):
+        with pytest.raises(RequestError, match="outside DynamoDB's number range"):
+            read_back(text)
+        return
+    back = read_back(text)
+    # Equal in value to the text sent, and the same float64 to a reader that parses numbers as doubles.
+    assert Decimal(repr(back) if isinstance(back, float) else back) == Decimal(text)
+    assert float(back) == float(number) and (isinstance(number, float) or back == number)
+
+
+@given(st.from_regex(r"\A-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?\Z"))
+def test_any_json_number_is_refused_or_reads_back_equal_in_value(text: str) -> None:
+    try:
+        back = read_back(text)
+    except RequestError:
+        return
+    except orjson.JSONDecodeError:
+        assert abs(Decimal(text)) > Decimal("1.7976931348623157e308")  # orjson refuses numbers past float64
+        return
+    assert Decimal(repr(back) if isinstance(back, float) else back) == Decimal(text)

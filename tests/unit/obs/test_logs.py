@@ -1,3 +1,5 @@
+"""JSON log lines and request ids (gateway/obs/logs.py)."""
+
 import logging
 
 import orjson

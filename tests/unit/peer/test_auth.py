@@ -128,3 +128,11 @@ def test_each_signature_is_the_standard_hmac_of_its_own_request_message_after_me
         canonical = f"POST\n{PATH}\n{headers[TIMESTAMP]}\n{headers[NONCE]}\n{hashlib.sha256(body).hexdigest()}".encode()
         assert headers[SIGNATURE] == hmac.new(secret, canonical, hashlib.sha256).hexdigest()
         PeerVerifier(secret, clock, max_skew=30.0).verify("POST", PATH, headers, body)
+
+
+@pytest.mark.parametrize("timestamp", ["²", "１７００００００００００００", "9" * 400, "1e12", "-5", " 1700000000000", ""])
+def test_a_malformed_timestamp_is_refused_as_unauthorized_never_a_crash(clock, timestamp):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    headers[TIMESTAMP] = timestamp
+    with pytest.raises(Unauthorized):
+        verifier(clock).verify("POST", PATH, headers, b"{}")

@@ -1,3 +1,5 @@
+"""Concurrent reads coalesced into BatchGetItem, each answered once, by its own deadline (gateway/store/read_coalescer.py)."""
+
 import asyncio
 
 import pytest
