@@ -271,6 +271,11 @@ class PeerConfig:
     timeout: float = setting(2.0, positive)
     #: Keep-alive connections per peer address.
     pool_size: int = setting(64, positive)
+    #: Peer requests one worker serves at once (its own bound: peers can never take the downstream's slots);
+    #: beyond it 503 ``overloaded`` at once, and the sender tries the region's next instance.
+    max_concurrent_requests: int = setting(1024, positive)
+    #: Open connections on the peer listener per worker; past it a new one is answered 503 and closed.
+    max_connections: int = setting(512, positive)
     #: Address other gateways use to reach this one's peer API (default: the peer listen address).
     advertise: str | None = setting(None, host_port)
     #: mTLS (optional): this gateway's certificate and key, and the CA that signed its peers'.
@@ -339,14 +344,15 @@ class Config:
     shutdown_grace: float = setting(10.0, positive)
     #: Seconds after SIGTERM with readiness false while requests are still served, so load balancers move traffic.
     drain_seconds: float = setting(5.0, not_negative)
-    #: Requests one worker serves at once (both listeners; /healthz, /readyz and /metrics not counted);
-    #: beyond it 503 ``overloaded`` at once.
+    #: Downstream requests one worker serves at once (/healthz, /readyz and /metrics not counted; the peer
+    #: listener has its own bound, ``peer.max_concurrent_requests``); beyond it 503 ``overloaded`` at once.
     max_concurrent_requests: int = setting(1024, positive)
     #: Seconds a connection may go without a complete request head, after it opened or after its last answer
     #: (idle keep-alives, silent clients, headers sent a byte at a time); then it is closed. Above the 60 s
     #: idle timeout of AWS load balancers, so they close first and never reuse a connection being closed.
     idle_timeout: float = setting(75.0, positive)
-    #: Open connections per listener per worker; past it a new one is answered 503 ``overloaded`` and closed.
+    #: Open connections on the downstream (and admin) listener per worker; past it a new one is answered 503
+    #: ``overloaded`` and closed (the peer listener has ``peer.max_connections``).
     max_connections: int = setting(4096, positive)
     #: Most DynamoDB read calls outstanding per table and consistency per worker (lanes of the coalescer).
     read_max_in_flight: int = setting(4, positive)

@@ -38,6 +38,7 @@ from gateway.api.frontend import Frontend, create_server
 from gateway.api.health import Health
 from gateway.api.overload import ConcurrencyLimit
 from gateway.api.peer import PeerApi
+from gateway.api.protocol import GatewayServer, give_memory_back
 from gateway.background import background
 from gateway.clock import SystemClock
 from gateway.config import Config, require_peer_secret
@@ -141,13 +142,19 @@ async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None
         await stack.enter_async_context(background(
             (await open_scheduler(config, store, stack, peers, clock, membership.instance)).run(), "scheduler"
         ))
-        # One bound and one access log per worker, shared by the listeners.
-        limit = ConcurrencyLimit(config.max_concurrent_requests)
+        # One access log per worker, shared by the listeners; a concurrency bound per listener, so that peers
+        # (or strangers on the peer port) can never take the slots of downstream callers, nor these theirs.
         access_log = AccessLog(config.logs.access_sample, config.region)
-        listener = {"limit": limit, "tracer": tracer, "access_log": access_log}
-        api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, **listener)
-        verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew)
-        peer_api = PeerApi(config, dispatcher, participant, verifier, metrics, deadlines, routing, membership.instance, **listener)
+        listener = {"tracer": tracer, "access_log": access_log}
+        api = DownstreamApi(
+            config, dispatcher, health, metrics, clock, deadlines, membership, routing,
+            limit=ConcurrencyLimit(config.max_concurrent_requests), **listener,
+        )
+        verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew, region=config.region)
+        peer_api = PeerApi(
+            config, dispatcher, participant, verifier, metrics, deadlines, routing, membership.instance,
+            limit=ConcurrencyLimit(config.peer.max_concurrent_requests), **listener,
+        )
         admin_api = None
         if config.admin_listen is not None:
             admin_api = AdminApi(config, api, metrics, deadlines, tracer=tracer, access_log=access_log)
@@ -202,6 +209,9 @@ class Listeners:
                 runner.server.pre_shutdown()
 
 
+#: The peer listener's head limits: 32 header lines of at most 4 KiB (aiohttp's defaults are 128 of 8 KiB).
+PEER_HEAD_LIMITS = {"max_headers": 32, "max_field_size": 4096}
+
 #: Seconds the listeners' cleanup waits for answers already decided (e.g. released with 503) to be written.
 RELEASE_WAIT = 1.0
 
@@ -210,10 +220,14 @@ RELEASE_WAIT = 1.0
 async def listening(gateway: Gateway, config: Config) -> AsyncIterator[Listeners]:
     """Serve ``gateway`` on its downstream, peer (and admin) addresses until exit; on exit, close them (no drain)."""
 
-    def runner(frontend: Frontend) -> web.ServerRunner:
-        return web.ServerRunner(create_server(frontend, config), handle_signals=False, shutdown_timeout=RELEASE_WAIT)
+    def runner(frontend: Frontend, **limits: int) -> web.ServerRunner:
+        server = create_server(frontend, config, **limits)
+        return web.ServerRunner(server, handle_signals=False, shutdown_timeout=RELEASE_WAIT)
 
-    downstream, peer = runner(gateway.api), runner(gateway.peer_api)
+    # The peer listener's callers are gateways, whose request heads are a dozen short lines: a stranger's
+    # connection holds at most PEER_HEAD_LIMITS' worth of head, and its body is never read (gateway/api/peer.py).
+    downstream = runner(gateway.api)
+    peer = runner(gateway.peer_api, max_connections=config.peer.max_connections, **PEER_HEAD_LIMITS)
     admin = runner(gateway.admin_api) if gateway.admin_api is not None else None
     runners = (downstream, peer) if admin is None else (downstream, peer, admin)
     for each in runners:
@@ -277,8 +291,10 @@ async def run_worker(
         # full scans, which otherwise walk it on every gen-2 collection under load.
         gc.collect()
         gc.freeze()
+        servers = [runner.server for runner in listeners.runners if isinstance(runner.server, GatewayServer)]
         log.info("serving", extra={"region": config.region, "listen": str(config.listen), "pid": os.getpid()})
-        await stop.wait()
+        async with background(give_memory_back(servers), "memory-trim"):
+            await stop.wait()
         log.info("stopping", extra={"region": config.region, "pid": os.getpid()})
         await drain(gateway, listeners, config)
 

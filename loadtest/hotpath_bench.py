@@ -18,6 +18,8 @@
   processes that ran in between, so the cold figures are the ones a request pays.
 - ``parser``: one DynamoDB answer read by the pool's parser (gateway/http1/parser.py)
   and by h11, the kept parser its tests hold it to.
+- ``body``: a typical write body through ``orjson.loads`` and through ``parse_json``
+  (gateway/features/values.py), which adds the check that every number is exact.
 
 Prints microseconds per call (best of ``--rounds``). Run: ``python -m loadtest.hotpath_bench``.
 """
@@ -148,12 +150,12 @@ def signature_calls() -> dict[str, Callable[[], object]]:
     body = bytes(range(256)) + b"x" * 44
     clock = SystemClock()
     signer = PeerSigner(b"peer-secret-of-the-benchmark-0123", clock)
-    verifier = PeerVerifier(b"peer-secret-of-the-benchmark-0123", clock, 30.0, max_nonces=1 << 30)
+    verifier = PeerVerifier(b"peer-secret-of-the-benchmark-0123", clock, 30.0, region="us-east-1", max_nonces=1 << 30)
     sigv4 = SigV4Signer("http://127.0.0.1:8000", "us-east-1")
     credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 
     def forward() -> object:
-        headers = signer.headers("POST", "/internal/v1/write", body)
+        headers = signer.headers("POST", "/internal/v1/write", body, to="us-east-1")
         verifier.verify("POST", "/internal/v1/write", headers, body)
         return headers
 
@@ -208,6 +210,18 @@ def parser_arms(n: int, rounds: int) -> list[tuple[str, float]]:
             ("answer parsed, h11", best_of(theirs, n // 10, rounds))]
 
 
+def body_arms(n: int, rounds: int) -> list[tuple[str, float]]:
+    """A typical write body parsed by orjson alone and by ``parse_json`` (orjson plus the exact-number check)."""
+    import orjson
+
+    from gateway.features.values import parse_json
+
+    body = orjson.dumps({"features": {"age": 41, "country": "FR", "score": 0.93, "segments": ["a", "b"], "ok": True},
+                         "event_time": "2026-12-01T20:00:00Z"})
+    return [("write body parsed, orjson.loads", best_of(lambda: orjson.loads(body), n, rounds)),
+            ("write body parsed, parse_json (numbers checked exact)", best_of(lambda: parse_json(body), n, rounds))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50_000, help="calls per round")
@@ -222,7 +236,8 @@ def main() -> None:
     for tracing in ("none", "sampled-out", "recording"):
         cost = uvloop.run(frontend_arm(tracing, args.n, args.rounds))
         print(f"{'Frontend.handle, tracing ' + tracing:64} {cost:8.2f}")
-    for name, cost in signature_arms(args.n, args.rounds, args.cold_calls) + parser_arms(args.n, args.rounds):
+    rows = signature_arms(args.n, args.rounds, args.cold_calls) + parser_arms(args.n, args.rounds) + body_arms(args.n, args.rounds)
+    for name, cost in rows:
         print(f"{name:64} {cost:8.2f}")
 
 

@@ -307,8 +307,15 @@ def _error_code(response: web.StreamResponse) -> str:
     return f"http_{response.status}"
 
 
-def create_server(frontend: Frontend, config: Config) -> GatewayServer:
-    """The low-level aiohttp server for ``frontend``: the body limit, idle timeout and connection cap of the config."""
+def create_server(
+    frontend: Frontend, config: Config, *, max_connections: int | None = None, max_headers: int = 128,
+    max_field_size: int = 8190,
+) -> GatewayServer:
+    """The low-level aiohttp server for ``frontend``: the body limit, idle timeout and connection cap of the config.
+
+    ``max_connections`` defaults to ``gateway.max_connections``; ``max_headers`` and ``max_field_size``
+    bound a request head (aiohttp's defaults; the peer listener, whose callers are gateways, takes less).
+    """
     # +1: aiohttp refuses bodies of exactly client_max_size bytes; ours is an inclusive limit.
     max_size = config.max_body_bytes + 1
 
@@ -317,5 +324,6 @@ def create_server(frontend: Frontend, config: Config) -> GatewayServer:
 
     return GatewayServer(
         frontend.handle, request_factory=request_factory, access_log=None,
-        max_connections=config.max_connections, idle_timeout=config.idle_timeout,
+        max_connections=max_connections or config.max_connections, idle_timeout=config.idle_timeout,
+        max_headers=max_headers, max_field_size=max_field_size,
     )

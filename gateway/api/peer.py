@@ -25,8 +25,9 @@ gateway/switch/participant.py answers them):
   gateway still holds or is sending on (a switch ends once every buffer drained).
 
 Invariants: every request is authenticated (gateway/peer/auth.py) before it
-is routed, whatever its path: an unsigned, forged, tampered, expired or
-replayed request gets 401 and touches nothing. A forwarded write is applied
+is routed, whatever its path, and its head before its body is read: an
+unsigned, forged, tampered, expired, replayed or other-region request gets
+401 and touches nothing; a stranger's body is never read. A forwarded write is applied
 here or refused; it is never forwarded again.
 """
 
@@ -89,8 +90,9 @@ class PeerApi(Frontend):
         }
 
     async def _admit(self, request: web.BaseRequest) -> None:
-        body = await self._body(request)
-        self._verifier.verify(request.method, request.raw_path, request.headers, body)
+        # The head first: a stranger is refused before a byte of its body is read or kept.
+        self._verifier.verify_head(request.method, request.raw_path, request.headers)
+        self._verifier.verify_body(request.headers, await self._body(request))
 
     def _route(self, method: str, path: str) -> tuple[str, RouteHandler, tuple[str, ...]]:
         handler = self._routes.get(path)

@@ -18,6 +18,9 @@ extension points, ``aiohttp.web_protocol``) so that:
   nothing, and one sending its headers a byte at a time all count as idle
   (aiohttp's keep-alive timer, which partial heads do not reset). A slow
   *body* is bounded by the request's deadline instead (408, gateway/api/frontend.py).
+- **A crowd's memory is given back.** After many connections closed, the heap
+  they freed is returned to the OS (``give_memory_back``), so a worker's RSS
+  does not stay at the high-water mark of its busiest minute.
 - **Connections are capped.** Past ``gateway.max_connections`` open
   connections on the listener (per worker), a new one is answered 503
   ``overloaded`` with ``Retry-After`` and closed at once, before anything of it
@@ -30,6 +33,10 @@ not JSON with a ``code`` and a message, nor an exception out of this module.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -113,3 +120,43 @@ class GatewayServer(web.Server):
 
     def __call__(self) -> GatewayProtocol:
         return GatewayProtocol(self, loop=self._loop, **self._kwargs)
+
+
+#: Connections that must have closed since the last look before the freed memory is handed back.
+TRIM_AFTER_CLOSED = 256
+#: Seconds between looks.
+TRIM_INTERVAL = 5.0
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or ``None`` where there is none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return functools.partial(libc.malloc_trim, 0)
+    except (OSError, AttributeError):
+        return None
+
+
+async def give_memory_back(
+    servers: list[GatewayServer],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    trim: Callable[[], object] | None = None,
+) -> None:
+    """An owned task: after a crowd of connections closes, return the heap they freed to the OS.
+
+    Connection buffers are freed into glibc's heap, which keeps them for reuse, so a worker's RSS
+    would stay at the high-water mark of its busiest minute. ``malloc_trim`` hands free pages back;
+    it walks the heap (a few ms), so it runs only when many connections closed since it last ran.
+    """
+    trim = trim or _malloc_trim()
+    if trim is None:
+        return
+    peak = 0
+    while True:
+        await sleep(TRIM_INTERVAL)
+        open_now = sum(len(server.connections) for server in servers)
+        peak = max(peak, open_now)
+        if peak - open_now >= TRIM_AFTER_CLOSED:
+            gc.collect()
+            trim()
+            peak = open_now

@@ -38,8 +38,9 @@ class GatewayProcess:
         self.workers = workers
         self.log_path = log_path
         self.env = env
-        config = load(self.config_path, region=region, env={**os.environ, **(env or {})})
-        self.url = f"http://{config.listen}"
+        #: The process's configuration, as it will load it.
+        self.config = load(self.config_path, region=region, env={**os.environ, **(env or {})})
+        self.url = f"http://{self.config.listen}"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

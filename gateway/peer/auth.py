@@ -1,25 +1,37 @@
-"""Authentication of the peer API: HMAC-SHA256 signatures with a timestamp window and a nonce cache.
+"""Authentication of the peer API: HMAC-SHA256 signatures bound to their receiver, checked before the body is read.
 
-A signed request carries three headers::
+A signed request carries four headers::
 
-    X-Fgw-Timestamp: <milliseconds since the epoch>
-    X-Fgw-Nonce:     <16 random hex digits per signer, then a counter in hex>
-    X-Fgw-Signature: hex(HMAC-SHA256(secret, METHOD \\n PATH \\n TIMESTAMP \\n NONCE \\n hex(SHA256(body))))
+    X-Fgw-Timestamp:      <milliseconds since the epoch>
+    X-Fgw-Nonce:          <16 random hex digits per signer, then a counter in hex>
+    X-Fgw-Content-Sha256: hex(SHA256(body))
+    X-Fgw-Signature:      hex(HMAC-SHA256(secret, METHOD \n PATH \n TIMESTAMP \n NONCE \n REGION \n CONTENT-SHA256))
+
+``REGION`` is the receiver's region: a request signed for one region is
+refused by every other (a replay to another region's gateway is not a
+request to it). The body's digest travels as a header and is covered by the
+signature, as SigV4's ``x-amz-content-sha256``, so the receiver checks the
+head first (``verify_head``) and reads the body only for a signed sender;
+the body must then hash to that digest (``verify_body``).
 
 The receiver refuses (401) a request whose headers are missing, whose
 timestamp is more than ``max_skew`` seconds from its own clock (expired, or
-from the future), whose signature does not match (forged, or any of method,
-path, body, timestamp, nonce tampered with), or whose nonce it has accepted
-before within the window (replayed).
+from the future), whose signature does not match (forged, signed for another
+region, or any of method, path, timestamp, nonce and digest tampered with),
+whose body does not hash to its digest, or whose nonce it has accepted before
+within the window (replayed).
 
 Invariants:
 - The signature is checked before the nonce is remembered, so unsigned junk
-  cannot fill the cache or burn a legitimate sender's nonce.
+  cannot fill the cache or burn a legitimate sender's nonce; and before the
+  body is read, so a stranger holds no memory for a body nor a request slot.
 - A nonce is remembered until its timestamp leaves the window; after that the
   timestamp check alone refuses it. The cache is per worker process: a replay
-  that lands on another worker of the same pod within the window is caught
-  only by the write's idempotency key (it is a duplicate, applied once).
-- Comparisons of signatures take constant time (``hmac.compare_digest``).
+  that lands on another worker of the same region within the window is caught
+  only by what the routes themselves guarantee (a forwarded write is
+  deduplicated by its idempotency key, a rule push is learned only if newer,
+  a fence is answered only for its switch id).
+- Comparisons of signatures and digests take constant time (``hmac.compare_digest``).
 - The secret is keyed into one ``hmac.HMAC`` per signer and verifier, once;
   each signature works on a ``copy()`` of it, so the key is never processed
   again per request and one message's state never leaks into the next.
@@ -40,11 +52,12 @@ from gateway.errors import Unauthorized
 
 TIMESTAMP = "X-Fgw-Timestamp"
 NONCE = "X-Fgw-Nonce"
+DIGEST = "X-Fgw-Content-Sha256"
 SIGNATURE = "X-Fgw-Signature"
 
 
-def _canonical(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    return f"{method}\n{path}\n{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}".encode()
+def _canonical(method: str, path: str, timestamp: str, nonce: str, region: str, digest: str) -> bytes:
+    return f"{method}\n{path}\n{timestamp}\n{nonce}\n{region}\n{digest}".encode()
 
 
 def _signature(keyed: hmac.HMAC, canonical: bytes) -> str:
@@ -67,45 +80,55 @@ class PeerSigner:
         self._prefix = os.urandom(8).hex()
         self._count = itertools.count()
 
-    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
-        timestamp, nonce, signature = self._sign(method, path, body)
-        return {TIMESTAMP: timestamp, NONCE: nonce, SIGNATURE: signature}
+    def headers(self, method: str, path: str, body: bytes, *, to: str) -> dict[str, str]:
+        """The signature headers of a request to a gateway of region ``to``."""
+        timestamp, nonce, digest, signature = self._sign(method, path, body, to)
+        return {TIMESTAMP: timestamp, NONCE: nonce, DIGEST: digest, SIGNATURE: signature}
 
-    def header_lines(self, method: str, path: str, body: bytes) -> str:
-        """The three headers as HTTP/1.1 header lines (what ``PeerClient`` writes on the wire)."""
-        timestamp, nonce, signature = self._sign(method, path, body)
-        return f"{TIMESTAMP}: {timestamp}\r\n{NONCE}: {nonce}\r\n{SIGNATURE}: {signature}\r\n"
+    def header_lines(self, method: str, path: str, body: bytes, *, to: str) -> str:
+        """The four headers as HTTP/1.1 header lines (what ``PeerClient`` writes on the wire)."""
+        timestamp, nonce, digest, signature = self._sign(method, path, body, to)
+        return f"{TIMESTAMP}: {timestamp}\r\n{NONCE}: {nonce}\r\n{DIGEST}: {digest}\r\n{SIGNATURE}: {signature}\r\n"
 
-    def _sign(self, method: str, path: str, body: bytes) -> tuple[str, str, str]:
+    def _sign(self, method: str, path: str, body: bytes, to: str) -> tuple[str, str, str, str]:
         timestamp = str(self._clock.wall_ms())
         nonce = f"{self._prefix}{next(self._count):x}"
-        return timestamp, nonce, _signature(self._mac, _canonical(method, path, timestamp, nonce, body))
+        digest = hashlib.sha256(body).hexdigest()
+        return timestamp, nonce, digest, _signature(self._mac, _canonical(method, path, timestamp, nonce, to, digest))
 
 
 class PeerVerifier:
-    """Checks incoming peer requests; raises ``Unauthorized`` with the reason."""
+    """Checks incoming peer requests to a gateway of ``region``; raises ``Unauthorized`` with the reason."""
 
-    __slots__ = ("_mac", "_clock", "_skew_ms", "_seen", "_expiry", "max_nonces")
+    __slots__ = ("_mac", "_clock", "_skew_ms", "_region", "_seen", "_expiry", "max_nonces")
 
-    def __init__(self, secret: bytes, clock: Clock, max_skew: float, max_nonces: int = 1_000_000) -> None:
+    def __init__(self, secret: bytes, clock: Clock, max_skew: float, *, region: str, max_nonces: int = 1_000_000) -> None:
         assert secret, "a peer verifier needs a secret"
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._clock = clock
         self._skew_ms = int(max_skew * 1000)
+        self._region = region
         # Touched only from the event loop, never across an await.
         self._seen: set[str] = set()
         self._expiry: deque[tuple[int, str]] = deque()  # (forget after, nonce), in arrival order
         self.max_nonces = max_nonces
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
+        """The whole check, for a request whose body is at hand."""
+        self.verify_head(method, path, headers)
+        self.verify_body(headers, body)
+
+    def verify_head(self, method: str, path: str, headers: Mapping[str, str]) -> None:
+        """Everything but the body: a request that passes was signed by a holder of the secret, for this region."""
         timestamp = headers.get(TIMESTAMP)
         nonce = headers.get(NONCE)
+        digest = headers.get(DIGEST)
         signature = headers.get(SIGNATURE)
-        if not (timestamp and nonce and signature):
-            raise Unauthorized(f"Peer requests must be signed ({TIMESTAMP}, {NONCE}, {SIGNATURE}).")
+        if not (timestamp and nonce and digest and signature):
+            raise Unauthorized(f"Peer requests must be signed ({TIMESTAMP}, {NONCE}, {DIGEST}, {SIGNATURE}).")
         # ASCII digits only ("²" and full-width digits are digits to str.isdigit), and at most 15 of them:
         # milliseconds until the year 33658, and far from what int() or float() cannot take.
-        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 15 or len(nonce) > 64:
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 15 or len(nonce) > 64 or len(digest) != 64:
             raise Unauthorized("The peer request's signature headers are malformed.")
         now = self._clock.wall_ms()
         sent = int(timestamp)
@@ -114,9 +137,12 @@ class PeerVerifier:
                 f"The peer request was signed {(now - sent) / 1000:+.1f}s from this gateway's clock; "
                 f"at most ±{self._skew_ms / 1000:g}s is accepted (expired, or the clocks differ)."
             )
-        expected = _signature(self._mac, _canonical(method, path, timestamp, nonce, body))
+        expected = _signature(self._mac, _canonical(method, path, timestamp, nonce, self._region, digest))
         if not hmac.compare_digest(expected, signature):
-            raise Unauthorized("The peer request's signature does not match (wrong secret, or the request was altered).")
+            raise Unauthorized(
+                f"The peer request's signature does not match (wrong secret, signed for a region other than "
+                f"{self._region}, or the request was altered)."
+            )
         self._forget(now)
         if nonce in self._seen:
             raise Unauthorized("The peer request was already received once (replayed nonce).")
@@ -124,6 +150,12 @@ class PeerVerifier:
             raise Unauthorized("Too many peer requests within the signature window; retry shortly.")
         self._seen.add(nonce)
         self._expiry.append((sent + self._skew_ms, nonce))
+
+    @staticmethod
+    def verify_body(headers: Mapping[str, str], body: bytes) -> None:
+        """After ``verify_head``: the body is the one that was signed."""
+        if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), headers.get(DIGEST, "")):
+            raise Unauthorized("The peer request's body is not the one that was signed (tampered with on the way).")
 
     def _forget(self, now: int) -> None:
         # Arrival order is close to timestamp order (both within the window), so the head expires first;

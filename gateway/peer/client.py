@@ -136,14 +136,14 @@ class PeerClient:
         return await self._call(region, path.rsplit("/", 1)[1], path, body)
 
     async def call_address(
-        self, address: str, path: str, body: dict[str, Any], *, region: str = "?", timeout: float | None = None,
+        self, address: str, path: str, body: dict[str, Any], *, region: str, timeout: float | None = None,
         new_connection: bool = False,
     ) -> dict[str, Any]:
         """A peer route at one gateway address. ``new_connection`` closes the connection after the answer, so the
         next call reaches whichever worker process of that address accepts it (workers share the port)."""
         raw = orjson.dumps(body)
         timeout = timeout or self._timeout
-        request = self._request(address, path, raw, timeout, close=new_connection)
+        request = self._request(address, region, path, raw, timeout, close=new_connection)
         started = time.perf_counter()
         op = path.rsplit("/", 1)[1]
         try:
@@ -185,7 +185,7 @@ class PeerClient:
                 continue
             self._regions[address] = region
             timeout, cut_by_deadline = self._attempt_timeout()
-            request = self._request(address, path, raw, timeout)
+            request = self._request(address, region, path, raw, timeout)
             try:
                 status, answer = await self._pool(address).request(request, timeout=timeout)
             except (Http1Error, TimeoutError) as exc:
@@ -219,17 +219,17 @@ class PeerClient:
             raise StoreTimeout("The request's deadline passed before a peer gateway could be asked.")
         return left, True
 
-    def _request(self, address: str, path: str, raw: bytes, timeout: float, *, close: bool = False) -> bytes:
-        """The whole signed HTTP/1.1 request of ``raw`` to ``path`` at ``address``, as written on the wire."""
+    def _request(self, address: str, region: str, path: str, raw: bytes, timeout: float, *, close: bool = False) -> bytes:
+        """The whole signed HTTP/1.1 request of ``raw`` to ``path`` at ``address`` (a gateway of ``region``)."""
         key = (address, path)
         head = self._heads.get(key)
         if head is None:
             if len(self._heads) >= _HEADS_KEPT:  # members come and go: forget the heads of departed addresses
                 self._heads.clear()
             head = self._heads[key] = f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
-        lines = [head, self._signer.header_lines("POST", path, raw)]
+        lines = [head, self._signer.header_lines("POST", path, raw, to=region)]
         # The request id, the remaining deadline and the trace context travel outside the signature
-        # (it covers method, path, timestamp, nonce and body): a forger could change them, but they
+        # (it covers method, path, timestamp, nonce, the receiver's region and the body): a forger could change them, but they
         # steer only logs, how long the peer tries and which trace its spans join, never what is written.
         rid = request_id.get()
         if rid is not None:

@@ -321,7 +321,7 @@ class SwitchCoordinator:
                     # A new connection per call: workers of one address share the port, and each must answer.
                     answer = await self._peers.call_address(
                         address, FENCE_PATH, {"rule": switching.to_json(), "timeout": max(0.1, min(2.0, remaining))},
-                        region=old or "?", timeout=remaining + 0.5, new_connection=True,
+                        region=old or "", timeout=remaining + 0.5, new_connection=True,
                     )
                 except GatewayError as exc:
                     problems.append(str(exc))

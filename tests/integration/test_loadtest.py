@@ -75,6 +75,20 @@ def test_hotpath_bench_runs_and_prints_every_arm():
         *(f"{call}, {when}" for call in ("forward signed + verified (peer/auth.py)", "DynamoDB call signed (store/sigv4.py)")
           for when in ("hot", "cold (2 MiB evicted)", "cold (24 MiB evicted)")),
         "answer parsed, gateway/http1/parser.py", "answer parsed, h11",
+        "write body parsed, orjson.loads", "write body parsed, parse_json (numbers checked exact)",
     ]
     for arm in arms:
         assert re.search(rf"^{re.escape(arm)}\s+\d+\.\d\d$", proc.stdout, re.M), f"{arm} missing:\n{proc.stdout}"
+
+
+def test_overload_bench_runs_and_prints_its_figures():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.overload_bench", "--callers", "60", "--seconds", "1", "--slots", "4"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^ok\s+\d+", out, re.M) and re.search(r"^503 overloaded\s+\d+", out, re.M), out
+    assert re.search(r"latency p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
+    assert re.search(r"gateway RSS: [\d.]+ MB before, [\d.]+ MB at the peak, [\d.]+ MB after", out), out
+    assert "every refusal was a JSON 503 overloaded" in out, out

@@ -165,16 +165,16 @@ async def test_forged_tampered_expired_and_replayed_peer_requests_are_refused(cl
     refusals = {
         "unsigned": await send(body(1), {}),
         "unsigned, unknown path": await send(body(1), {}, "/internal/v1/anything"),
-        "forged": await send(body(1), PeerSigner(b"another-secret-of-enough-bytes", SystemClock()).headers("POST", WRITE_PATH, body(1))),
-        "tampered": await send(body(2), PeerSigner(secret, SystemClock()).headers("POST", WRITE_PATH, body(1))),
-        "expired": await send(body(1), PeerSigner(secret, FakeClock(SystemClock().wall_ms() / 1000 - 60)).headers("POST", WRITE_PATH, body(1))),
+        "forged": await send(body(1), PeerSigner(b"another-secret-of-enough-bytes", SystemClock()).headers("POST", WRITE_PATH, body(1), to="us-east-1")),
+        "tampered": await send(body(2), PeerSigner(secret, SystemClock()).headers("POST", WRITE_PATH, body(1), to="us-east-1")),
+        "expired": await send(body(1), PeerSigner(secret, FakeClock(SystemClock().wall_ms() / 1000 - 60)).headers("POST", WRITE_PATH, body(1), to="us-east-1")),
     }
     for what, (status, answer) in refusals.items():
         assert status == 401 and answer["error"]["code"] == "unauthorized", (what, status, answer)
     assert await stored(cluster, "us-east-1", key) is None
 
     # A correctly signed request is applied once; sent again, it is a replay.
-    signed = PeerSigner(secret, SystemClock()).headers("POST", WRITE_PATH, body(3))
+    signed = PeerSigner(secret, SystemClock()).headers("POST", WRITE_PATH, body(3), to="us-east-1")
     status, answer = await send(body(3), signed)
     assert status == 200 and answer["results"][0]["applied"] is True, answer
     async with http.delete(f"{url(cluster, 'us-east-1')}/v1/features/items/{key}", params={"event_time": "1004"}) as resp:

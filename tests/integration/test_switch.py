@@ -211,7 +211,7 @@ async def forward_under_epoch(http, cluster, region: str, scope: str, epoch: int
         "records": [{"key": key, "attributes": {"n": {"N": "-7"}}, "event_ms": int(time.time() * 1000),
                      "idempotency_key": uuid.uuid4().hex}],
     })
-    headers = PeerSigner(os.environ["FGW_PEER_SECRET"].encode(), SystemClock()).headers("POST", WRITE_PATH, raw)
+    headers = PeerSigner(os.environ["FGW_PEER_SECRET"].encode(), SystemClock()).headers("POST", WRITE_PATH, raw, to=region)
     async with http.post(f"http://{cluster.configs[region].peer_listen}{WRITE_PATH}", data=raw, headers=headers) as resp:
         return resp.status, await resp.json()
 

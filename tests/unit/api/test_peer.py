@@ -41,7 +41,7 @@ async def peer_api() -> AsyncIterator[tuple[aiohttp.ClientSession, str, Conditio
     acks = AckLog(clock, CONFIG.switch.fence_window, CONFIG.switch.fence_max_keys)
     dispatcher = Dispatcher(CONFIG, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, buffer, acks)
     participant = SwitchParticipant(CONFIG.region, routing, store, acks, buffer)
-    verifier = PeerVerifier(SECRET, clock, 30.0)
+    verifier = PeerVerifier(SECRET, clock, 30.0, region="us-east-1")
     api = PeerApi(CONFIG, dispatcher, participant, verifier, metrics, deadlines, routing, "us-east-1/test/1")
     runner = web.ServerRunner(create_server(api, CONFIG))
     await runner.setup()
@@ -53,7 +53,7 @@ async def peer_api() -> AsyncIterator[tuple[aiohttp.ClientSession, str, Conditio
 
 async def call(session, base, path, body, *, method="POST", signed=True):
     raw = orjson.dumps(body)
-    headers = PeerSigner(SECRET, SystemClock()).headers(method, path, raw) if signed else {}
+    headers = PeerSigner(SECRET, SystemClock()).headers(method, path, raw, to="us-east-1") if signed else {}
     async with session.request(method, base + path, data=raw, headers=headers) as resp:
         return resp.status, await resp.json()
 

@@ -145,3 +145,29 @@ async def test_a_body_that_arrives_too_slowly_is_408_request_timeout_not_an_upst
     error = orjson.loads(body)["error"]
     assert head.startswith(b"HTTP/1.1 408") and error["code"] == "request_timeout" and error["retryable"] is True
     assert "nothing was applied" in error["message"]
+
+
+async def test_the_memory_a_crowd_freed_is_handed_back_once_enough_of_it_left():
+    from gateway.api.protocol import TRIM_AFTER_CLOSED, give_memory_back
+
+    class Listener:
+        connections: list = []
+
+    crowd = [Listener(), Listener()]
+    # What each look finds open, per listener: a crowd arrives, leaves in part, then leaves for good.
+    looks = iter([(10, 0), (400, 300), (400, 100), (300, 0), (5, 0), (5, 0)])
+    trims: list[int] = []
+
+    async def sleep(delay: float) -> None:
+        try:
+            counts = next(looks)
+        except StopIteration:
+            raise asyncio.CancelledError from None
+        for listener, count in zip(crowd, counts):
+            listener.connections = [object()] * count
+
+    with pytest.raises(asyncio.CancelledError):
+        await give_memory_back(crowd, sleep=sleep, trim=lambda: trims.append(sum(len(c.connections) for c in crowd)))
+    # Peak 700 open; 500 open is only 200 fewer: not yet. 300 open is 400 fewer: trimmed (at least
+    # TRIM_AFTER_CLOSED had closed since the peak). The peak starts over at 300; 5 open is 295 fewer: trimmed again.
+    assert TRIM_AFTER_CLOSED == 256 and trims == [300, 5]

@@ -8,11 +8,12 @@ import hmac
 import pytest
 
 from gateway.errors import Unauthorized
-from gateway.peer.auth import NONCE, SIGNATURE, TIMESTAMP, PeerSigner, PeerVerifier
+from gateway.peer.auth import DIGEST, NONCE, SIGNATURE, TIMESTAMP, PeerSigner, PeerVerifier
 from tests.fakes import FakeClock
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 PATH = "/internal/v1/write"
+REGION = "us-east-1"
 
 
 @pytest.fixture
@@ -21,11 +22,11 @@ def clock():
 
 
 def verifier(clock, **kw):
-    return PeerVerifier(SECRET, clock, max_skew=30.0, **kw)
+    return PeerVerifier(SECRET, clock, max_skew=30.0, region=REGION, **kw)
 
 
 def test_a_signed_request_passes_once_and_its_replay_is_refused(clock):
-    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
     v = verifier(clock)
     v.verify("POST", PATH, headers, b"{}")
     with pytest.raises(Unauthorized, match="replayed"):
@@ -37,20 +38,21 @@ def test_a_signed_request_passes_once_and_its_replay_is_refused(clock):
     [("PUT", PATH, b"{}"), ("POST", "/internal/v1/read", b"{}"), ("POST", PATH, b'{"x":1}')],
 )
 def test_any_change_to_method_path_or_body_breaks_the_signature(clock, method, path, body):
-    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
-    with pytest.raises(Unauthorized, match="does not match"):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    # A changed method or path breaks the signature; a changed body, the digest it signs.
+    with pytest.raises(Unauthorized, match="does not match|not the one that was signed"):
         verifier(clock).verify(method, path, headers, body)
 
 
 def test_another_secret_is_refused(clock):
-    headers = PeerSigner(b"x" * 32, clock).headers("POST", PATH, b"{}")
+    headers = PeerSigner(b"x" * 32, clock).headers("POST", PATH, b"{}", to=REGION)
     with pytest.raises(Unauthorized, match="does not match"):
         verifier(clock).verify("POST", PATH, headers, b"{}")
 
 
 def test_a_changed_timestamp_or_nonce_breaks_the_signature(clock):
     for name, value in ((TIMESTAMP, None), (NONCE, "f" * 32)):
-        headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+        headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
         headers[name] = value or str(int(headers[TIMESTAMP]) + 1)
         with pytest.raises(Unauthorized, match="does not match"):
             verifier(clock).verify("POST", PATH, headers, b"{}")
@@ -59,7 +61,7 @@ def test_a_changed_timestamp_or_nonce_breaks_the_signature(clock):
 @pytest.mark.parametrize("offset, accepted", [(-29.9, True), (29.9, True), (-30.1, False), (30.1, False)])
 def test_the_window_is_plus_minus_max_skew(clock, offset, accepted):
     sender = FakeClock(clock.now + offset)
-    headers = PeerSigner(SECRET, sender).headers("POST", PATH, b"{}")
+    headers = PeerSigner(SECRET, sender).headers("POST", PATH, b"{}", to=REGION)
     if accepted:
         verifier(clock).verify("POST", PATH, headers, b"{}")
     else:
@@ -69,7 +71,7 @@ def test_the_window_is_plus_minus_max_skew(clock, offset, accepted):
 
 @pytest.mark.parametrize("missing", [TIMESTAMP, NONCE, SIGNATURE])
 def test_missing_headers_are_refused(clock, missing):
-    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
     del headers[missing]
     with pytest.raises(Unauthorized, match="must be signed"):
         verifier(clock).verify("POST", PATH, headers, b"{}")
@@ -78,15 +80,15 @@ def test_missing_headers_are_refused(clock, missing):
 def test_nonces_are_forgotten_once_their_timestamp_left_the_window(clock):
     v = verifier(clock)
     for _ in range(3):
-        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
     assert len(v._seen) == 3
     clock.advance(31)
-    v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+    v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
     assert len(v._seen) == 1
 
 
 def test_a_bad_signature_never_burns_a_nonce(clock):
-    good = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    good = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
     bad = dict(good, **{SIGNATURE: "0" * 64})
     v = verifier(clock)
     with pytest.raises(Unauthorized):
@@ -97,25 +99,25 @@ def test_a_bad_signature_never_burns_a_nonce(clock):
 def test_the_nonce_cache_is_bounded(clock):
     v = verifier(clock, max_nonces=2)
     for _ in range(2):
-        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
     with pytest.raises(Unauthorized, match="Too many"):
-        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}"), b"{}")
+        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
 
 
 @pytest.mark.parametrize("secret", [b"s" * 16, b"k" * 64, b"long-" * 40])
 def test_the_signature_is_standard_hmac_sha256_of_the_documented_string(clock, secret):
     # What another implementation (or an operator with openssl) must compute to talk to a gateway.
     body = b'{"view":"items"}'
-    headers = PeerSigner(secret, clock).headers("POST", PATH, body)
-    canonical = "\n".join(["POST", PATH, headers[TIMESTAMP], headers[NONCE], hashlib.sha256(body).hexdigest()])
+    headers = PeerSigner(secret, clock).headers("POST", PATH, body, to=REGION)
+    canonical = "\n".join(["POST", PATH, headers[TIMESTAMP], headers[NONCE], REGION, hashlib.sha256(body).hexdigest()])
     assert headers[SIGNATURE] == hmac.new(secret, canonical.encode(), hashlib.sha256).hexdigest()
 
 
-def test_the_wire_form_carries_the_same_three_headers(clock):
-    lines = PeerSigner(SECRET, clock).header_lines("POST", PATH, b"{}").split("\r\n")
+def test_the_wire_form_carries_the_same_four_headers(clock):
+    lines = PeerSigner(SECRET, clock).header_lines("POST", PATH, b"{}", to=REGION).split("\r\n")
     assert lines[-1] == ""
     headers = dict(line.split(": ", 1) for line in lines[:-1])
-    assert set(headers) == {TIMESTAMP, NONCE, SIGNATURE}
+    assert set(headers) == {TIMESTAMP, NONCE, DIGEST, SIGNATURE}
     verifier(clock).verify("POST", PATH, headers, b"{}")
 
 
@@ -124,15 +126,36 @@ def test_each_signature_is_the_standard_hmac_of_its_own_request_message_after_me
     """The keyed HMAC is kept per signer and copied per message: no message's state leaks into the next."""
     signer = PeerSigner(secret, clock)
     for body in (b"", b"one", b"two" * 100, b"one"):
-        headers = signer.headers("POST", PATH, body)
-        canonical = f"POST\n{PATH}\n{headers[TIMESTAMP]}\n{headers[NONCE]}\n{hashlib.sha256(body).hexdigest()}".encode()
+        headers = signer.headers("POST", PATH, body, to=REGION)
+        digest = hashlib.sha256(body).hexdigest()
+        canonical = f"POST\n{PATH}\n{headers[TIMESTAMP]}\n{headers[NONCE]}\n{REGION}\n{digest}".encode()
         assert headers[SIGNATURE] == hmac.new(secret, canonical, hashlib.sha256).hexdigest()
-        PeerVerifier(secret, clock, max_skew=30.0).verify("POST", PATH, headers, body)
+        PeerVerifier(secret, clock, max_skew=30.0, region=REGION).verify("POST", PATH, headers, body)
 
 
 @pytest.mark.parametrize("timestamp", ["²", "１７００００００００００００", "9" * 400, "1e12", "-5", " 1700000000000", ""])
 def test_a_malformed_timestamp_is_refused_as_unauthorized_never_a_crash(clock, timestamp):
-    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}")
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
     headers[TIMESTAMP] = timestamp
     with pytest.raises(Unauthorized):
         verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+def test_a_request_signed_for_another_region_is_refused_there(clock):
+    """A signature names its receiver's region: replayed to another region's gateway, it is worth nothing."""
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to="eu-west-1")
+    with pytest.raises(Unauthorized, match=f"signed for a region other than {REGION}"):
+        verifier(clock).verify("POST", PATH, headers, b"{}")
+    PeerVerifier(SECRET, clock, max_skew=30.0, region="eu-west-1").verify("POST", PATH, headers, b"{}")
+
+
+def test_the_head_is_checked_without_the_body_and_the_body_must_be_the_signed_one(clock):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b'{"a": 1}', to=REGION)
+    check = verifier(clock)
+    check.verify_head("POST", PATH, headers)  # a signed sender: now, and only now, its body is read
+    with pytest.raises(Unauthorized, match="not the one that was signed"):
+        check.verify_body(headers, b'{"a": 2}')
+    check.verify_body(headers, b'{"a": 1}')
+    forged = dict(headers, **{DIGEST: hashlib.sha256(b'{"a": 2}').hexdigest()})
+    with pytest.raises(Unauthorized, match="does not match"):
+        verifier(clock).verify_head("POST", PATH, forged)

@@ -1,0 +1,85 @@
+"""A real gateway process against hostile and overloaded callers: strangers on the peer port, more callers than slots.
+
+The callers here speak raw HTTP/1.1 over loopback sockets (thousands of them would cost an HTTP client
+library more CPU than the gateway under test gets on two cores). Each test bounds its own count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from gateway.local.dynamodb_local import free_port
+from gateway.local.gateway_process import GatewayProcess
+from loadtest.overload_bench import overload, read_answer, rss_kib
+from tests.integration.conftest import gateway_toml, unique, write_config
+
+
+def started(tmp_path: Path, dynamodb_local, table_suffix: str, **gateway: object) -> GatewayProcess:
+    path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix, **gateway))
+    return GatewayProcess(path, log_path=tmp_path / "gw.log").start()
+
+
+async def test_strangers_uploading_slowly_to_the_peer_port_take_no_slot_and_no_memory_for_their_bodies(
+    tmp_path, dynamodb_local, feature_tables, table_suffix, http
+):
+    """300 unsigned (well, falsely signed) 1 MiB uploads that never finish, against 8 slots per listener."""
+    proc = started(tmp_path, dynamodb_local, table_suffix, max_concurrent_requests=8)
+    try:
+        key = unique()
+        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}})) as resp:
+            assert resp.status == 200
+        assert proc.pid is not None
+        before = rss_kib(proc.pid)
+        peer = proc.config.peer_listen
+        head = (
+            "POST /internal/v1/write HTTP/1.1\r\nHost: {peer}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1048576\r\nX-Fgw-Timestamp: {ts}\r\nX-Fgw-Nonce: {nonce}\r\n"
+            "X-Fgw-Content-Sha256: " + "0" * 64 + "\r\nX-Fgw-Signature: " + "f" * 64 + "\r\n\r\n"
+        )
+        strangers = []
+        for i in range(300):
+            reader, writer = await asyncio.open_connection(peer.host, peer.port)
+            writer.write(head.format(peer=peer, ts=int(time.time() * 1000), nonce=f"n{i}").encode() + b"x" * 1024)
+            strangers.append((reader, writer))
+        try:
+            answers = await asyncio.wait_for(asyncio.gather(*(read_answer(r) for r, _ in strangers)), 20)
+            # Refused on their heads alone: the 1 MiB each announced was never awaited.
+            assert Counter(status for status, _, _ in answers) == {401: 300}
+            assert all(orjson.loads(body)["error"]["code"] == "unauthorized" for _, _, body in answers)
+            # Meanwhile downstream callers are served as if nothing happened.
+            for _ in range(20):
+                async with http.get(f"{proc.url}/v1/features/items/{key}") as resp:
+                    assert resp.status == 200
+        finally:
+            for _, writer in strangers:
+                writer.close()
+        await asyncio.sleep(1.5)  # past the lingering second, every stranger's connection is gone
+        assert rss_kib(proc.pid) - before < 20 * 1024, (before, rss_kib(proc.pid))
+    finally:
+        proc.stop()
+
+
+async def test_past_the_bound_callers_get_json_503_overloaded_and_the_gateway_gives_its_memory_back(
+    tmp_path, dynamodb_local, feature_tables, table_suffix, http
+):
+    """400 callers for 3 s against 16 slots (`loadtest/overload_bench.py` runs the issue's 2000 for 20 s)."""
+    proc = started(tmp_path, dynamodb_local, table_suffix, max_concurrent_requests=16)
+    try:
+        key = unique()
+        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}})) as resp:
+            assert resp.status == 200
+        assert proc.pid is not None
+        before = rss_kib(proc.pid)
+        listen = proc.config.listen
+        outcomes, _ = await overload(listen.host, listen.port, f"/v1/features/items/{key}", {"v": 1}, 400, 3.0)
+        assert set(outcomes) <= {"ok", "503 overloaded"}, outcomes
+        assert outcomes["ok"] > 0 and outcomes["503 overloaded"] > 0, outcomes
+        await asyncio.sleep(0.5)
+        assert rss_kib(proc.pid) - before < 20 * 1024, (before, rss_kib(proc.pid))
+    finally:
+        proc.stop()
