@@ -27,7 +27,11 @@ gateway/switch/participant.py answers them):
 Invariants: every request is authenticated (gateway/peer/auth.py) before it
 is routed, whatever its path, and its head before its body is read: an
 unsigned, forged, tampered, expired, replayed or other-region request gets
-401 and touches nothing; a stranger's body is never read. A forwarded write is applied
+401 and touches nothing; a stranger's body is never read. A request that
+arrives after its sender's deadline (``X-Request-Timeout`` from its signed
+timestamp, give or take ``CLOCK_ALLOWANCE``) is answered 408 and not applied:
+its sender has already told its caller that the write may not have landed,
+and the receiver's pause must not turn that into a write landing late. A forwarded write is applied
 here or refused; it is never forwarded again.
 """
 
@@ -40,9 +44,9 @@ from aiohttp import web
 from gateway.api.frontend import LOG_FIELDS, Frontend, RouteHandler, json_response
 from gateway.api.overload import ConcurrencyLimit
 from gateway.config import Config
-from gateway.deadlines import Deadlines
+from gateway.deadlines import TIMEOUT_HEADER, Deadlines
 from gateway.dispatcher import Dispatcher
-from gateway.errors import MethodNotAllowed, RequestError, RouteNotFound
+from gateway.errors import MethodNotAllowed, RequestError, RequestTimeout, RouteNotFound
 from gateway.features import records
 from gateway.obs.logs import AccessLog
 from gateway.obs.metrics import Metrics
@@ -55,6 +59,8 @@ from gateway.switch.participant import SwitchParticipant
 
 #: Status codes of the peer data routes whose series exist from the start.
 PEER_CODES = (200, 400, 401, 409, 503, 504)
+#: Seconds the two gateways' clocks may differ when a peer request's deadline is checked on arrival.
+CLOCK_ALLOWANCE = 0.5
 #: Longest a fence request may wait for the scope's in-flight writes, seconds.
 MAX_FENCE_WAIT = 10.0
 
@@ -91,8 +97,17 @@ class PeerApi(Frontend):
 
     async def _admit(self, request: web.BaseRequest) -> None:
         # The head first: a stranger is refused before a byte of its body is read or kept.
-        self._verifier.verify_head(request.method, request.raw_path, request.headers)
-        self._verifier.verify_body(request.headers, await self._body(request))
+        headers = request.headers
+        self._verifier.verify_head(request.method, request.raw_path, headers)
+        # A request that waited past its sender's deadline (this process was paused, or the network held it)
+        # is dropped unread: its sender has answered its caller already, and must not be proved wrong later.
+        age = self._verifier.age(headers)
+        if TIMEOUT_HEADER in headers and age > self._timeout_of(headers) + CLOCK_ALLOWANCE:
+            raise RequestTimeout(
+                f"The peer request arrived {age:.1f}s after it was signed, past its sender's deadline; "
+                "it was not applied."
+            )
+        self._verifier.verify_body(headers, await self._body(request))
 
     def _route(self, method: str, path: str) -> tuple[str, RouteHandler, tuple[str, ...]]:
         handler = self._routes.get(path)

@@ -56,6 +56,10 @@ class Http1Error(ConnectionError):
     """The connection failed or the server's answer was not HTTP/1.1 we can read."""
 
 
+class Http1ConnectError(Http1Error):
+    """No connection could be made: the request was never sent (a caller may tell "not applied" from "unknown")."""
+
+
 class ResponseParser:
     """One connection's answers, parsed incrementally: ``feed`` bytes until it returns (status, body)."""
 

@@ -36,7 +36,7 @@ import ssl
 from collections import deque
 from urllib.parse import urlsplit
 
-from gateway.http1.parser import MAX_BODY, Http1Error, ResponseParser
+from gateway.http1.parser import MAX_BODY, Http1ConnectError, Http1Error, ResponseParser
 
 
 class _Connection(asyncio.Protocol):
@@ -220,7 +220,7 @@ class Http1Pool:
             self._count -= 1
             self._wake()
             if isinstance(exc, OSError):
-                raise Http1Error(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+                raise Http1ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
             raise
         return conn
 

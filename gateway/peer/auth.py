@@ -151,6 +151,10 @@ class PeerVerifier:
         self._seen.add(nonce)
         self._expiry.append((sent + self._skew_ms, nonce))
 
+    def age(self, headers: Mapping[str, str]) -> float:
+        """Seconds since a request that passed ``verify_head`` was signed, by this gateway's clock."""
+        return (self._clock.wall_ms() - int(headers[TIMESTAMP])) / 1000
+
     @staticmethod
     def verify_body(headers: Mapping[str, str], body: bytes) -> None:
         """After ``verify_head``: the body is the one that was signed."""

@@ -30,7 +30,7 @@ from gateway.clock import Clock
 from gateway.config import Config
 from gateway.deadlines import TIMEOUT_HEADER
 from gateway.errors import NotPrimary, PeerError, PrimaryUnreachable, StoreTimeout
-from gateway.http1.parser import Http1Error
+from gateway.http1.parser import Http1ConnectError, Http1Error
 from gateway.http1.pool import Http1Pool
 from gateway.obs.logs import REQUEST_ID_HEADER, request_id
 from gateway.obs.metrics import Metrics
@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 #: Seconds of the caller's deadline kept back when passing the rest to a peer (the deadline sweeper's
 #: resolution), so the peer's answer, even a 504, arrives before the caller gives up.
 DEADLINE_MARGIN = 0.05
+#: What an unanswered forward means for a write, in the words every such error carries.
+MAY_HAVE_LANDED = (
+    "A request reached a gateway that gave no answer, so a write may or may not have been applied there "
+    "(a gateway drops a forward that reaches it past its deadline); retry with the same Idempotency-Key."
+)
 #: Error codes with which a peer instance refuses a request it did not process: try the region's next one.
 _REFUSALS = (b'"overloaded"', b'"draining"')
 
@@ -150,7 +155,8 @@ class PeerClient:
             status, answer = await self._pool(address).request(request, timeout=timeout)
         except (Http1Error, TimeoutError) as exc:
             self._metrics.observe_upstream(f"peer:{region}", op, "unreachable", time.perf_counter() - started)
-            raise PrimaryUnreachable(f"The gateway at {address} did not answer: {str(exc) or 'timeout'}.") from None
+            landed = "Nothing was sent." if isinstance(exc, Http1ConnectError) else MAY_HAVE_LANDED
+            raise PrimaryUnreachable(f"The gateway at {address} did not answer: {str(exc) or 'timeout'}. {landed}") from None
         return self._answer(region, op, address, status, answer, started)
 
     async def _call(self, region: str, op: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +184,8 @@ class PeerClient:
         started = time.perf_counter()
         problems = []
         refusal: tuple[str, bytes] | None = None
+        #: Whether a request left for an instance that then gave no answer: it may have been applied there.
+        unanswered = False
         outliers = self.outliers
         for address in addresses:
             if not outliers.allow(address):
@@ -191,6 +199,7 @@ class PeerClient:
             except (Http1Error, TimeoutError) as exc:
                 if not (cut_by_deadline and isinstance(exc, TimeoutError)):
                     outliers.failure(address, addresses)
+                unanswered = unanswered or not isinstance(exc, Http1ConnectError)
                 problems.append(f"{address}: {str(exc) or f'no answer within {timeout:g}s'}")
                 if span is not None:
                     span.add_event("peer failed", {"address": address, "problem": str(exc) or "timeout"})
@@ -208,7 +217,10 @@ class PeerClient:
         if refusal is not None:  # the region answered, but only with refusals: pass the last one on
             return self._answer(region, op, refusal[0], 503, refusal[1], started)
         self._metrics.observe_upstream(f"peer:{region}", op, "unreachable", time.perf_counter() - started)
-        raise PrimaryUnreachable(f"No gateway of region {region} answered: {'; '.join(problems)}.")
+        raise PrimaryUnreachable(
+            f"No gateway of region {region} answered: {'; '.join(problems)}. "
+            + (MAY_HAVE_LANDED if unanswered else "Nothing was sent; retrying is safe.")
+        )
 
     def _attempt_timeout(self) -> tuple[float, bool]:
         """``peer.timeout``, or what is left of the request's deadline if less (and whether it was cut)."""

@@ -18,12 +18,13 @@ from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.obs.metrics import Metrics
 from gateway.peer.auth import PeerSigner, PeerVerifier
+from gateway.peer.routes import WRITE_PATH
 from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule
 from gateway.store.read_coalescer import ReadCoalescer
 from gateway.switch.fence import AckLog
 from gateway.switch.participant import SwitchParticipant
 from gateway.switch.write_buffer import WriteBuffer
-from tests.fakes import FakePeers, StaticRouting
+from tests.fakes import FakeClock, FakePeers, StaticRouting
 from tests.unit.test_dispatcher import ConditionalStore
 
 SECRET = b"peer-secret-for-unit-tests-0123"
@@ -135,3 +136,20 @@ async def test_forwarded_attribute_values_are_validated_as_strictly_as_downstrea
     status, answer = await call(session, base, "/internal/v1/write", forwarded(records=records))
     assert status == 400 and message in answer["error"]["message"], answer
     assert store.items == {}
+
+
+async def test_a_forward_that_arrives_after_its_senders_deadline_is_not_applied(peer_api):
+    """As if this gateway had been paused: the forward was signed 3 s ago with 1 s to live."""
+    session, base, store = peer_api
+    raw = orjson.dumps(forwarded())
+    signed_earlier = FakeClock(SystemClock().wall_ms() / 1000 - 3.0)
+    headers = PeerSigner(SECRET, signed_earlier).headers("POST", WRITE_PATH, raw, to="us-east-1")
+    async with session.post(base + WRITE_PATH, data=raw, headers={**headers, "X-Request-Timeout": "1.0"}) as resp:
+        body = await resp.json()
+        assert resp.status == 408 and body["error"]["code"] == "request_timeout", body
+        assert "not applied" in body["error"]["message"]
+    assert store.items == {}
+    # The same age within a longer deadline is a request like any other.
+    headers = PeerSigner(SECRET, signed_earlier).headers("POST", WRITE_PATH, raw, to="us-east-1")
+    async with session.post(base + WRITE_PATH, data=raw, headers={**headers, "X-Request-Timeout": "5.0"}) as resp:
+        assert resp.status == 200 and "k" in store.items

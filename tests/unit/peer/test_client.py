@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -95,7 +96,7 @@ async def test_no_answering_instance_is_primary_unreachable_naming_each():
     dead = free_port()
     client = make_client(dead)
     try:
-        with pytest.raises(PrimaryUnreachable, match=f"127.0.0.1:{dead}"):
+        with pytest.raises(PrimaryUnreachable, match=f"127.0.0.1:{dead}.*Nothing was sent; retrying is safe"):
             await client.write("us-east-1", {})
         with pytest.raises(PrimaryUnreachable, match="No gateway address is known for region sa-east-1"):
             await client.write("sa-east-1", {})
@@ -256,3 +257,17 @@ async def test_an_instance_that_left_its_region_has_its_connections_closed(peer)
                 await asyncio.sleep(0.01)
     finally:
         await client.close()
+
+
+async def test_a_forward_sent_and_never_answered_may_have_landed_and_says_so():
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # reads nothing, answers nothing
+    port = silent.sockets[0].getsockname()[1]
+    cfg = config(port)
+    client = PeerClient(replace(cfg, peer=replace(cfg.peer, timeout=0.2)), PeerSigner(SECRET, FakeClock()), FakeClock(), Metrics())
+    try:
+        with pytest.raises(PrimaryUnreachable, match="may or may not have been applied.*same Idempotency-Key"):
+            await client.write("us-east-1", {"n": 1})
+    finally:
+        await client.close()
+        silent.close()
+        await silent.wait_closed()
