@@ -260,7 +260,8 @@ async def test_an_instance_that_left_its_region_has_its_connections_closed(peer)
 
 
 async def test_a_forward_sent_and_never_answered_may_have_landed_and_says_so():
-    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # reads nothing, answers nothing
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda reader, writer: accepted.append(writer), "127.0.0.1", 0)  # never answers
     port = silent.sockets[0].getsockname()[1]
     cfg = config(port)
     client = PeerClient(replace(cfg, peer=replace(cfg.peer, timeout=0.2)), PeerSigner(SECRET, FakeClock()), FakeClock(), Metrics())
@@ -269,5 +270,7 @@ async def test_a_forward_sent_and_never_answered_may_have_landed_and_says_so():
             await client.write("us-east-1", {"n": 1})
     finally:
         await client.close()
+        for writer in accepted:
+            writer.close()
         silent.close()
         await silent.wait_closed()
