@@ -31,7 +31,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.clock import SystemClock
 from gateway.config import MIN_SECRET_BYTES, Config, PeerConfig
@@ -131,6 +133,33 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+class _EmulatorFigures:
+    """A Prometheus collector of the cluster's emulator, read at every scrape."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        """Changes applied and dropped, and the backlog, per (source, target)."""
+        if self._cluster.emulator is None:
+            return
+        labels = ["source", "target"]
+        applied = CounterMetricFamily("emulator_changes_applied", "Changes applied in the target region.", labels=labels)
+        dropped = CounterMetricFamily(
+            "emulator_changes_dropped", "Changes the target refused for good: the regions differ for those items.",
+            labels=labels,
+        )
+        backlog = GaugeMetricFamily("emulator_backlog", "Changes waiting to be applied in the target.", labels=labels)
+        for source in self._cluster.regions:
+            for target in self._cluster.regions:
+                if source != target:
+                    stats = self._cluster.emulator.stats(source, target)
+                    applied.add_metric([source, target], stats.applied)
+                    dropped.add_metric([source, target], stats.failed)
+                    backlog.add_metric([source, target], self._cluster.emulator.backlog(source, target))
+        yield from (applied, dropped, backlog)
+
+
 class LocalCluster:
     def __init__(
         self, config_path: str, regions: list[str] | None = None, state_dir: str | Path = ".local", *, replicate: bool = True
@@ -151,6 +180,9 @@ class LocalCluster:
         self.emulator: GlobalTableEmulator | None = None
         self._control: web.AppRunner | None = None
         self.control_url: str | None = None
+        #: The emulator's figures, served at the control endpoint's /metrics (the cluster's own, not a gateway's).
+        self._metrics = CollectorRegistry()
+        self._metrics.register(_EmulatorFigures(self))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -389,9 +421,16 @@ class LocalCluster:
             backlog = {
                 f"{s}->{t}": self.emulator.backlog(s, t) for s in self.regions for t in self.regions if s != t
             }
+        dropped = {}
+        if self.emulator is not None:
+            dropped = {
+                f"{s}->{t}": self.emulator.stats(s, t).failed for s in self.regions for t in self.regions if s != t
+            }
         return {
             "regions": {name: {"stopped": r.stopped} for name, r in self.regions.items()},
             "backlog": backlog,
+            # Changes a target refused for good: the regions differ for those items until they are written again.
+            "dropped": dropped,
         }
 
     async def _start_control(self) -> None:
@@ -405,8 +444,12 @@ class LocalCluster:
                 return web.json_response({"error": str(exc)}, status=400)
             return web.json_response(answer)
 
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self._metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
         app = web.Application()
         app.router.add_post("/fault/{action}", handle)
+        app.router.add_get("/metrics", metrics)
         self._control = web.AppRunner(app, access_log=None)
         await self._control.setup()
         port = free_port()

@@ -28,6 +28,7 @@ __all__ = [
     "classify",
     "delete_condition",
     "interleave",
+    "lossy",
     "newer",
     "put_condition",
     "should_apply",
@@ -112,6 +113,26 @@ def classify(region: str, table: str, record: Mapping[str, Any], seen: float) ->
     if version[1] != region:
         return None  # applied here by replication (see the module docstring)
     return Change(Kind.PUT, region, table, key, new, version, sequence, seen)
+
+
+def lossy(image: Mapping[str, Any]) -> bool:
+    """Whether a stream image lost a type: DynamoDB Local renders an empty map as ``{}``, at any depth.
+
+    Such an image cannot be written as it is ("Supplied AttributeValue is empty"); the applier reads
+    the item from its source instead (``GlobalTableEmulator``).
+    """
+    return any(_lossy_value(value) for value in image.values())
+
+
+def _lossy_value(value: Any) -> bool:
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return True
+    ((tag, raw),) = value.items()
+    if tag == "M":
+        return lossy(raw)
+    if tag == "L":
+        return any(_lossy_value(item) for item in raw)
+    return False
 
 
 def interleave(changes: Sequence[Change], rng: random.Random) -> list[Change]:

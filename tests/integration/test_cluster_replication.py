@@ -131,3 +131,36 @@ async def test_injected_lag_shows_in_the_replication_lag_gauge(cluster, http):
         others.append(await lag_gauge(http, cluster, "ap-southeast-1", "us-east-1"))
         await asyncio.sleep(0.02)
     assert sorted(others)[12] < 0.3, others
+
+
+#: One value of every kind the API accepts, edge cases included.
+EVERY_KIND = {
+    "empty_map": {}, "empty_list": [], "empty_string": "", "null": None, "true": True, "false": False,
+    "int64_max": 9223372036854775807, "int64_min": -9223372036854775808, "float": 0.1, "tiny": 1e-130,
+    "huge": 9.99e125, "negative_zero": -0.0,
+    "nested": {"a": {"b": [{}, [], {"c": [1, 2.5, "x", None, {"d": {}}]}]}},
+    "binary_looking": "AAECAwQFBgcICQ==", "number_looking": "12345678901234567890", "unicode": "ünïcødé ✓ 𝄞",
+}
+
+
+async def test_every_kind_of_value_and_the_largest_item_reach_every_region(cluster, http):
+    keys, acknowledged = [], []
+    for i, region in enumerate(REGIONS):
+        key = f"kinds-{region}-{uuid.uuid4().hex[:6]}"
+        answer = await put(http, cluster, region, key, EVERY_KIND)
+        keys.append(key)
+        acknowledged.append(Write(key, EVERY_KIND, answer["version"]))
+    # The largest item a write may hold: one string feature filling the 400 KB with the system attributes.
+    big = f"big-{uuid.uuid4().hex[:6]}"
+    value = {"blob": "x" * (400 * 1024 - 64 - 256 - 4 - len(big) - 2 - 4)}
+    answer = await put(http, cluster, "eu-west-1", big, value)
+    keys.append(big)
+    acknowledged.append(Write(big, value, answer["version"]))
+    await converge(http, cluster, acknowledged, keys, 30)
+    assert all(n == 0 for n in cluster.status()["dropped"].values()), cluster.status()
+    async with http.get(f"{cluster.control_url}/metrics") as resp:
+        text = await resp.text()
+    applied = re.findall(r'^emulator_changes_applied_total\{source="eu-west-1",target="[a-z0-9-]+"\} (\S+)$', text, re.M)
+    dropped = re.findall(r"^emulator_changes_dropped_total\{.*\} (\S+)$", text, re.M)
+    assert len(applied) == 2 and all(float(n) > 0 for n in applied), text
+    assert len(dropped) == 6 and all(float(n) == 0 for n in dropped), text

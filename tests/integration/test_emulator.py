@@ -276,3 +276,16 @@ async def test_a_stopped_target_region_receives_its_backlog_when_it_returns(clus
     k = key("after-restart")
     await cluster.put(C, k, now_us(), value="back")
     await eventually(lambda: converged(cluster, k, lambda i: i is not None), timeout=20.0, what="a write from the returned region")
+
+
+async def test_items_with_empty_maps_reach_every_region_whole(cluster: Cluster) -> None:
+    """DynamoDB Local's stream renders an empty map as ``{}``; the item must still arrive, types and all."""
+    k = key("empty")
+    item = {
+        "pk": {"S": k}, "_ts": {"N": str(now_us())}, "_region": {"S": A},
+        "m": {"M": {}}, "l": {"L": []}, "s": {"S": ""},
+        "nested": {"M": {"inner": {"M": {}}, "list": {"L": [{"M": {}}, {"L": []}]}}},
+    }
+    await cluster.stores[A].put_item(cluster.table, item)
+    await eventually(lambda: converged(cluster, k, lambda stored: stored == item), what="the item with empty maps everywhere")
+    assert all(cluster.emulator.stats(A, t).failed == 0 for t in (B, C))
