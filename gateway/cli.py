@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--workers: must be at least 1")
             config = load(args.config, region=args.region)
             require_peer_secret(config)
+            if config.auth.mode == "tokens" and config.auth.tokens_file:
+                from gateway.api.auth import TokenAuthority, TokensFileError
+
+                try:
+                    TokenAuthority(config.auth.tokens_file)  # a bad tokens file stops the gateway here, in one line
+                except TokensFileError as exc:
+                    raise ConfigError(f"auth.tokens_file: {exc}") from None
             return serve(config, args.workers)
         if args.command == "local":
             return _local(args)

@@ -30,6 +30,7 @@ How a field is read, from its type: ``float`` takes a TOML integer or float,
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -319,8 +320,35 @@ class LogsConfig:
     access_sample: float = setting(0.01, fraction)
 
 
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Authentication of downstream callers: bearer tokens mapped to the views they may read and write."""
+
+    #: "tokens" (every /v1/ request needs a bearer token of ``tokens_file``) or "off". Unset: off when
+    #: ``gateway.listen`` is a loopback address (a sidecar), and a config error otherwise: a gateway others
+    #: can reach must be told which.
+    mode: str | None = setting(None, one_of("tokens", "off"))
+    #: TOML file of the callers: each token's SHA-256 and the views it may read and write (gateway/api/auth.py);
+    #: re-read within a second of a change.
+    tokens_file: str | None = setting(None)
+
+    def validate(self, fail: Callable[[str, str], ConfigError]) -> None:
+        if self.mode == "tokens" and not self.tokens_file:
+            raise fail("tokens_file", 'is required with mode = "tokens"')
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a listen address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 #: The sections of the file beside ``[gateway]``, ``[views.*]`` and ``[regions.*]``, as ``Config`` field names.
-_SECTIONS = ("dynamodb", "members", "routing", "peer", "tracing", "logs", "buffer", "switch")
+_SECTIONS = ("dynamodb", "members", "routing", "peer", "tracing", "logs", "buffer", "switch", "auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +394,7 @@ class Config:
     logs: LogsConfig = internal(factory=LogsConfig)
     buffer: BufferConfig = internal(factory=BufferConfig)
     switch: SwitchConfig = internal(factory=SwitchConfig)
+    auth: AuthConfig = internal(factory=AuthConfig)
     views: Mapping[str, ViewConfig] = internal(factory=dict)
     regions: Mapping[str, RegionConfig] = internal(factory=dict)
     #: The file this was loaded from, for messages.
@@ -395,6 +424,12 @@ class Config:
         control = self.switch.control_region
         if control and self.regions and control not in self.regions:
             raise self.fail("switch.control_region", f"{control!r} is not one of the regions: {', '.join(self.regions)}")
+        if self.auth.mode is None and not is_loopback(self.listen.host):
+            raise self.fail(
+                "auth.mode",
+                f"gateway.listen {self.listen} is reachable from other machines: set auth.mode = \"tokens\" (with "
+                "auth.tokens_file) to authenticate callers, or auth.mode = \"off\" to serve anyone who reaches it",
+            )
         if self.admin_listen is not None and self.admin_listen.port in (self.listen.port, self.peer_listen.port):
             # SO_REUSEPORT would let two listeners share the port and split its connections between them.
             raise self.fail(

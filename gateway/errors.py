@@ -20,6 +20,8 @@ library maps them here (``raise StoreThrottled(...) from exc``).
     │   └── MethodNotAllowed          405 method_not_allowed
     ├── NotFound                      404 not_found
     ├── Unauthorized                  401 unauthorized        (peer API: unsigned, forged, expired, replayed)
+    │   └── NotAuthenticated          401 unauthorized        (downstream: no bearer token, or an unknown one)
+    ├── Forbidden                     403 forbidden           (downstream: the token may not read/write that view)
     ├── NotPrimary                    409 not_primary         (peer API)
     ├── PeerError                     the status and code a peer gateway answered with
     ├── Unavailable                   503 (always with Retry-After)
@@ -136,6 +138,20 @@ class Unauthorized(GatewayError):
 
     status = 401
     code = "unauthorized"
+
+
+class NotAuthenticated(Unauthorized):
+    """Downstream, with auth on: no bearer token, or one the tokens file does not hold."""
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="feature-gateway"'}
+
+
+class Forbidden(GatewayError):
+    """Downstream, with auth on: the caller's token may not read (or write) that view."""
+
+    status = 403
+    code = "forbidden"
 
 
 class PeerError(GatewayError):

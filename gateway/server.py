@@ -33,6 +33,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.api.admin import AdminApi
+from gateway.api.auth import TokenAuthority
 from gateway.api.downstream import DownstreamApi
 from gateway.api.frontend import Frontend, create_server
 from gateway.api.health import Health
@@ -146,9 +147,13 @@ async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None
         # (or strangers on the peer port) can never take the slots of downstream callers, nor these theirs.
         access_log = AccessLog(config.logs.access_sample, config.region)
         listener = {"tracer": tracer, "access_log": access_log}
+        auth = None
+        if config.auth.mode == "tokens" and config.auth.tokens_file:
+            auth = await asyncio.to_thread(TokenAuthority, config.auth.tokens_file)  # reads the file
+            await stack.enter_async_context(background(auth.run(), "tokens-reload"))
         api = DownstreamApi(
             config, dispatcher, health, metrics, clock, deadlines, membership, routing,
-            limit=ConcurrencyLimit(config.max_concurrent_requests), **listener,
+            auth=auth, limit=ConcurrencyLimit(config.max_concurrent_requests), **listener,
         )
         verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew, region=config.region)
         peer_api = PeerApi(

@@ -18,6 +18,8 @@
   processes that ran in between, so the cold figures are the ones a request pays.
 - ``parser``: one DynamoDB answer read by the pool's parser (gateway/http1/parser.py)
   and by h11, the kept parser its tests hold it to.
+- ``auth``: what bearer-token auth adds to a request (gateway/api/auth.py): the token's
+  SHA-256, a lookup, and the view's permission; target under 5 µs.
 - ``body``: a typical write body through ``orjson.loads`` and through ``parse_json``
   (gateway/features/values.py), which adds the check that every number is exact.
 
@@ -222,6 +224,30 @@ def body_arms(n: int, rounds: int) -> list[tuple[str, float]]:
             ("write body parsed, parse_json (numbers checked exact)", best_of(lambda: parse_json(body), n, rounds))]
 
 
+def auth_arms(n: int, rounds: int) -> list[tuple[str, float]]:
+    """What auth adds to a request: the bearer token found (one SHA-256 and a lookup) and its view allowed."""
+    import hashlib
+    import os
+
+    from gateway.api.auth import TokenAuthority
+
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as file:
+        token = "a-token-of-the-benchmark-0123456789abcdef"
+        file.write(f'[tokens.bench]\nsha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\nread = ["users"]\n')
+    try:
+        authority = TokenAuthority(file.name)
+    finally:
+        os.unlink(file.name)
+    header = f"Bearer {token}"
+
+    def check() -> object:
+        principal = authority.authenticate(header)
+        authority.authorize(principal, "read", "users")
+        return principal
+
+    return [("downstream auth: token found, view allowed", best_of(check, n, rounds))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50_000, help="calls per round")
@@ -236,7 +262,10 @@ def main() -> None:
     for tracing in ("none", "sampled-out", "recording"):
         cost = uvloop.run(frontend_arm(tracing, args.n, args.rounds))
         print(f"{'Frontend.handle, tracing ' + tracing:64} {cost:8.2f}")
-    rows = signature_arms(args.n, args.rounds, args.cold_calls) + parser_arms(args.n, args.rounds) + body_arms(args.n, args.rounds)
+    rows = [
+        *signature_arms(args.n, args.rounds, args.cold_calls), *parser_arms(args.n, args.rounds),
+        *body_arms(args.n, args.rounds), *auth_arms(args.n, args.rounds),
+    ]
     for name, cost in rows:
         print(f"{name:64} {cost:8.2f}")
 

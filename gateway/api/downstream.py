@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.api.auth import Principal, TokenAuthority
 from gateway.api.frontend import JSON, OUTCOME, Frontend, RouteHandler, json_response
 from gateway.api.health import Health
 from gateway.api.overload import ConcurrencyLimit
@@ -37,7 +38,10 @@ from gateway.obs.metrics import Metrics
 from gateway.obs.tracing import Tracer
 from gateway.routing.loader import RoutingLoader
 
+API_PREFIX = "/v1/"
 FEATURES_PREFIX = "/v1/features/"
+#: The caller of a request, with auth on (gateway/api/auth.py).
+PRINCIPAL = web.RequestKey("principal", Principal)
 #: Route labels of the metrics (aiohttp's canonical form, which dashboards already know).
 ROUTE_FEATURES = "/v1/features/{view}/{key}"
 #: Status codes a data route commonly answers; their series exist from the start.
@@ -67,11 +71,14 @@ class DownstreamApi(Frontend):
         membership: Membership,
         routing: RoutingLoader,
         *,
+        auth: TokenAuthority | None = None,
         limit: ConcurrencyLimit | None = None,
         tracer: Tracer | None = None,
         access_log: AccessLog | None = None,
     ) -> None:
         super().__init__(config, metrics, deadlines, limit=limit, tracer=tracer, access_log=access_log)
+        #: ``None``: every caller is admitted (auth.mode "off", or a loopback sidecar).
+        self._auth = auth
         self._membership = membership
         self._routing = routing
         self._views = config.views
@@ -90,6 +97,16 @@ class DownstreamApi(Frontend):
             "/metrics": {"GET": self.metrics},
             "/v1/members": {"GET": self.members},
         }
+
+    async def _admit(self, request: web.BaseRequest) -> None:
+        """With auth on, every ``/v1/`` request names its caller (probes and scrapes do not)."""
+        if self._auth is not None and request.path.startswith(API_PREFIX):
+            request[PRINCIPAL] = self._auth.authenticate(request.headers.get("Authorization"))
+
+    def _allow(self, request: web.BaseRequest, action: str, view: str) -> None:
+        """Before a view is read or written: 403 unless the caller's token may (a no-op with auth off)."""
+        if self._auth is not None:
+            self._auth.authorize(request[PRINCIPAL], action, view)
 
     def _route(self, method: str, path: str) -> tuple[str, RouteHandler, tuple[str, ...]]:
         """The one place that maps (method, path) to a handler; raises 404/405 from the error tree."""
@@ -113,6 +130,7 @@ class DownstreamApi(Frontend):
 
     async def get_features(self, request: web.BaseRequest, view_name: str, key: str) -> web.Response:
         view = records.view_of(self._views, view_name)
+        self._allow(request, "read", view.name)
         key = records.check_key(key)
         query = request.query
         wanted = None
@@ -137,6 +155,7 @@ class DownstreamApi(Frontend):
     async def read(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
         view = records.view_of(self._views, body.get("view"))
+        self._allow(request, "read", view.name)
         keys = body.get("keys")
         if not isinstance(keys, list) or not keys:
             raise RequestError("'keys' must be a non-empty list of entity keys.")
@@ -153,6 +172,7 @@ class DownstreamApi(Frontend):
 
     async def put_features(self, request: web.BaseRequest, view_name: str, key: str) -> web.Response:
         view = records.view_of(self._views, view_name)
+        self._allow(request, "write", view.name)
         body = await self._json_object(request)
         record = records.write_record(
             view,
@@ -166,6 +186,7 @@ class DownstreamApi(Frontend):
 
     async def delete_features(self, request: web.BaseRequest, view_name: str, key: str) -> web.Response:
         view = records.view_of(self._views, view_name)
+        self._allow(request, "write", view.name)
         event_time: Any = request.query.get("event_time")
         if event_time is not None and event_time.isdigit():
             event_time = int(event_time)
@@ -182,6 +203,7 @@ class DownstreamApi(Frontend):
     async def write(self, request: web.BaseRequest) -> web.Response:
         body = await self._json_object(request)
         view = records.view_of(self._views, body.get("view"))
+        self._allow(request, "write", view.name)
         raw = body.get("records")
         if not isinstance(raw, list) or not raw:
             raise RequestError("'records' must be a non-empty list of {key, features, event_time, idempotency_key}.")

@@ -544,3 +544,31 @@ def test_dashboard_metric_names_come_from_the_registry():
     expr = 'histogram_quantile(0.99, sum by (le) (rate(gateway_downstream_rq_seconds_bucket{region=~"$region"}[5m])))'
     assert [_HISTOGRAM_SERIES.sub("", n) for n in _METRIC.findall(expr)] == ["gateway_downstream_rq_seconds"]
 
+
+
+def test_the_network_policy_admits_only_the_pools_two_ports_to_the_pool():
+    pool = deployments()["pool"]
+    policy = manifest("NetworkPolicy", "feature-gateway")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pool["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    ports = [(p["port"], p["protocol"]) for rule in policy["ingress"] for p in rule["ports"]]
+    assert sorted(ports) == [(8700, "TCP"), (8701, "TCP")]
+    peer_rule = next(rule for rule in policy["ingress"] if rule["ports"][0]["port"] == 8701)
+    assert peer_rule["from"] and all("ipBlock" in source for source in peer_rule["from"])  # never "from anywhere"
+
+
+def test_the_pool_authenticates_its_callers_with_the_tokens_secret(tmp_path):
+    from gateway.api.auth import parse_tokens
+
+    pool = deployments()["pool"]
+    config = load_pod_config(pool, tmp_path)
+    assert config.auth.mode == "tokens"
+    mounts = {m["name"]: m["mountPath"] for m in gateway_container(pool)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(pool)["volumes"]}
+    assert str(Path(config.auth.tokens_file).parent) == mounts["tokens"]
+    secret = manifest("Secret", "feature-gateway-tokens")
+    assert volumes["tokens"]["secret"]["secretName"] == secret["metadata"]["name"]
+    example = parse_tokens(secret["stringData"][Path(config.auth.tokens_file).name], "tokens.example.yaml")
+    assert [p.name for p in example.values()] == ["ranker"]
+    # The sidecar listens on loopback: only its own pod's containers reach it, and it needs no tokens.
+    assert load_pod_config(deployments()["sidecar"], tmp_path).auth.mode is None

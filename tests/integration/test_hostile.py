@@ -7,6 +7,9 @@ library more CPU than the gateway under test gets on two cores). Each test bound
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -83,3 +86,38 @@ async def test_past_the_bound_callers_get_json_503_overloaded_and_the_gateway_gi
         assert rss_kib(proc.pid) - before < 20 * 1024, (before, rss_kib(proc.pid))
     finally:
         proc.stop()
+
+
+async def test_with_auth_on_a_token_without_write_permission_writes_nothing(
+    tmp_path, dynamodb_local, feature_tables, table_suffix, http
+):
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(
+        f'[tokens.reader]\nsha256 = "{hashlib.sha256(b"reader-token").hexdigest()}"\nread = ["items"]\n'
+        f'[tokens.writer]\nsha256 = "{hashlib.sha256(b"writer-token").hexdigest()}"\nread = ["*"]\nwrite = ["*"]\n'
+    )
+    path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix) + f'[auth]\nmode = "tokens"\ntokens_file = "{tokens}"\n')
+    proc = GatewayProcess(path, log_path=tmp_path / "gw.log").start(wait_for="/healthz")
+    try:
+        key = unique()
+        reader, writer = {"Authorization": "Bearer reader-token"}, {"Authorization": "Bearer writer-token"}
+        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}}), headers=reader) as resp:
+            assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+        async with http.get(f"{proc.url}/v1/features/items/{key}", headers=writer) as resp:
+            assert resp.status == 404  # nothing was written
+        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}}), headers=writer) as resp:
+            assert resp.status == 200
+        async with http.get(f"{proc.url}/v1/features/items/{key}") as resp:
+            assert resp.status == 401
+    finally:
+        proc.stop()
+
+
+async def test_a_bad_tokens_file_stops_the_gateway_with_one_clear_line(tmp_path, dynamodb_local, table_suffix):
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text("[tokens.reader]\nsha256 = 'not hex'\n")
+    path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix) + f'[auth]\nmode = "tokens"\ntokens_file = "{tokens}"\n')
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "auth.tokens_file" in lines[0] and "tokens.reader.sha256: must be the 64 hex digits" in lines[0]

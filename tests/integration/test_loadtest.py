@@ -76,6 +76,7 @@ def test_hotpath_bench_runs_and_prints_every_arm():
           for when in ("hot", "cold (2 MiB evicted)", "cold (24 MiB evicted)")),
         "answer parsed, gateway/http1/parser.py", "answer parsed, h11",
         "write body parsed, orjson.loads", "write body parsed, parse_json (numbers checked exact)",
+        "downstream auth: token found, view allowed",
     ]
     for arm in arms:
         assert re.search(rf"^{re.escape(arm)}\s+\d+\.\d\d$", proc.stdout, re.M), f"{arm} missing:\n{proc.stdout}"

@@ -57,6 +57,7 @@ def test_environment_overrides_every_level(tmp_path):
         "FGW_GATEWAY__LISTEN": "0.0.0.0:9000",
         "FGW_DYNAMODB__ENDPOINT_URL": "http://127.0.0.1:1234",
         "FGW_VIEWS__USERS__TABLE": "prod_users",
+        "FGW_AUTH__MODE": "off",  # 0.0.0.0 is reachable from other machines: the config must say who may call
         "UNRELATED": "x",
     }
     config = load(write(tmp_path, MINIMAL), env=env)
@@ -137,3 +138,25 @@ def test_the_admin_listener_is_off_unless_configured_and_needs_its_own_port(tmp_
         load(write(tmp_path, MINIMAL), env={"FGW_GATEWAY__ADMIN_LISTEN": "0.0.0.0:8701"})
     with pytest.raises(ConfigError, match="gateway.admin_listen: must be HOST:PORT"):
         load(write(tmp_path, MINIMAL), env={"FGW_GATEWAY__ADMIN_LISTEN": "localhost"})
+
+
+@pytest.mark.parametrize(
+    "listen, auth, problem",
+    [
+        ("0.0.0.0:8700", {}, "auth.mode: gateway.listen 0.0.0.0:8700 is reachable from other machines"),
+        ("10.1.2.3:8700", {}, "auth.mode: gateway.listen 10.1.2.3:8700"),
+        ("0.0.0.0:8700", {"mode": "tokens"}, "auth.tokens_file: is required"),
+        ("127.0.0.1:8700", {"mode": "sometimes"}, "auth.mode: must be 'tokens' or 'off'"),
+    ],
+)
+def test_a_gateway_others_can_reach_must_say_who_may_call_it(listen, auth, problem):
+    raw = {"gateway": {"region": "us-east-1", "listen": listen}, "auth": auth, "views": {"v": {"table": "tbl"}}}
+    with pytest.raises(ConfigError, match=problem):
+        from_dict(raw)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8700", "127.0.0.53:8700", "localhost:8700", "[::1]:8700"])
+def test_a_loopback_gateway_needs_no_auth_and_a_network_one_may_opt_out_explicitly(listen):
+    assert from_dict({"gateway": {"region": "us-east-1", "listen": listen}, "views": {"v": {"table": "tbl"}}}).auth.mode is None
+    explicit = {"gateway": {"region": "us-east-1", "listen": "0.0.0.0:8700"}, "auth": {"mode": "off"}, "views": {"v": {"table": "tbl"}}}
+    assert from_dict(explicit).auth.mode == "off"

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from gateway.api.auth import TokenAuthority
 from gateway.api.downstream import DownstreamApi
 from gateway.api.frontend import create_server
 from gateway.api.health import Health
@@ -86,7 +87,7 @@ class Client:
 
 
 def downstream_api(
-    store: ScriptedStore, limit: int | None = None, config: Config = CONFIG
+    store: ScriptedStore, limit: int | None = None, config: Config = CONFIG, auth: TokenAuthority | None = None
 ) -> tuple[DownstreamApi, Health, Deadlines, Metrics]:
     """A ``DownstreamApi`` over ``store``, with the parts a test may need to reach."""
     clock = SystemClock()
@@ -100,7 +101,7 @@ def downstream_api(
         AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys),
     )
     bound = ConcurrencyLimit(limit) if limit is not None else None
-    api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, limit=bound)
+    api = DownstreamApi(config, dispatcher, health, metrics, clock, deadlines, membership, routing, auth=auth, limit=bound)
     return api, health, deadlines, metrics
 
 
