@@ -22,6 +22,15 @@ from loadtest.overload_bench import overload, read_answer, rss_kib
 from tests.integration.conftest import gateway_toml, unique, write_config
 
 
+async def seeded(http, proc: GatewayProcess) -> str:
+    """A fresh entity {"v": 1} written through ``proc``; its key."""
+    key = unique()
+    async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}})) as resp:
+        assert resp.status == 200
+    assert proc.pid is not None
+    return key
+
+
 def started(tmp_path: Path, dynamodb_local, table_suffix: str, **gateway: object) -> GatewayProcess:
     path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix, **gateway))
     return GatewayProcess(path, log_path=tmp_path / "gw.log").start()
@@ -33,10 +42,7 @@ async def test_strangers_uploading_slowly_to_the_peer_port_take_no_slot_and_no_m
     """300 unsigned (well, falsely signed) 1 MiB uploads that never finish, against 8 slots per listener."""
     proc = started(tmp_path, dynamodb_local, table_suffix, max_concurrent_requests=8)
     try:
-        key = unique()
-        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}})) as resp:
-            assert resp.status == 200
-        assert proc.pid is not None
+        key = await seeded(http, proc)
         before = rss_kib(proc.pid)
         peer = proc.config.peer_listen
         head = (
@@ -73,10 +79,7 @@ async def test_past_the_bound_callers_get_json_503_overloaded_and_the_gateway_gi
     """400 callers for 3 s against 16 slots (`loadtest/overload_bench.py` runs the issue's 2000 for 20 s)."""
     proc = started(tmp_path, dynamodb_local, table_suffix, max_concurrent_requests=16)
     try:
-        key = unique()
-        async with http.put(f"{proc.url}/v1/features/items/{key}", data=orjson.dumps({"features": {"v": 1}})) as resp:
-            assert resp.status == 200
-        assert proc.pid is not None
+        key = await seeded(http, proc)
         before = rss_kib(proc.pid)
         listen = proc.config.listen
         outcomes, _ = await overload(listen.host, listen.port, f"/v1/features/items/{key}", {"v": 1}, 400, 3.0)
