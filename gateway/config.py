@@ -65,14 +65,13 @@ class ConfigError(ValueError):
 
 # -- how a setting is declared and checked -----------------------------------------------------
 
-#: A check of one value: the problem as the end of a sentence ("must be ..."), or ``None`` when it is fine.
+#: A check of one value given in the file (never of a default, never of an empty ``None``): the problem as the end
+#: of a sentence ("must be ..."), or ``None`` when it is fine.
 Check = Callable[[Any], str | None]
 
 
-def setting(default: Any = dataclasses.MISSING, *checks: Check, factory: Any = dataclasses.MISSING) -> Any:
-    """A field read from TOML, with its one default and the checks its value must pass."""
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata={"checks": checks})
+def setting(default: Any = dataclasses.MISSING, *checks: Check) -> Any:
+    """A field read from TOML, with its one default and the checks a value given for it must pass."""
     return field(default=default, metadata={"checks": checks})
 
 
@@ -97,7 +96,7 @@ def fraction(value: Any) -> str | None:
 
 def at_most(limit: float, why: str = "") -> Check:
     def check(value: Any) -> str | None:
-        return None if value is None or value <= limit else f"must be at most {limit:g}{why}, got {value!r}"
+        return None if value <= limit else f"must be at most {limit:g}{why}, got {value!r}"
 
     return check
 
@@ -112,20 +111,20 @@ def one_of(*choices: str) -> Check:
 
 
 def http_url(value: Any) -> str | None:
-    if value is None or value.startswith(("http://", "https://")):
+    if value.startswith(("http://", "https://")):
         return None
     return f"must start with http:// or https://, got {value!r}"
 
 
 def region_name(value: Any) -> str | None:
-    if value is None or REGION_PATTERN.match(value):
+    if REGION_PATTERN.match(value):
         return None
     return f"is not a region name like us-east-1, got {value!r}"
 
 
 def host_port(value: Any) -> str | None:
     """For a string field that must name an address (kept as written, e.g. ``peer.advertise``)."""
-    return None if value is None or _address(value) is not None else _ADDRESS_PROBLEM.format(value)
+    return None if _address(value) is not None else _ADDRESS_PROBLEM.format(value)
 
 
 # -- the settings ------------------------------------------------------------------------------
@@ -523,7 +522,8 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         for name, table in _table(top.get("views", {}), "views", source).items()
     }
     gateway = _table(top.get("gateway", {}), "gateway", source)
-    sections = {name: read_section(name, top, source) for name in _SECTIONS}
+    kinds = typing.get_type_hints(Config)  # each section's dataclass, by its name in Config and in the file
+    sections = {name: read(kinds[name], _table(top.get(name, {}), name, source), f"{name}.", source) for name in _SECTIONS}
     # The region's own entry in [regions.*] fills in what the file leaves unset.
     own = regions.get(gateway.get("region")) if isinstance(gateway.get("region"), str) else None
     if own is not None:
@@ -535,12 +535,6 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         views=MappingProxyType(views), regions=MappingProxyType(regions), source=source, **sections,
     )
     return config.validate()
-
-
-def read_section(name: str, top: Mapping[str, Any], source: str) -> Any:
-    """The section ``[name]`` of the file as its dataclass (the type of ``Config.<name>``)."""
-    kind = typing.get_type_hints(Config)[name]
-    return read(kind, _table(top.get(name, {}), name, source), f"{name}.", source)
 
 
 def read(kind: type, table: Mapping[str, Any], prefix: str, source: str, /, **given: Any) -> Any:

@@ -106,7 +106,6 @@ class Dispatcher:
         self._acks = acks
         self.region = config.region
 
-
     # -- rules ---------------------------------------------------------------------------------
 
     def rule(self, view: str, key: str) -> Rule:

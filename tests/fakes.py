@@ -9,7 +9,6 @@ conditional writes, for control-plane code (``gatewayctl``).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime
 import re
@@ -49,11 +48,6 @@ class FakeClock:
     def datetime(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.now, tz=datetime.timezone.utc)
 
-    async def sleep(self, delay: float) -> None:
-        """``asyncio.sleep`` on this clock: the time passes at once; other tasks get one turn of the loop."""
-        self.advance(delay)
-        await asyncio.sleep(0)
-
 
 class RecordingSleep:
     """Stands in for ``asyncio.sleep``: records the delays, returns at once."""
@@ -63,6 +57,18 @@ class RecordingSleep:
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
+
+
+class AdvancingSleep(RecordingSleep):
+    """Stands in for ``asyncio.sleep`` on a ``FakeClock``: records the delay, and the time passes at once."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def __call__(self, delay: float) -> None:
+        await super().__call__(delay)
+        self.clock.advance(delay)
 
 
 class FakeDynamoDB:

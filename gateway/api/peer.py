@@ -67,6 +67,9 @@ MAX_FENCE_WAIT = 10.0
 
 class PeerApi(Frontend):
     PRIMED = {WRITE_PATH: PEER_CODES, READ_PATH: PEER_CODES}
+    # Forwarded values are DynamoDB attribute values (numbers as strings, checked by ``check_attribute``):
+    # the exact-number parse would only re-read bodies whose long digit strings it takes for numbers.
+    EXACT_NUMBERS = False
 
     def __init__(
         self,

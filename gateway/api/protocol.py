@@ -21,8 +21,8 @@ extension points, ``aiohttp.web_protocol``) so that:
 - **A crowd's memory is given back.** After many connections closed, the heap
   they freed is returned to the OS (``give_memory_back``), so a worker's RSS
   does not stay at the high-water mark of its busiest minute.
-- **Connections are capped.** Past ``gateway.max_connections`` open
-  connections on the listener (per worker), a new one is answered 503
+- **Connections are capped.** Past its cap of open connections
+  (``gateway.max_connections``, ``peer.max_connections``; per worker), a new one is answered 503
   ``overloaded`` with ``Retry-After`` and closed at once, before anything of it
   is read: memory and file descriptors stay bounded whatever strangers open.
 
@@ -61,7 +61,7 @@ class GatewayProtocol(RequestHandler):
         super().connection_made(transport)
         server = self._manager
         assert isinstance(server, GatewayServer)
-        if len(server.connections) > server.max_connections:
+        if server.open_connections() > server.max_connections:
             body = _OVER_CAP.body()
             head = (
                 f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -70,7 +70,6 @@ class GatewayProtocol(RequestHandler):
             transport.write(head.encode() + body)  # type: ignore[attr-defined]
             self.force_close()
             transport.close()
-            server.refused_connections += 1
 
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -115,8 +114,10 @@ class GatewayServer(web.Server):
         # answer; 1 s instead of its 10 s, so a slow sender cannot hold the connection much past its answer.
         super().__init__(handler, keepalive_timeout=idle_timeout, lingering_time=LINGERING_TIME, **kwargs)
         self.max_connections = max_connections
-        #: Connections answered 503 at once because the listener had ``max_connections`` open.
-        self.refused_connections = 0
+
+    def open_connections(self) -> int:
+        """Connections open now (aiohttp's own record of them; its ``connections`` property copies it to a list)."""
+        return len(self._connections)
 
     def __call__(self) -> GatewayProtocol:
         return GatewayProtocol(self, loop=self._loop, **self._kwargs)
@@ -154,7 +155,7 @@ async def give_memory_back(
     peak = 0
     while True:
         await sleep(TRIM_INTERVAL)
-        open_now = sum(len(server.connections) for server in servers)
+        open_now = sum(server.open_connections() for server in servers)
         peak = max(peak, open_now)
         if peak - open_now >= TRIM_AFTER_CLOSED:
             gc.collect()

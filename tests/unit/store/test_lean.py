@@ -11,7 +11,7 @@ from gateway import errors
 from gateway.store.base import Condition
 from gateway.store.credentials import CredentialSource
 from gateway.store.lean import LeanStore
-from tests.fakes import FakeDynamoDB, RecordingSleep
+from tests.fakes import AdvancingSleep, FakeDynamoDB, RecordingSleep
 
 TABLE = "features"
 BASE, CAP = 0.02, 1.0
@@ -260,18 +260,6 @@ async def test_update_merges_condition_placeholders_and_rejects_conflicts() -> N
 
 
 # --- the request's deadline, the observer and spans ---
-
-
-class AdvancingSleep(RecordingSleep):
-    """Sleeping moves the fake clock, as time would."""
-
-    def __init__(self, clock: Any) -> None:
-        super().__init__()
-        self.clock = clock
-
-    async def __call__(self, delay: float) -> None:
-        await super().__call__(delay)
-        self.clock.advance(delay)
 
 
 async def in_request(clock: Any, timeout: float, coro: Any) -> Any:

@@ -11,7 +11,7 @@ from gateway.errors import PrimaryUnreachable
 from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, RULES_PATH, VERSIONS_PATH
 from gateway.routing.rules import ACTIVE, ANY_REGION, SINGLE_PRIMARY, SWITCHING, Rule, rule_from_json
 from gateway.switch.coordinator import SwitchCoordinator, SwitchError
-from tests.fakes import FakeClock
+from tests.fakes import AdvancingSleep, FakeClock
 
 CONFIG = from_dict(
     {
@@ -101,7 +101,7 @@ def coordinator(control, peers, clock=None, steps=None):
     clock = clock or FakeClock()
     return SwitchCoordinator(
         CONFIG, control, peers, clock, by="ops",
-        report=lambda step, seconds, detail: steps.append(step) if steps is not None else None, sleep=clock.sleep,
+        report=lambda step, seconds, detail: steps.append(step) if steps is not None else None, sleep=AdvancingSleep(clock),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.config import from_dict
 from gateway.routing.rules import SINGLE_PRIMARY, SWITCHING, Rule, ScheduleEntry
 from gateway.switch.scheduler import Scheduler, due_entry
-from tests.fakes import FakeClock, FakeTables
+from tests.fakes import AdvancingSleep, FakeClock, FakeTables
 
 CONFIG = from_dict({"gateway": {"region": "us-east-1"}, "switch": {"max_duration": 5.0}, "views": {"items": {"table": "features_items"}}})
 DAY = (ScheduleEntry("00:00", "ap-southeast-1"), ScheduleEntry("08:00", "eu-west-1"), ScheduleEntry("16:00", "us-east-1"))
@@ -122,12 +122,11 @@ async def test_an_instance_waits_for_the_lease_then_switches_once_per_due_entry(
             control.list = [replace(control.list[0], primary=to, epoch=2, updated_at=clock.wall_ms())]
             return await super().switch(scope, to, **kw)
 
-    slept: list[float] = []
+    advancing = AdvancingSleep(clock)
 
     async def sleep(delay: float) -> None:
-        slept.append(delay)
-        await clock.sleep(delay)
-        if len(slept) == 15:
+        await advancing(delay)
+        if len(advancing.delays) == 15:
             raise asyncio.CancelledError
 
     started = clock.now
@@ -135,7 +134,7 @@ async def test_an_instance_waits_for_the_lease_then_switches_once_per_due_entry(
     ours = Scheduler(CONFIG, store=store, control=control, coordinator=Switching(), clock=clock, instance="ours", sleep=sleep)
     with pytest.raises(asyncio.CancelledError):
         await ours.run()
-    assert slept == [CONFIG.switch.schedule_interval] * 15
+    assert advancing.delays == [CONFIG.switch.schedule_interval] * 15
     # The first turn after the other lease expired took it and switched; later turns found the rule moved.
     assert len(switched_at) == 1 and started + CONFIG.switch.lease_seconds < switched_at[0] <= started + CONFIG.switch.lease_seconds + 1
     assert ours.holding and control.list[0].primary == "eu-west-1"
