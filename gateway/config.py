@@ -267,6 +267,9 @@ class PeerConfig:
     secret_file: str | None = setting(None)
     #: Accepted difference between a signed request's timestamp and this gateway's clock, in seconds.
     max_skew: float = setting(30.0, positive)
+    #: Signed peer requests the gateway remembers against replay (one table shared by its workers), each for up
+    #: to 2 x ``max_skew`` seconds: room for 4 300 requests a second at the defaults, in 16 x 4 x this bytes.
+    max_nonces: int = setting(262_144, positive)
     #: Seconds one forward attempt to one peer instance may take.
     timeout: float = setting(2.0, positive)
     #: Keep-alive connections per peer address.

@@ -52,6 +52,7 @@ from gateway.obs.logs import AccessLog, setup_logging
 from gateway.obs.metrics import Metrics, multiprocess_dir, use_multiprocess, worker_gone
 from gateway.peer.auth import PeerSigner, PeerVerifier
 from gateway.peer.client import PeerClient
+from gateway.peer.nonces import NonceTable
 from gateway.peer.routes import ROUTING_PATH
 from gateway.peer.tls import tls_context
 from gateway.routing.control_table import ControlTable
@@ -82,11 +83,14 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None = None) -> AsyncIterator[Gateway]:
+async def open_gateway(
+    config: Config, *, tracer_provider: TracerProvider | None = None, nonces: NonceTable | None = None
+) -> AsyncIterator[Gateway]:
     """Store, coalescer, rules, peers, probes, membership; closed or stopped on exit, in reverse.
 
     ``tracer_provider``: this gateway's spans go there (tests inject one per gateway); without it,
     ``[tracing]`` decides, and the provider made here is flushed and shut down on exit.
+    ``nonces``: the peer API's replay memory, shared by the workers of a multi-worker gateway.
     """
     require_peer_secret(config)
     async with contextlib.AsyncExitStack() as stack:
@@ -155,7 +159,10 @@ async def open_gateway(config: Config, *, tracer_provider: TracerProvider | None
             config, dispatcher, health, metrics, clock, deadlines, membership, routing,
             auth=auth, limit=ConcurrencyLimit(config.max_concurrent_requests), **listener,
         )
-        verifier = PeerVerifier(config.peer.secret, clock, config.peer.max_skew, region=config.region)
+        verifier = PeerVerifier(
+            config.peer.secret, clock, config.peer.max_skew, region=config.region,
+            nonces=nonces, max_nonces=config.peer.max_nonces,
+        )
         peer_api = PeerApi(
             config, dispatcher, participant, verifier, metrics, deadlines, routing, membership.instance,
             limit=ConcurrencyLimit(config.peer.max_concurrent_requests), **listener,
@@ -285,13 +292,18 @@ DRAIN_POLL = 0.02
 
 
 async def run_worker(
-    config: Config, stop: asyncio.Event | None = None, *, tracer_provider: TracerProvider | None = None
+    config: Config,
+    stop: asyncio.Event | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    nonces: NonceTable | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_gateway(config, tracer_provider=tracer_provider) as gateway, listening(gateway, config) as listeners:
+    opened = open_gateway(config, tracer_provider=tracer_provider, nonces=nonces)
+    async with opened as gateway, listening(gateway, config) as listeners:
         # Everything alive now lives as long as the process: keep it out of the collector's
         # full scans, which otherwise walk it on every gen-2 collection under load.
         gc.collect()
@@ -304,11 +316,11 @@ async def run_worker(
         await drain(gateway, listeners, config)
 
 
-def _worker_main(config: Config, metrics_dir: str) -> None:
+def _worker_main(config: Config, metrics_dir: str, nonces: NonceTable) -> None:
     setup_logging()
     use_multiprocess(metrics_dir)
     try:
-        uvloop.run(run_worker(config))
+        uvloop.run(run_worker(config, nonces=nonces))
     except OSError as exc:
         log.error("worker could not start: %s", exc)
         sys.exit(1)
@@ -332,10 +344,13 @@ def serve(config: Config, workers: int | None = None) -> int:
 
 
 def _supervise(config: Config, workers: int, metrics_dir: str) -> int:
-    # fork, not spawn: the config is already loaded and validated, and no loop or thread exists yet.
+    # fork, not spawn: the config is already loaded and validated, and no loop or thread exists yet;
+    # and the workers inherit the one shared mapping of peer nonces made here (gateway/peer/nonces.py).
     ctx = multiprocessing.get_context("fork")
+    nonces = NonceTable(config.peer.max_nonces, shared=True)
     procs = [
-        ctx.Process(target=_worker_main, args=(config, metrics_dir), name=f"gateway-worker-{i}") for i in range(workers)
+        ctx.Process(target=_worker_main, args=(config, metrics_dir, nonces), name=f"gateway-worker-{i}")
+        for i in range(workers)
     ]
     stopping = False
 

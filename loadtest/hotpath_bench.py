@@ -152,7 +152,7 @@ def signature_calls() -> dict[str, Callable[[], object]]:
     body = bytes(range(256)) + b"x" * 44
     clock = SystemClock()
     signer = PeerSigner(b"peer-secret-of-the-benchmark-0123", clock)
-    verifier = PeerVerifier(b"peer-secret-of-the-benchmark-0123", clock, 30.0, region="us-east-1", max_nonces=1 << 30)
+    verifier = PeerVerifier(b"peer-secret-of-the-benchmark-0123", clock, 30.0, region="us-east-1")
     sigv4 = SigV4Signer("http://127.0.0.1:8000", "us-east-1")
     credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 

@@ -26,11 +26,10 @@ Invariants:
   cannot fill the cache or burn a legitimate sender's nonce; and before the
   body is read, so a stranger holds no memory for a body nor a request slot.
 - A nonce is remembered until its timestamp leaves the window; after that the
-  timestamp check alone refuses it. The cache is per worker process: a replay
-  that lands on another worker of the same region within the window is caught
-  only by what the routes themselves guarantee (a forwarded write is
-  deduplicated by its idempotency key, a rule push is learned only if newer,
-  a fence is answered only for its switch id).
+  timestamp check alone refuses it. The memory of nonces (``NonceTable``,
+  gateway/peer/nonces.py) is shared by every worker process of the gateway:
+  a replay on a fresh connection, which the kernel may hand to any worker,
+  is refused as surely as one on the same connection.
 - Comparisons of signatures and digests take constant time (``hmac.compare_digest``).
 - The secret is keyed into one ``hmac.HMAC`` per signer and verifier, once;
   each signature works on a ``copy()`` of it, so the key is never processed
@@ -44,16 +43,17 @@ import hashlib
 import hmac
 import itertools
 import os
-from collections import deque
 from collections.abc import Mapping
 
 from gateway.clock import Clock
 from gateway.errors import Unauthorized
+from gateway.peer.nonces import NonceTable, NoRoom
 
 TIMESTAMP = "X-Fgw-Timestamp"
 NONCE = "X-Fgw-Nonce"
 DIGEST = "X-Fgw-Content-Sha256"
 SIGNATURE = "X-Fgw-Signature"
+
 
 
 def _canonical(method: str, path: str, timestamp: str, nonce: str, region: str, digest: str) -> bytes:
@@ -100,18 +100,25 @@ class PeerSigner:
 class PeerVerifier:
     """Checks incoming peer requests to a gateway of ``region``; raises ``Unauthorized`` with the reason."""
 
-    __slots__ = ("_mac", "_clock", "_skew_ms", "_region", "_seen", "_expiry", "max_nonces")
+    __slots__ = ("_mac", "_clock", "_skew_ms", "_region", "nonces")
 
-    def __init__(self, secret: bytes, clock: Clock, max_skew: float, *, region: str, max_nonces: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        clock: Clock,
+        max_skew: float,
+        *,
+        region: str,
+        nonces: NonceTable | None = None,
+        max_nonces: int = 1 << 16,
+    ) -> None:
+        """``nonces``: the table shared by this gateway's workers (default: one of ``max_nonces`` of its own)."""
         assert secret, "a peer verifier needs a secret"
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._clock = clock
         self._skew_ms = int(max_skew * 1000)
         self._region = region
-        # Touched only from the event loop, never across an await.
-        self._seen: set[str] = set()
-        self._expiry: deque[tuple[int, str]] = deque()  # (forget after, nonce), in arrival order
-        self.max_nonces = max_nonces
+        self.nonces = nonces if nonces is not None else NonceTable(max_nonces)
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
         """The whole check, for a request whose body is at hand."""
@@ -127,8 +134,13 @@ class PeerVerifier:
         if not (timestamp and nonce and digest and signature):
             raise Unauthorized(f"Peer requests must be signed ({TIMESTAMP}, {NONCE}, {DIGEST}, {SIGNATURE}).")
         # ASCII digits only ("²" and full-width digits are digits to str.isdigit), and at most 15 of them:
-        # milliseconds until the year 33658, and far from what int() or float() cannot take.
-        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 15 or len(nonce) > 64 or len(digest) != 64:
+        # milliseconds until the year 33658, and far from what int() or float() cannot take. The rest ASCII
+        # too: hmac.compare_digest raises on a str that is not.
+        if (
+            not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 15
+            or not (nonce.isascii() and digest.isascii() and signature.isascii())
+            or len(nonce) > 64 or len(digest) != 64 or len(signature) != 64
+        ):
             raise Unauthorized("The peer request's signature headers are malformed.")
         now = self._clock.wall_ms()
         sent = int(timestamp)
@@ -143,13 +155,14 @@ class PeerVerifier:
                 f"The peer request's signature does not match (wrong secret, signed for a region other than "
                 f"{self._region}, or the request was altered)."
             )
-        self._forget(now)
-        if nonce in self._seen:
+        try:
+            # The signature stands for the request: it covers the nonce, no other request has it, and its
+            # first 64 bits are as random as a hash of the nonce would be, without computing one.
+            fresh = self.nonces.remember(int(signature[:16], 16) or 1, sent + self._skew_ms, now)
+        except NoRoom as exc:
+            raise Unauthorized(f"Too many peer requests within the signature window ({exc}); retry shortly.") from None
+        if not fresh:
             raise Unauthorized("The peer request was already received once (replayed nonce).")
-        if len(self._seen) >= self.max_nonces:
-            raise Unauthorized("Too many peer requests within the signature window; retry shortly.")
-        self._seen.add(nonce)
-        self._expiry.append((sent + self._skew_ms, nonce))
 
     def age(self, headers: Mapping[str, str]) -> float:
         """Seconds since a request that passed ``verify_head`` was signed, by this gateway's clock."""
@@ -160,10 +173,3 @@ class PeerVerifier:
         """After ``verify_head``: the body is the one that was signed."""
         if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), headers.get(DIGEST, "")):
             raise Unauthorized("The peer request's body is not the one that was signed (tampered with on the way).")
-
-    def _forget(self, now: int) -> None:
-        # Arrival order is close to timestamp order (both within the window), so the head expires first;
-        # an entry stuck behind a later one is forgotten a little late, never early.
-        expiry = self._expiry
-        while expiry and expiry[0][0] < now:
-            self._seen.discard(expiry.popleft()[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import orjson
 
+from gateway.clock import SystemClock
 from gateway.local.dynamodb_local import free_port
 from gateway.local.gateway_process import GatewayProcess
+from gateway.peer.auth import PeerSigner
+from gateway.peer.routes import ROUTING_PATH
 from loadtest.overload_bench import overload, read_answer, rss_kib
 from tests.integration.conftest import gateway_toml, unique, write_config
 
@@ -69,6 +73,46 @@ async def test_strangers_uploading_slowly_to_the_peer_port_take_no_slot_and_no_m
                 writer.close()
         await asyncio.sleep(1.5)  # past the lingering second, every stranger's connection is gone
         assert rss_kib(proc.pid) - before < 20 * 1024, (before, rss_kib(proc.pid))
+    finally:
+        proc.stop()
+
+
+async def test_a_replay_on_a_fresh_connection_is_refused_by_whichever_worker_gets_it(
+    tmp_path, dynamodb_local, feature_tables, table_suffix
+):
+    """Two workers share the peer port; the kernel hands each new connection to either. One nonce, one answer."""
+    path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix))
+    proc = GatewayProcess(path, workers=2, log_path=tmp_path / "gw.log").start()
+    signer = PeerSigner(os.environ["FGW_PEER_SECRET"].encode(), SystemClock())
+    peer = proc.config.peer_listen
+
+    async def once(headers: dict[str, str]) -> tuple[int, dict]:
+        reader, writer = await asyncio.open_connection(peer.host, peer.port)
+        try:
+            lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            writer.write(
+                f"POST {ROUTING_PATH} HTTP/1.1\r\nHost: {peer}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 2\r\nConnection: close\r\n{lines}\r\n{{}}".encode()
+            )
+            status, _, body = await asyncio.wait_for(read_answer(reader), 10)
+            return status, orjson.loads(body)
+        finally:
+            writer.close()
+
+    try:
+        # Fresh signatures on fresh connections reach both workers (each answers with its own instance)...
+        instances = set()
+        for _ in range(20):
+            status, answer = await once(signer.headers("POST", ROUTING_PATH, b"{}", to="us-east-1"))
+            assert status == 200, answer
+            instances.add(answer["instance"])
+        assert len(instances) == 2, instances
+        # ... and one signature sent on 20 fresh connections is served once, whichever worker sees it first.
+        signed = signer.headers("POST", ROUTING_PATH, b"{}", to="us-east-1")
+        answers = [await once(signed) for _ in range(20)]
+        assert [status for status, _ in answers].count(200) == 1
+        refused = [answer["error"] for status, answer in answers if status != 200]
+        assert len(refused) == 19 and all(e["code"] == "unauthorized" and "replayed" in e["message"] for e in refused)
     finally:
         proc.stop()
 

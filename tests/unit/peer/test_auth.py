@@ -9,6 +9,7 @@ import pytest
 
 from gateway.errors import Unauthorized
 from gateway.peer.auth import DIGEST, NONCE, SIGNATURE, TIMESTAMP, PeerSigner, PeerVerifier
+from gateway.peer.nonces import WINDOW, NonceTable
 from tests.fakes import FakeClock
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -81,10 +82,20 @@ def test_nonces_are_forgotten_once_their_timestamp_left_the_window(clock):
     v = verifier(clock)
     for _ in range(3):
         v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
-    assert len(v._seen) == 3
+    assert v.nonces.live(clock.wall_ms()) == 3
     clock.advance(31)
     v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
-    assert len(v._seen) == 1
+    assert v.nonces.live(clock.wall_ms()) == 1
+
+
+def test_a_replay_to_another_worker_sharing_the_table_is_refused(clock):
+    """Workers of one gateway share one nonce table: the kernel may hand a replay's connection to any of them."""
+    shared = NonceTable(64, shared=True)
+    first, second = (verifier(clock, nonces=shared) for _ in range(2))
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    first.verify("POST", PATH, headers, b"{}")
+    with pytest.raises(Unauthorized, match="replayed"):
+        second.verify("POST", PATH, headers, b"{}")
 
 
 def test_a_bad_signature_never_burns_a_nonce(clock):
@@ -96,12 +107,17 @@ def test_a_bad_signature_never_burns_a_nonce(clock):
     v.verify("POST", PATH, good, b"{}")  # the legitimate request with that nonce still passes
 
 
-def test_the_nonce_cache_is_bounded(clock):
-    v = verifier(clock, max_nonces=2)
-    for _ in range(2):
-        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
-    with pytest.raises(Unauthorized, match="Too many"):
-        v.verify("POST", PATH, PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION), b"{}")
+def test_a_full_nonce_table_refuses_with_a_reason_and_forgets_nothing(clock):
+    v = verifier(clock, max_nonces=1)
+    accepted = []
+    with pytest.raises(Unauthorized, match="Too many peer requests"):
+        for _ in range(v.nonces.slots + WINDOW + 1):
+            headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+            v.verify("POST", PATH, headers, b"{}")
+            accepted.append(headers)
+    for headers in accepted:  # every request accepted is still remembered
+        with pytest.raises(Unauthorized, match="replayed"):
+            v.verify("POST", PATH, headers, b"{}")
 
 
 @pytest.mark.parametrize("secret", [b"s" * 16, b"k" * 64, b"long-" * 40])
@@ -137,6 +153,15 @@ def test_each_signature_is_the_standard_hmac_of_its_own_request_message_after_me
 def test_a_malformed_timestamp_is_refused_as_unauthorized_never_a_crash(clock, timestamp):
     headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
     headers[TIMESTAMP] = timestamp
+    with pytest.raises(Unauthorized):
+        verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+@pytest.mark.parametrize("name", [NONCE, DIGEST, SIGNATURE])
+@pytest.mark.parametrize("value", ["é" * 64, "０" * 64, "f" * 63 + "é", "f" * 65])
+def test_a_non_ascii_or_misshapen_signature_header_is_refused_as_unauthorized_never_a_crash(clock, name, value):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    headers[name] = value
     with pytest.raises(Unauthorized):
         verifier(clock).verify("POST", PATH, headers, b"{}")
 
