@@ -32,6 +32,9 @@ EXPIRED = "expired"
 RELEASED = "released"
 #: The caller's (or the forwarding peer's) timeout in seconds, a decimal number > 0.
 TIMEOUT_HEADER = "X-Request-Timeout"
+#: Its value: decimal seconds greater than 0, in ASCII digits (float() would also read "1_0", "inf" or
+#: full-width digits); at most 9 digits either side of the point.
+TIMEOUT_PATTERN = r"^(?=[0-9.]*[1-9])(?:[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})$(?!\n)"
 
 
 class Deadline:

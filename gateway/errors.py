@@ -124,8 +124,17 @@ class RouteNotFound(RequestError):
 
 
 class MethodNotAllowed(RequestError):
+    """The path exists but not with that method; the answer's ``Allow`` header lists those it takes (RFC 9110)."""
+
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allow: tuple[str, ...]) -> None:
+        super().__init__(f"{method[:32]} is not allowed on {path[:256]}; use {', '.join(allow)}.")
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allow)}
 
 
 class NotFound(GatewayError):

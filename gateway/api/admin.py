@@ -48,5 +48,5 @@ class AdminApi(Frontend):
         if handler is None:
             raise RouteNotFound(f"No route {method} {path} on the admin listener; it serves /healthz, /readyz and /metrics.")
         if method != "GET":
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use GET.")
+            raise MethodNotAllowed(method, path, ("GET",))
         return path, handler, ()

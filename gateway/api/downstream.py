@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.api import openapi
 from gateway.api.auth import Principal, TokenAuthority
 from gateway.api.frontend import JSON, OUTCOME, Frontend, RouteHandler, json_response
 from gateway.api.health import Health
@@ -96,7 +97,10 @@ class DownstreamApi(Frontend):
             "/readyz": {"GET": self.readyz},
             "/metrics": {"GET": self.metrics},
             "/v1/members": {"GET": self.members},
+            openapi.OPENAPI_PATH: {"GET": self.openapi},
         }
+        # Built once: the configuration it describes does not change while the process runs.
+        self._openapi = orjson.dumps(openapi.downstream(config))
 
     async def _admit(self, request: web.BaseRequest) -> None:
         """With auth on, every ``/v1/`` request names its caller (probes and scrapes do not)."""
@@ -116,14 +120,14 @@ class DownstreamApi(Frontend):
                 raise RouteNotFound(f"No route {method} {path}; feature paths are /v1/features/{{view}}/{{key}}.")
             handler = self._feature_methods.get(method)
             if handler is None:
-                raise MethodNotAllowed(f"{method} is not allowed on {path}; use GET, PUT or DELETE.")
+                raise MethodNotAllowed(method, path, tuple(self._feature_methods))
             return ROUTE_FEATURES, handler, (view, key)
         methods = self._exact.get(path)
         if methods is None:
             raise RouteNotFound(f"No route {method} {path}; see the API table in the README.")
         handler = methods.get(method)
         if handler is None:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {', '.join(methods)}.")
+            raise MethodNotAllowed(method, path, tuple(methods))
         return path, handler, ()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -187,9 +191,7 @@ class DownstreamApi(Frontend):
     async def delete_features(self, request: web.BaseRequest, view_name: str, key: str) -> web.Response:
         view = records.view_of(self._views, view_name)
         self._allow(request, "write", view.name)
-        event_time: Any = request.query.get("event_time")
-        if event_time is not None and event_time.isdigit():
-            event_time = int(event_time)
+        event_time = records.event_time_of_query(request.query.get("event_time"))
         record = records.delete_record(
             view, key, event_time, request.headers.get("Idempotency-Key"), self._clock.wall_ms()
         )
@@ -245,6 +247,9 @@ class DownstreamApi(Frontend):
 
     async def members(self, request: web.BaseRequest) -> web.Response:
         return json_response(self._membership.describe())
+
+    async def openapi(self, request: web.BaseRequest) -> web.Response:
+        return web.Response(body=self._openapi, content_type=JSON)
 
     async def metrics(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=await self._metrics.scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import re
 import time
 from collections.abc import Iterable
 from typing import Any, Awaitable, Callable
@@ -44,7 +44,7 @@ from gateway import deadlines as request_deadlines
 from gateway.api.overload import ConcurrencyLimit
 from gateway.api.protocol import GatewayServer
 from gateway.config import Config
-from gateway.deadlines import RELEASED, TIMEOUT_HEADER, Deadline, Deadlines
+from gateway.deadlines import RELEASED, TIMEOUT_HEADER, TIMEOUT_PATTERN, Deadline, Deadlines
 from gateway.errors import BodyTooLarge, Draining, GatewayError, Overloaded, RequestError, RequestTimeout, StoreTimeout
 from gateway.features.values import parse_json
 from gateway.obs.logs import REQUEST_ID_HEADER, AccessLog, accept_request_id, request_id
@@ -61,6 +61,7 @@ RouteHandler = Callable[..., Awaitable[web.StreamResponse]]
 #: What a handler may tell the access log: the request's outcome ("applied", "duplicate", …) and extra fields.
 OUTCOME = web.RequestKey("outcome", str)
 LOG_FIELDS = web.RequestKey("log_fields", dict)
+_TIMEOUT = re.compile(TIMEOUT_PATTERN)
 #: Set while the body is being read: a deadline that passes then is the caller's slowness (408), not an upstream's.
 READING_BODY = web.RequestKey("reading_body", bool)
 
@@ -204,14 +205,9 @@ class Frontend:
         wanted = headers.get(TIMEOUT_HEADER)
         if wanted is None:
             return self._timeout
-        try:
-            # ASCII only: float() also reads full-width and other Unicode digits.
-            seconds = float(wanted) if wanted.isascii() else math.nan
-        except ValueError:
-            seconds = math.nan
-        if not seconds > 0 or math.isinf(seconds):
+        if _TIMEOUT.fullmatch(wanted) is None:
             raise RequestError(f"{TIMEOUT_HEADER} must be a number of seconds greater than 0, got {wanted[:32]!r}.")
-        return min(seconds, self._timeout)
+        return min(float(wanted), self._timeout)
 
     # -- tracing -------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ gateway/switch/participant.py answers them):
   replica holds (consistent read), for the fence's verification.
 - ``/internal/v1/buffer``: ``{"scope"}`` → how many of the scope's writes this
   gateway still holds or is sending on (a switch ends once every buffer drained).
+- ``/internal/v1/openapi.json``: → this API's OpenAPI 3.1 description (gateway/api/openapi.py).
 
 Invariants: every request is authenticated (gateway/peer/auth.py) before it
 is routed, whatever its path, and its head before its body is read: an
@@ -39,8 +40,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
+from gateway.api import openapi
 from gateway.api.frontend import LOG_FIELDS, Frontend, RouteHandler, json_response
 from gateway.api.overload import ConcurrencyLimit
 from gateway.config import Config
@@ -96,7 +99,9 @@ class PeerApi(Frontend):
         self._routes: dict[str, RouteHandler] = {
             WRITE_PATH: self.write, READ_PATH: self.read, RULES_PATH: self.rules, ROUTING_PATH: self.routing,
             FENCE_PATH: self.fence, VERSIONS_PATH: self.versions, BUFFER_PATH: self.buffer,
+            openapi.PEER_OPENAPI_PATH: self.openapi,
         }
+        self._openapi = orjson.dumps(openapi.peer(config))
 
     async def _admit(self, request: web.BaseRequest) -> None:
         # The head first: a stranger is refused before a byte of its body is read or kept.
@@ -117,7 +122,7 @@ class PeerApi(Frontend):
         if handler is None:
             raise RouteNotFound(f"No peer route {method} {path}.")
         if method != "POST":
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST.")
+            raise MethodNotAllowed(method, path, ("POST",))
         return path, handler, ()
 
     async def write(self, request: web.BaseRequest) -> web.Response:
@@ -162,6 +167,9 @@ class PeerApi(Frontend):
         return json_response(
             {"instance": self._instance, "region": self._config.region, "learned": learned, "rules": self._epochs()}
         )
+
+    async def openapi(self, request: web.BaseRequest) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
 
     async def routing(self, request: web.BaseRequest) -> web.Response:
         table = self._routing.table

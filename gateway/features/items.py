@@ -14,6 +14,7 @@ gateways racing on one key cannot both believe they won.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,10 @@ from gateway.features.values import from_attribute
 from gateway.store.base import Condition
 
 SYSTEM_ATTRIBUTES = ("_ts", "_region", "_epoch", "_event_ts", "_req")
+#: A version token: ``EPOCH.MICROSECONDS.REGION`` (ASCII digits; the region as config names regions, or empty
+#: for an item some other tool wrote).
+VERSION_PATTERN = r"^(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,17})\.((?:[a-z]{2}(?:-[a-z]+)+-[0-9]+)?)$(?!\n)"
+_VERSION = re.compile(VERSION_PATTERN)
 
 WRITE_CONDITION = "(attribute_not_exists(#ets) OR #ets <= :ets) AND (attribute_not_exists(#req) OR #req <> :req)"
 _CONDITION_NAMES = {"#ets": "_event_ts", "#req": "_req"}
@@ -40,11 +45,10 @@ class Version:
 
     @classmethod
     def parse(cls, token: str) -> Version:
-        try:
-            epoch, ts, region = token.split(".", 2)
-            return cls(int(epoch), int(ts), region)
-        except ValueError:
-            raise ValueError(f"{token!r} is not a version token returned by this gateway") from None
+        match = _VERSION.fullmatch(token)
+        if match is None:
+            raise ValueError(f"{token[:64]!r} is not a version token returned by this gateway")
+        return cls(int(match[1]), int(match[2]), match[3])
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ exists is valid: known view, declared features of the right type, key of
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from gateway.config import MAX_FEATURE_NAME_BYTES, ViewConfig
 from gateway.errors import ItemTooLarge, KeyTooLong, RequestError, UnknownFeature, UnknownView
-from gateway.features.values import attribute_size, check_attribute, to_attribute
+from gateway.features.values import INT64_MAX, INT64_MIN, attribute_size, check_attribute, to_attribute
 
 MAX_KEY_BYTES = 2048
 MAX_ITEM_BYTES = 400 * 1024
@@ -30,10 +31,24 @@ SYSTEM_ATTRIBUTES_BYTES = 64 + MAX_IDEMPOTENCY_KEY
 CONSISTENCIES = ("eventual", "strong")
 #: The last millisecond of the year 9999: event times are epoch milliseconds between 1970 and 9999.
 MAX_EVENT_MS = 253402300799999
+#: An event time as text: RFC 3339 (its ``date-time``) from 1970 to 9999, with a time zone. The OpenAPI
+#: description (gateway/api/openapi.py) states these same patterns, so the two cannot disagree. Every such pattern
+#: ends in ``$(?!\n)``: the end of the text for ECMA-262 and Python alike (Python's ``$`` alone also matches
+#: before a final newline).
+EVENT_TIME_PATTERN = (
+    r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:"
+    r"[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$(?!\n)"
+)
+#: An event time in a query string (``DELETE ?event_time=``): epoch milliseconds in ASCII digits, or the above.
+EPOCH_MS_PATTERN = r"^[0-9]{1,15}$(?!\n)"
+_EVENT_TIME = re.compile(EVENT_TIME_PATTERN)
+_EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
 
 _TYPE_CHECKS: dict[str, Any] = {
     "string": lambda v: isinstance(v, str),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema reads it too).
+    "int": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer() and INT64_MIN <= v <= INT64_MAX),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
     "list": lambda v: isinstance(v, list),
@@ -109,18 +124,27 @@ def parse_event_time(value: Any, now_ms: int) -> int:
     """Epoch milliseconds from RFC 3339 text or an epoch-ms integer; absent means now."""
     if value is None:
         return now_ms
+    if isinstance(value, float) and value.is_integer():  # 99.0 is the integer 99 in JSON
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value <= MAX_EVENT_MS:
             raise RequestError(f"event_time {value} is not an epoch-milliseconds time between 1970 and 9999.")
         return value
     if isinstance(value, str):
+        # The pattern first: fromisoformat also reads ISO 8601 forms that are not RFC 3339 ("20260131T1200").
         try:
-            parsed = datetime.fromisoformat(value)
+            if _EVENT_TIME.fullmatch(value) is None:
+                raise ValueError(value)
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
-            raise RequestError(f"event_time {value!r} is not RFC 3339 (e.g. 2026-01-31T12:00:00Z) or epoch milliseconds.") from None
-        if parsed.tzinfo is None:
-            raise RequestError(f"event_time {value!r} has no time zone; add 'Z' or an offset.")
-        return int(parsed.astimezone(timezone.utc).timestamp() * 1000)
+            raise RequestError(
+                f"event_time {value[:64]!r} is not an RFC 3339 time from 1970 to 9999 with its time zone "
+                "(e.g. 2026-01-31T12:00:00Z), nor epoch milliseconds."
+            ) from None
+        ms = int(parsed.astimezone(timezone.utc).timestamp() * 1000)
+        if not 0 <= ms <= MAX_EVENT_MS:  # 1970-01-01T00:30+01:00 is in 1969
+            raise RequestError(f"event_time {value!r} is not between 1970 and 9999.")
+        return ms
     raise RequestError("event_time must be an RFC 3339 string or epoch milliseconds.")
 
 
@@ -158,6 +182,13 @@ def write_record(
     return WriteRecord(
         view, key, attributes, parse_event_time(event_time, now_ms), check_idempotency_key(idempotency_key), size
     )
+
+
+def event_time_of_query(value: str | None) -> int | str | None:
+    """``?event_time=`` as ``parse_event_time`` takes it: ASCII digits are epoch milliseconds, the rest RFC 3339."""
+    if value is not None and _EPOCH_MS.fullmatch(value):
+        return int(value)
+    return value
 
 
 def delete_record(view: ViewConfig, key: Any, event_time: Any, idempotency_key: Any, now_ms: int) -> WriteRecord:

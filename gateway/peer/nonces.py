@@ -34,8 +34,8 @@ Invariants:
 
 from __future__ import annotations
 
-import multiprocessing
 import mmap
+import multiprocessing
 import struct
 
 #: Entries probed per key: one 256-byte read.
