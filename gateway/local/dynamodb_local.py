@@ -6,6 +6,10 @@ one Java process: ``start()`` returns only once the endpoint answers
 waits for it. It always runs ``-inMemory -sharedDb``: without ``-sharedDb``
 DynamoDB Local keeps separate tables per access key and region, which would
 make every client that signs with other credentials see an empty database.
+It listens on one address only (``host``, loopback): DynamoDB Local itself
+binds every interface, so it runs under a small launcher that sets the
+address on its server first (gateway/local/java/LoopbackDynamoDBLocal.java,
+compiled by ``make setup``). Only this machine can reach it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,14 @@ def find_jar(install_dir: Path | None = None) -> Path:
     return jars[-1]
 
 
+def find_launcher(install_dir: Path | None = None) -> Path:
+    """The directory holding the compiled launcher that binds DynamoDB Local to one address."""
+    launcher = (install_dir or DEFAULT_INSTALL_DIR) / "launcher"
+    if not (launcher / "LoopbackDynamoDBLocal.class").exists():
+        raise DynamoDBLocalError(f"the DynamoDB Local launcher is not compiled under {launcher}; run `make setup`")
+    return launcher
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,7 +75,7 @@ def free_port() -> int:
 
 
 class DynamoDBLocal:
-    """One DynamoDB Local process on 127.0.0.1."""
+    """One DynamoDB Local process, listening on ``host`` (127.0.0.1) only."""
 
     def __init__(
         self,
@@ -72,7 +84,9 @@ class DynamoDBLocal:
         heap_mb: int = 384,
         log_path: Path | None = None,
         install_dir: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.port = port or free_port()
         self.heap_mb = heap_mb
         self.log_path = log_path
@@ -81,7 +95,7 @@ class DynamoDBLocal:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -89,14 +103,17 @@ class DynamoDBLocal:
 
     def command(self) -> list[str]:
         jar = find_jar(self._install_dir)
+        libraries = jar.parent / "DynamoDBLocal_lib"
         return [
             find_java(),
             f"-Xmx{self.heap_mb}m",
             *JVM_FLAGS,
             # The native sqlite4java libraries live beside the jar.
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
+            f"-Djava.library.path={libraries}",
+            "-cp",
+            os.pathsep.join((str(jar), str(libraries / "*"), str(find_launcher(self._install_dir)))),
+            "LoopbackDynamoDBLocal",
+            self.host,
             "-inMemory",
             "-sharedDb",
             "-disableTelemetry",
