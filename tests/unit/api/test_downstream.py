@@ -197,6 +197,28 @@ async def test_routing_errors(client, method, path, status, code):
     assert resp.status == status and body["error"]["code"] == code
 
 
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [("PATCH", "/v1/features/items/k1", "GET, PUT, DELETE"), ("GET", "/v1/read", "POST"), ("DELETE", "/healthz", "GET")],
+)
+async def test_a_405_names_the_methods_the_path_takes_in_allow(client, method, path, allow):
+    resp = await client.request(method, path)
+    assert resp.status == 405 and resp.headers["Allow"] == allow  # RFC 9110 §15.5.6
+
+
+@pytest.mark.parametrize("event_time", ["²", "١٢", "1_000", "+5", " 5", "5 "])
+async def test_a_delete_event_time_that_is_not_ascii_digits_nor_rfc_3339_is_400_never_500(client, event_time):
+    resp = await client.request("DELETE", "/v1/features/items/k1", params={"event_time": event_time})
+    body = orjson.loads(await resp.read())
+    assert resp.status == 400 and body["error"]["code"] == "invalid_request" and "event_time" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("token", ["+1.5.us-east-1", "1_0.5.us-east-1", "١.5.us-east-1", "1.5.US", "1.5"])
+async def test_a_min_version_that_is_not_a_version_token_is_400(client, token):
+    resp = await client.get("/v1/features/items/k1", params={"min_version": token})
+    assert resp.status == 400 and "min_version" in (await resp.json())["error"]["message"]
+
+
 async def test_keys_may_hold_slashes(client):
     client.store.outcome = {"pk": {"S": "a/b/c"}, "v": {"N": "1"}}
     resp = await client.get("/v1/features/items/a%2Fb%2Fc")

@@ -143,7 +143,8 @@ async def test_the_callers_timeout_shortens_the_deadline_never_lengthens_it(make
     await served.get("/ok", headers={"X-Request-Timeout": "60"})
     (_, short), (_, capped) = served.frontend.seen
     assert 0.4 < short <= 0.5 and 4.9 < capped <= 5.0
-    for bad in ("soon", "0", "-1", "inf", "nan", "\uff11", "\u0661.5"):  # full-width and Arabic-Indic digits
+    # Full-width and Arabic-Indic digits, and what float() reads that is not decimal seconds.
+    for bad in ("soon", "0", "-1", "inf", "nan", "\uff11", "\u0661.5", "1_0", "1e3", "0.000", "+1"):
         status, _, body = await served.get("/ok", headers={"X-Request-Timeout": bad})
         assert status == 400 and "X-Request-Timeout" in orjson.loads(body)["error"]["message"], bad
 

@@ -121,3 +121,20 @@ def test_names_dynamodb_cannot_take_are_a_caller_error_before_any_upstream(featu
 def test_the_longest_names_allowed_are_written():
     record = write_record(OPEN, "k", {"a" * 255: {"k" * 1024: 1}}, None, None, 0)
     assert record.attributes["a" * 255] == {"M": {"k" * 1024: {"N": "1"}}}
+
+
+def test_an_integral_float_is_an_int_as_json_reads_it_and_a_float_event_time_too():
+    record = write_record(TYPED, "k", {"age": 3.0}, 99.0, None, NOW)
+    assert record.event_ms == 99 and record.attributes["age"] == {"N": "3.0"}
+    with pytest.raises(RequestError, match="must be of type int"):
+        write_record(TYPED, "k", {"age": 3.5}, None, None, NOW)
+    with pytest.raises(RequestError, match="must be of type int"):
+        write_record(TYPED, "k", {"age": 1e19}, None, None, NOW)  # integral, but beyond int64
+    with pytest.raises(RequestError, match="event_time"):
+        parse_event_time(99.5, NOW)
+
+
+@pytest.mark.parametrize("text", ["20260131T120000Z", "2026-01-31T12:00:00", "1969-12-31T23:59:59Z", "2026-01-31T12:00:00Z\n"])
+def test_event_time_text_must_be_rfc_3339_from_1970_with_a_zone(text):
+    with pytest.raises(RequestError, match="RFC 3339"):
+        parse_event_time(text, NOW)
