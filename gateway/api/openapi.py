@@ -39,6 +39,7 @@ OPENAPI_PATH = "/openapi.json"
 PEER_OPENAPI_PATH = "/internal/v1/openapi.json"
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_METHODS = frozenset({"get", "put", "post", "delete"})
 
 
 def downstream(config: Config) -> dict[str, Any]:
@@ -87,8 +88,8 @@ def downstream(config: Config) -> dict[str, Any]:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, item in paths.items():
             if path.startswith("/v1/"):
-                for operation in item.values():
-                    operation["security"] = [{"bearer": []}]
+                for method in _METHODS & item.keys():
+                    item[method]["security"] = [{"bearer": []}]
     return document
 
 

@@ -143,3 +143,15 @@ def test_a_day_the_calendar_lacks_is_refused_as_its_date_time_format_says():
     with pytest.raises(errors.RequestError, match="RFC 3339"):
         parse_event_time("2026-02-30T00:00:00Z", 0)
     assert openapi.downstream(CONFIG)["components"]["schemas"]["EventTime"]["anyOf"][1]["format"] == "date-time"
+
+
+def test_with_auth_on_every_v1_operation_asks_for_a_bearer_token_and_the_probes_do_not():
+    config = from_dict({
+        "gateway": {"region": "eu-west-1"}, "auth": {"mode": "tokens", "tokens_file": "/nonexistent"},
+        "views": {"items": {"table": "features_items"}},
+    })
+    document = openapi.downstream(config)
+    assert document["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, item in document["paths"].items():
+        for method in set(item) & {"get", "put", "post", "delete"}:
+            assert ("security" in item[method]) == path.startswith("/v1/"), (path, method)
