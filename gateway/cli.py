@@ -46,7 +46,11 @@ def parser() -> argparse.ArgumentParser:
             k.add_argument("--off", action="store_true", help="back to in-order delivery")
     for name, text in (("stop-region", "stop a region's gateway and freeze its DynamoDB"), ("start-region", "bring it back")):
         kinds.add_parser(name, help=text).add_argument("region")
-    kinds.add_parser("status", help="regions and replication backlogs")
+    cut = kinds.add_parser("partition", help="cut a region off the network from the others (nftables; needs root)")
+    cut.add_argument("region")
+    cut.add_argument("--from", dest="source", metavar="REGION", help="only from this region (default: from all)")
+    kinds.add_parser("heal", help="remove partitions (all, or one region's)").add_argument("region", nargs="?")
+    kinds.add_parser("status", help="regions, partitions and replication backlogs")
     return p
 
 
@@ -97,8 +101,10 @@ def _local(args: argparse.Namespace) -> int:
                 body.update(seconds=args.seconds, jitter=args.jitter)
             if args.fault == "reorder":
                 body["enabled"] = not args.off
-        elif args.fault in ("stop-region", "start-region"):
+        elif args.fault in ("stop-region", "start-region", "heal"):
             body = {"region": args.region}
+        elif args.fault == "partition":
+            body = {"region": args.region, "from": args.source}
         answer = asyncio.run(send_fault(Path(args.state_dir) / "cluster.json", args.fault, body))
         print(json.dumps(answer, indent=2))
         return 0

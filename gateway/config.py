@@ -122,6 +122,14 @@ def region_name(value: Any) -> str | None:
     return f"is not a region name like us-east-1, got {value!r}"
 
 
+def ip_address(value: Any) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"is not an IP address, got {value!r}"
+    return None
+
+
 def host_port(value: Any) -> str | None:
     """For a string field that must name an address (kept as written, e.g. ``peer.advertise``)."""
     return None if _address(value) is not None else _ADDRESS_PROBLEM.format(value)
@@ -181,6 +189,8 @@ class RegionConfig:
     downstream: Address = setting()
     peer: Address = setting()
     dynamodb_endpoint: str | None = setting(None, http_url)
+    #: The local address this region's gateways connect from (``gateway.source_address``, when not set there).
+    source_address: str | None = setting(None, ip_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +394,9 @@ class Config:
     #: Open connections on the downstream (and admin) listener per worker; past it a new one is answered 503
     #: ``overloaded`` and closed (the peer listener has ``peer.max_connections``).
     max_connections: int = setting(4096, positive)
+    #: The local IP address outgoing connections (to DynamoDB and to peers) are made from, like Envoy's
+    #: upstream bind config; default: the kernel's choice (or this region's ``source_address``).
+    source_address: str | None = setting(None, ip_address)
     #: Most DynamoDB read calls outstanding per table and consistency per worker (lanes of the coalescer).
     read_max_in_flight: int = setting(4, positive)
     #: Seconds every open lane must have waited before another opens; until then reads ride the next batch.
@@ -531,6 +544,8 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
     own = regions.get(gateway.get("region")) if isinstance(gateway.get("region"), str) else None
     if own is not None:
         gateway = {"listen": str(own.downstream), "peer_listen": str(own.peer), **gateway}
+        if own.source_address:
+            gateway = {"source_address": own.source_address, **gateway}
         if own.dynamodb_endpoint and not sections["dynamodb"].endpoint_url:
             sections["dynamodb"] = replace(sections["dynamodb"], endpoint_url=own.dynamodb_endpoint)
     config = read(

@@ -110,6 +110,7 @@ async def open_gateway(
             wire=config.dynamodb.wire,
             observer=metrics.observe_dynamodb,
             tracer=tracer,
+            source_address=config.source_address,
         )
         stack.push_async_callback(store.close)
         clock = SystemClock()
@@ -182,6 +183,7 @@ async def open_scheduler(
         endpoint = config.regions[region].dynamodb_endpoint if region in config.regions else None
         store = await open_lean_store(
             region, endpoint, attempt_timeout=config.dynamodb.attempt_timeout, max_attempts=config.dynamodb.max_attempts,
+            source_address=config.source_address,
         )
         stack.push_async_callback(store.close)
     control = ControlTable(store, region, store.endpoint, config, clock)

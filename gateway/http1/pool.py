@@ -135,11 +135,18 @@ class Http1Pool:
     """Keep-alive connections to one origin (``http://host:port`` or ``https://host``)."""
 
     __slots__ = ("host", "port", "_ssl", "_server_hostname", "limit", "_max_body", "_idle", "_count", "_waiters",
-                 "_closed")
+                 "_closed", "_local_addr")
 
     def __init__(
-        self, url: str, *, limit: int = 256, ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY
+        self,
+        url: str,
+        *,
+        limit: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+        max_body: int = MAX_BODY,
+        source_address: str | None = None,
     ) -> None:
+        """``source_address``: the local address every connection is made from (any port), if not the kernel's choice."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -154,6 +161,7 @@ class Http1Pool:
         self._count = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._local_addr = (source_address, 0) if source_address else None
 
     async def post(
         self, headers: dict[str, str], body: bytes, path: str = "/", *, timeout: float | None = None
@@ -193,9 +201,14 @@ class Http1Pool:
             return conn
         if deadline is None:
             return await self._wait_or_connect(fresh)
-        # The slow path (a free slot, a new connection) counts against the same deadline as the answer.
-        async with asyncio.timeout_at(deadline):
-            return await self._wait_or_connect(fresh)
+        # The slow path (a free slot, a new connection) counts against the same deadline as the answer. Running out
+        # of it here means nothing was sent (no slot came free, or the connection never opened: a partition drops
+        # the SYN), which is what Http1ConnectError says to a caller that must tell "not sent" from "maybe landed".
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._wait_or_connect(fresh)
+        except TimeoutError:
+            raise Http1ConnectError(f"no connection to {self.host}:{self.port} within the deadline; nothing was sent") from None
 
     async def _wait_or_connect(self, fresh: bool) -> _Connection:
         while self._count >= self.limit:
@@ -214,7 +227,7 @@ class Http1Pool:
             loop = asyncio.get_running_loop()
             _, conn = await loop.create_connection(
                 lambda: _Connection(self._max_body), self.host, self.port, ssl=self._ssl,
-                server_hostname=self._server_hostname,
+                server_hostname=self._server_hostname, local_addr=self._local_addr,
             )
         except BaseException as exc:
             self._count -= 1

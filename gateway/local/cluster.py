@@ -10,14 +10,23 @@ then the emulator, then DynamoDB.
 
 Faults (``feature-gateway local fault …``, or the methods below from tests):
 replication lag, pause/resume and out-of-order delivery between an ordered pair
-of regions are the emulator's; stopping a region is the cluster's. A stopped
+of regions are the emulator's; stopping a region is the cluster's; a network
+partition is the kernel's (nftables rules on the regions' loopback addresses,
+gateway/local/partitions.py) plus the emulator's pause of the cut pairs, both
+ways, since the emulator is the global table's own replication. A stopped
 region's gateway is stopped and its DynamoDB Local is *frozen* (SIGSTOP), not
 killed: DynamoDB Local keeps its data in memory, and a real region outage does
 not lose the region's data either. Starting it thaws DynamoDB (SIGCONT) and
 starts a new gateway; the emulator then delivers the backlog it held.
 
-Invariant: at most one cluster per state directory. A second ``up`` finds the
-live PIDs in ``cluster.json`` and refuses with a clear message.
+Supervision: a gateway process that dies (``kill -9``, a crash) is started
+again within about a second, as Kubernetes restarts a pod's container; one
+stopped by ``stop-region`` is not.
+
+Invariants: at most one cluster per state directory (a second ``up`` finds the
+live PIDs in ``cluster.json`` and refuses with a clear message); the cluster's
+nftables table exists only while it runs (``down`` deletes it, and ``up``
+deletes those of clusters that died without).
 """
 
 from __future__ import annotations
@@ -48,7 +57,8 @@ from gateway.config import MIN_SECRET_BYTES, Config, PeerConfig
 from gateway.config import load as load_config
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.emulator import GlobalTableEmulator
-from gateway.local.gateway_process import GatewayProcess
+from gateway.local.gateway_process import GatewayProcess, GatewayProcessError
+from gateway.local.partitions import Endpoint, PartitionError, Partitions, remove_stale
 from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule, view_scope
 
 #: A few entities so the curl examples of the README answer something.
@@ -100,12 +110,12 @@ def use_peer_secret() -> None:
 
 
 def relocated_config(source: str | Path, target: Path) -> Path:
-    """A copy of a cluster config with every fixed loopback port replaced by a free one.
+    """A copy of a cluster config with every fixed loopback port replaced by a free one (addresses kept).
 
     For tests and benchmarks, so they never collide with a `make run` cluster (or each other).
     """
     text = Path(source).read_text()
-    text = re.sub(r"127\.0\.0\.1:\d+", lambda m: f"127.0.0.1:{free_port()}", text)
+    text = re.sub(r"(127\.\d+\.\d+\.\d+):\d+", lambda m: f"{m[1]}:{free_port()}", text)
     target.write_text(text)
     return target
 
@@ -121,6 +131,8 @@ class Region:
     dynamodb: DynamoDBLocal
     gateway: GatewayProcess | None = None
     stopped: bool = False
+    #: Times the supervisor started this region's gateway again after it died.
+    restarts: int = 0
 
 
 def pid_alive(pid: int) -> bool:
@@ -180,6 +192,9 @@ class LocalCluster:
         self.emulator: GlobalTableEmulator | None = None
         self._control: web.AppRunner | None = None
         self.control_url: str | None = None
+        #: Made at the first partition (nft is needed then, not to start a cluster).
+        self._partitions: Partitions | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         #: The emulator's figures, served at the control endpoint's /metrics (the cluster's own, not a gateway's).
         self._metrics = CollectorRegistry()
         self._metrics.register(_EmulatorFigures(self))
@@ -210,15 +225,18 @@ class LocalCluster:
         secret_file.touch(mode=0o600)
         secret_file.write_text(os.environ[PeerConfig().secret_env] + "\n")
         self.logs.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PartitionError):  # without nft there are no tables to remove
+            await asyncio.to_thread(remove_stale, pid_alive)
         try:
             for name in self.region_names:
                 config = self.configs[name]
-                port = urlsplit(config.dynamodb.endpoint_url or "").port
-                if port is None:
+                endpoint = urlsplit(config.dynamodb.endpoint_url or "")
+                if endpoint.port is None or endpoint.hostname is None:
                     raise ClusterError(f"region {name} has no dynamodb_endpoint with a port in {self.config_path}")
-                ddb = DynamoDBLocal(port, log_path=self.logs / f"dynamodb-{name}.log")
+                # On the region's own address: a partition cuts what reaches it from the other regions' addresses.
+                ddb = DynamoDBLocal(endpoint.port, host=endpoint.hostname, log_path=self.logs / f"dynamodb-{name}.log")
                 if await asyncio.to_thread(ddb.ping):
-                    raise ClusterError(f"port {port} already answers as DynamoDB; is another cluster running?")
+                    raise ClusterError(f"port {endpoint.port} already answers as DynamoDB; is another cluster running?")
                 self.regions[name] = Region(name, config, ddb)
             # JVMs start in parallel: three take about as long as one.
             await asyncio.gather(*(asyncio.to_thread(r.dynamodb.start) for r in self.regions.values()))
@@ -232,12 +250,22 @@ class LocalCluster:
             await asyncio.gather(*(self._start_gateway(r) for r in self.regions.values()))
             await self._seed()
             await self._start_control()
+            self._supervisor = asyncio.create_task(self._supervise(), name="gateway-supervisor")
             self._write_state()
         except BaseException:
             await self.down()
             raise
 
     async def down(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._partitions is not None:
+            # First: stopping processes must not wait on connections a partition holds.
+            await asyncio.to_thread(self._partitions.remove)
+            self._partitions = None
         if self._control is not None:
             await self._control.cleanup()
             self._control = None
@@ -392,12 +420,61 @@ class LocalCluster:
         await self._start_gateway(region)
         self._write_state()
 
+    def _endpoints(self) -> dict[str, Endpoint]:
+        endpoints: dict[str, Endpoint] = {}
+        for name, config in self.configs.items():
+            address = config.listen.host
+            dynamodb = urlsplit(config.dynamodb.endpoint_url or "")
+            if {config.peer_listen.host, dynamodb.hostname, config.source_address} != {address}:
+                raise ClusterError(
+                    f"region {name} must use one loopback address for its gateway's listeners, its source_address and "
+                    f"its DynamoDB Local to be partitioned (config/local.toml shows how)"
+                )
+            taken = [other for other, e in endpoints.items() if e.address == address]
+            if taken:
+                raise ClusterError(f"regions {taken[0]} and {name} share the address {address}; give each its own")
+            ports = (config.listen.port, config.peer_listen.port, dynamodb.port or 0)
+            endpoints[name] = Endpoint(address, ports)
+        return endpoints
+
+    async def partition(self, region: str, others: list[str] | None = None) -> list[tuple[str, str]]:
+        """Cut ``region`` off from ``others`` (default: all the other regions), network and replication."""
+        self._region(region)
+        if self._partitions is None:
+            self._partitions = await asyncio.to_thread(Partitions, self._endpoints())
+        cut = await asyncio.to_thread(self._partitions.cut, region, others)
+        if self.emulator is not None:
+            for a, b in cut:
+                self.emulator.pause(a, b)
+                self.emulator.pause(b, a)
+        self._write_state()
+        return cut
+
+    async def heal(self, region: str | None = None) -> list[tuple[str, str]]:
+        """Remove the cuts (all, or ``region``'s); replication between the healed pairs resumes."""
+        if region is not None:
+            self._region(region)
+        if self._partitions is None:
+            return []
+        healed = await asyncio.to_thread(self._partitions.heal, region)
+        if self.emulator is not None:
+            for a, b in healed:
+                self.emulator.resume(a, b)
+                self.emulator.resume(b, a)
+        self._write_state()
+        return healed
+
     async def fault(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """One fault-control command, as ``feature-gateway local fault`` sends it."""
         if action == "stop-region":
             await self.stop_region(body["region"])
         elif action == "start-region":
             await self.start_region(body["region"])
+        elif action == "partition":
+            source = body.get("from")
+            await self.partition(body["region"], [source] if source else None)
+        elif action == "heal":
+            await self.heal(body.get("region"))
         elif action == "status":
             pass
         else:
@@ -427,7 +504,8 @@ class LocalCluster:
                 f"{s}->{t}": self.emulator.stats(s, t).failed for s in self.regions for t in self.regions if s != t
             }
         return {
-            "regions": {name: {"stopped": r.stopped} for name, r in self.regions.items()},
+            "regions": {name: {"stopped": r.stopped, "restarts": r.restarts} for name, r in self.regions.items()},
+            "partitions": [list(pair) for pair in self._partitions.cuts] if self._partitions is not None else [],
             "backlog": backlog,
             # Changes a target refused for good: the regions differ for those items until they are written again.
             "dropped": dropped,
@@ -440,7 +518,7 @@ class LocalCluster:
             try:
                 body = await request.json() if request.can_read_body else {}
                 answer = await self.fault(request.match_info["action"], body)
-            except (ClusterError, ValueError, KeyError) as exc:
+            except (ClusterError, PartitionError, ValueError, KeyError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
             return web.json_response(answer)
 
@@ -455,6 +533,26 @@ class LocalCluster:
         port = free_port()
         await web.TCPSite(self._control, "127.0.0.1", port).start()
         self.control_url = f"http://127.0.0.1:{port}"
+
+    # -- supervision -----------------------------------------------------------------------------
+
+    async def _supervise(self, every: float = 0.25) -> None:
+        """Start again, at once, any gateway that died while its region was not stopped."""
+        while True:
+            await asyncio.sleep(every)
+            for region in self.regions.values():
+                gateway = region.gateway
+                if region.stopped or gateway is None or gateway.returncode is None:
+                    continue
+                print(f"the {region.name} gateway exited with code {gateway.returncode}; starting it again",
+                      file=sys.stderr, flush=True)
+                region.restarts += 1
+                try:
+                    await self._start_gateway(region)
+                except GatewayProcessError as exc:
+                    # Tried again at the next turn, like a crash-looping pod; the log says why.
+                    print(f"the {region.name} gateway did not come back: {exc}", file=sys.stderr, flush=True)
+                self._write_state()
 
     # -- description -----------------------------------------------------------------------------
 
@@ -513,14 +611,7 @@ async def run_until_signalled(cluster: LocalCluster) -> int:
     print(cluster.describe(), flush=True)
     print(f"\nstate: {cluster.state_file}   logs: {cluster.logs}   stop: Ctrl-C", flush=True)
     try:
-        while not stop.is_set():
-            for region in cluster.regions.values():
-                gateway = region.gateway
-                if not region.stopped and gateway is not None and gateway.returncode is not None:
-                    print(f"the {region.name} gateway exited with code {gateway.returncode}; stopping", file=sys.stderr)
-                    stop.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+        await stop.wait()  # a gateway that dies meanwhile is restarted by the cluster's supervisor
     finally:
         print("stopping the local cluster", flush=True)
         await cluster.down()

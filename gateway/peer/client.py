@@ -302,7 +302,8 @@ class PeerClient:
         pool = self._pools.get(address)
         if pool is None:
             pool = self._pools[address] = Http1Pool(
-                f"{self._scheme}://{address}", limit=self._config.peer.pool_size, ssl_context=self._ssl
+                f"{self._scheme}://{address}", limit=self._config.peer.pool_size, ssl_context=self._ssl,
+                source_address=self._config.source_address,
             )
         return pool
 

@@ -75,16 +75,20 @@ class LeanStore:
         rng: Callable[[], float] = random.random,
         observer: Callable[[str, str, float], None] | None = None,
         tracer: Any = None,
+        source_address: str | None = None,
     ) -> None:
         """Without a ``transport``, the store opens a ``wire`` ("http1" or "aiohttp", over ``session`` if
-        given) to ``endpoint`` and closes it on ``close()``; construct it inside a running event loop."""
+        given, from ``source_address`` if given) to ``endpoint`` and closes it on ``close()``; construct it
+        inside a running event loop."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.endpoint = endpoint
         self.region = region
         self._wire: Wire | None = None
         if transport is None:
-            self._wire = open_wire(wire, endpoint if endpoint.endswith("/") else endpoint + "/", session)
+            self._wire = open_wire(
+                wire, endpoint if endpoint.endswith("/") else endpoint + "/", session, source_address=source_address
+            )
             transport = HttpTransport(endpoint, region, credentials, self._wire)
         self._transport = transport
         self._attempt_timeout = attempt_timeout

@@ -108,11 +108,15 @@ class AiohttpWire:
 
     __slots__ = ("_session", "_url", "_owned")
 
-    def __init__(self, url: str, session: aiohttp.ClientSession | None = None, *, limit: int = 256) -> None:
+    def __init__(
+        self, url: str, session: aiohttp.ClientSession | None = None, *, limit: int = 256, source_address: str | None = None
+    ) -> None:
         self._url = url
         self._owned = session is None
         self._session = session or aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=30.0),
+            connector=aiohttp.TCPConnector(
+                limit=limit, keepalive_timeout=30.0, local_addr=(source_address, 0) if source_address else None
+            ),
             # Timeouts are LeanStore's, per attempt; not aiohttp's.
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -129,11 +133,14 @@ class AiohttpWire:
             await self._session.close()
 
 
-def open_wire(kind: str, url: str, session: aiohttp.ClientSession | None = None) -> Wire:
+def open_wire(
+    kind: str, url: str, session: aiohttp.ClientSession | None = None, *, source_address: str | None = None
+) -> Wire:
+    """``source_address``: the local address connections are made from (``gateway.source_address``)."""
     if kind == "http1":
-        return Http1Pool(url)
+        return Http1Pool(url, source_address=source_address)
     if kind == "aiohttp":
-        return AiohttpWire(url, session)
+        return AiohttpWire(url, session, source_address=source_address)
     raise ValueError(f"unknown wire {kind!r}: use 'http1' or 'aiohttp'")
 
 

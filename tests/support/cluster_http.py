@@ -48,8 +48,9 @@ async def running_cluster(tmp: Path, *, rules: Iterable[Rule] = (), warm: int = 
 
 
 async def clear_faults(cluster: LocalCluster) -> None:
-    """Leave no fault behind for the next test: every region running, no lag, no pause."""
+    """Leave no fault behind for the next test: no partition, every region running, no lag, no pause."""
     assert cluster.emulator is not None
+    await cluster.heal()
     for source in cluster.regions:
         await cluster.start_region(source)
         for target in cluster.regions:

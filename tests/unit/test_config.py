@@ -25,11 +25,14 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_configs_load():
     local = load(REPO / "config/local.toml", env={})
     assert set(local.regions) == {"us-east-1", "eu-west-1", "ap-southeast-1"}
-    assert local.listen == Address("127.0.0.1", 8700)
+    # Each region on its own loopback address: listeners, DynamoDB Local and the address it connects from.
+    assert (local.listen, local.source_address) == (Address("127.0.1.1", 8700), "127.0.1.1")
     eu = load(REPO / "config/local.toml", region="eu-west-1", env={})
-    assert (eu.listen.port, eu.peer_listen.port, eu.dynamodb.endpoint_url) == (8710, 8711, "http://127.0.0.1:8610")
+    assert (eu.listen, eu.peer_listen.port, eu.dynamodb.endpoint_url) == (Address("127.0.2.1", 8710), 8711, "http://127.0.2.1:8610")
+    assert eu.source_address == "127.0.2.1"
     ap = load(REPO / "config/local.toml", region="ap-southeast-1", env={})
-    assert (ap.listen.port, ap.peer_listen.port, ap.dynamodb.endpoint_url) == (8720, 8721, "http://127.0.0.1:8620")
+    assert (ap.listen.port, ap.peer_listen.port, ap.dynamodb.endpoint_url) == (8720, 8721, "http://127.0.3.1:8620")
+    assert ap.source_address == "127.0.3.1"
     example = load(REPO / "config/gateway.example.toml", env={})
     assert example.region == "eu-west-1" and example.dynamodb.endpoint_url is None
     assert example.views["users"].features["age"] == "int"
@@ -160,3 +163,13 @@ def test_a_loopback_gateway_needs_no_auth_and_a_network_one_may_opt_out_explicit
     assert from_dict({"gateway": {"region": "us-east-1", "listen": listen}, "views": {"v": {"table": "tbl"}}}).auth.mode is None
     explicit = {"gateway": {"region": "us-east-1", "listen": "0.0.0.0:8700"}, "auth": {"mode": "off"}, "views": {"v": {"table": "tbl"}}}
     assert from_dict(explicit).auth.mode == "off"
+
+
+def test_source_address_must_be_an_ip_address_and_a_gateway_setting_wins_over_its_region(tmp_path):
+    text = MINIMAL.replace('[gateway]\n', '[gateway]\nsource_address = "127.0.9.9"\n') + (
+        '[regions.eu-west-1]\ndownstream = "127.0.1.1:8700"\npeer = "127.0.1.1:8701"\nsource_address = "127.0.1.1"\n'
+    )
+    assert load(write(tmp_path, text), env={}).source_address == "127.0.9.9"
+    assert load(write(tmp_path, text.replace('source_address = "127.0.9.9"\n', "")), env={}).source_address == "127.0.1.1"
+    with pytest.raises(ConfigError, match="gateway.source_address: is not an IP address"):
+        load(write(tmp_path, text.replace("127.0.9.9", "localhost")), env={})

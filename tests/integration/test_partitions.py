@@ -1,0 +1,152 @@
+"""Real network partitions on loopback (gateway/local/partitions.py) and the local cluster's supervisor.
+
+The cuts are nftables rules: these tests need root and nft (``make setup`` installs nftables) and fail, with
+nft's own reason, where they cannot run. Only 127.0.0.0/8 addresses and the tests' own ports are matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway.local.cluster import LocalCluster
+from gateway.local.dynamodb_local import free_port
+from gateway.local.partitions import Endpoint, Partitions, find_nft
+from tests.support.cluster_http import clear_faults, eventually, get, put, running_cluster, url
+
+A, B, C = "127.0.1.1", "127.0.2.1", "127.0.3.1"
+
+
+def tables() -> str:
+    return subprocess.run([find_nft(), "list", "tables"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def listeners() -> Iterator[dict[str, tuple[socket.socket, int]]]:
+    """A listening socket on each of three loopback addresses, on a free port each."""
+    made = {}
+    for address in (A, B, C):
+        sock = socket.socket()
+        port = free_port()
+        sock.bind((address, port))
+        sock.listen()
+        made[address] = (sock, port)
+    yield made
+    for sock, _ in made.values():
+        sock.close()
+
+
+def reaches(source: str, target: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.bind((source, 0))
+        sock.settimeout(0.5)
+        try:
+            sock.connect((target, port))
+        except TimeoutError:  # the SYN was dropped: what a partition looks like to a client
+            return False
+        return True
+
+
+def test_a_cut_drops_both_ways_between_the_two_addresses_only_and_heal_and_remove_undo_it(listeners):
+    ports = {address: port for address, (_, port) in listeners.items()}
+    parts = Partitions({"a": Endpoint(A, (ports[A],)), "b": Endpoint(B, (ports[B],)), "c": Endpoint(C, (ports[C],))})
+    try:
+        assert parts.cut("a", ["b"]) == [("a", "b")]
+        assert parts.table in tables() and parts.cuts == [("a", "b")]
+        assert not reaches(A, B, ports[B]) and not reaches(B, A, ports[A])
+        assert reaches(A, C, ports[C]) and reaches(C, B, ports[B]) and reaches("127.0.0.1", B, ports[B])
+        assert parts.cut("c") == [("a", "c"), ("b", "c")]  # c from everyone
+        assert not reaches(C, A, ports[A]) and not reaches(B, C, ports[C])
+        assert parts.heal("c") == [("a", "c"), ("b", "c")]
+        assert reaches(C, A, ports[A]) and not reaches(A, B, ports[B])
+        assert parts.heal() == [("a", "b")] and reaches(A, B, ports[B])
+    finally:
+        parts.remove()
+    assert parts.table not in tables()
+
+
+def test_a_cut_touches_only_loopback_addresses():
+    with pytest.raises(Exception, match="not a loopback address"):
+        Endpoint("10.0.0.1", (80,))
+
+
+@pytest.fixture(scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    async with running_cluster(tmp_path_factory.mktemp("partition-cluster"), warm=15) as cluster:
+        yield cluster
+    # down() removed the cluster's table
+    assert f"fgw_local_{os.getpid()}" not in tables()
+
+
+@pytest.fixture
+async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+    await clear_faults(cluster)
+
+
+async def test_a_region_cut_off_from_the_primary_refuses_writes_in_time_serves_reads_and_converges_after_heal(
+    cluster, http
+):
+    key = f"cut-{os.urandom(4).hex()}"
+    first = await put(http, cluster, "us-east-1", key, {"v": 1})
+    await eventually(lambda: get(http, cluster, "eu-west-1", key), 10, "the first write in eu-west-1")
+    await cluster.partition("eu-west-1")
+    assert cluster.status()["partitions"] == [["us-east-1", "eu-west-1"], ["eu-west-1", "ap-southeast-1"]]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with http.put(f"{url(cluster, 'eu-west-1')}/v1/features/items/{key}",
+                        data=orjson.dumps({"features": {"v": 2}}), headers={"Idempotency-Key": f"{key}-2"}) as resp:
+        refused = await resp.json()
+    elapsed = loop.time() - started
+    # Within the request deadline, a retryable 503 (the forward went out on an open connection: the sender
+    # cannot know whether it arrived, and says so), and nothing was applied: the primary never saw it.
+    assert resp.status == 503 and refused["error"]["code"] == "primary_unreachable", refused
+    assert "Retry-After" in resp.headers and refused["error"]["retryable"] is True
+    assert elapsed < cluster.configs["eu-west-1"].request_timeout + 0.5
+    assert (await get(http, cluster, "us-east-1", key))["features"] == {"v": 1}
+    # Its replica still serves eventual reads; the primary takes writes from its own side.
+    assert (await get(http, cluster, "eu-west-1", key))["version"] == first["version"]
+    await put(http, cluster, "us-east-1", key, {"v": 3})
+    assert (await get(http, cluster, "eu-west-1", key))["features"] == {"v": 1}  # replication is cut too
+    await cluster.heal()
+    assert cluster.status()["partitions"] == []
+    healed = await eventually(
+        lambda: _features_are(http, cluster, "eu-west-1", key, {"v": 3}), 10, "v3 in eu-west-1 after heal"
+    )
+    assert healed
+    await put(http, cluster, "eu-west-1", key, {"v": 4})  # forwarded again
+
+
+async def _features_are(http, cluster, region, key, features) -> bool:
+    found = await get(http, cluster, region, key)
+    return found is not None and found["features"] == features
+
+
+async def test_a_gateway_killed_with_sigkill_is_started_again_and_nothing_acknowledged_is_lost(cluster, http):
+    region = cluster.regions["us-east-1"]
+    assert region.gateway is not None and region.gateway.pid is not None
+    keys = [f"kill-{os.urandom(4).hex()}-{i}" for i in range(20)]
+    for i, key in enumerate(keys):
+        await put(http, cluster, "us-east-1", key, {"i": i})
+    killed = region.gateway.pid
+    restarts = region.restarts
+    os.kill(killed, signal.SIGKILL)
+    await eventually(lambda: _restarted(cluster, "us-east-1", killed, restarts), 30, "the gateway started again")
+    for i, key in enumerate(keys):
+        assert (await get(http, cluster, "us-east-1", key))["features"] == {"i": i}
+    await put(http, cluster, "eu-west-1", keys[0], {"i": -1})  # and it takes forwarded writes again
+
+
+async def _restarted(cluster: LocalCluster, name: str, killed: int, restarts: int) -> bool:
+    region = cluster.regions[name]
+    gateway = region.gateway
+    return region.restarts > restarts and gateway is not None and gateway.pid != killed and gateway.answers()
