@@ -208,7 +208,7 @@ class Http1Pool:
             async with asyncio.timeout_at(deadline):
                 return await self._wait_or_connect(fresh)
         except TimeoutError:
-            raise Http1ConnectError(f"no connection to {self.host}:{self.port} within the deadline; nothing was sent") from None
+            raise Http1ConnectError(f"no connection to {self.host}:{self.port} within the deadline") from None
 
     async def _wait_or_connect(self, fresh: bool) -> _Connection:
         while self._count >= self.limit:
