@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"gateway.http1"},
     {"gateway.store", "gateway.peer"},
     {"gateway.features", "gateway.members"},
-    {"gateway.routing"},
+    {"gateway.routing", "gateway.lease"},
     {"gateway.switch"},
     {"gateway.dispatcher"},
     {"gateway.api"},
@@ -39,6 +39,7 @@ LAYERS: list[set[str]] = [
 UNMIRRORED_TESTS = {
     "tests/unit/test_layout.py",  # this file
     "tests/unit/test_convergence.py",  # tests/support/convergence.py, the integration tests' checker
+    "tests/unit/lease/test_simulation.py",  # tests/support/lease_simulation.py over gateway/lease/
 }
 
 
