@@ -212,3 +212,9 @@ async def test_a_value_no_int64_or_float64_holds_is_refused_before_anything_is_s
         with pytest.raises(fgc.InvalidRequest):
             await act(client.put("users", "u-1", features))
     assert gateway.requests == []
+
+
+async def test_health_raises_what_an_answer_other_than_readiness_means(make, gateway):
+    gateway.answers = [error(401, "unauthorized", False)]
+    with pytest.raises(fgc.Unauthorized):
+        await act(make().health())

@@ -94,7 +94,7 @@ class AsyncClient:
     async def health(self, *, timeout: float | None = None) -> dict[str, Any]:
         """``GET /readyz`` as it answers, ready or not (``{"ready": bool, "region", "reasons"?}``)."""
         answer = await self._attempt(Call("GET", "/readyz"), self._deadline(timeout).left(), protocol.new_key())
-        return protocol.values.loads(answer.body)
+        return protocol.readiness(answer)
 
     # -- writes ----------------------------------------------------------------------------------
 

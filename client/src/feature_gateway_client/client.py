@@ -101,7 +101,7 @@ class Client:
     def health(self, *, timeout: float | None = None) -> dict[str, Any]:
         """``GET /readyz`` as it answers, ready or not (``{"ready": bool, "region", "reasons"?}``)."""
         answer = self._attempt(Call("GET", "/readyz"), self._deadline(timeout).left(), protocol.new_key())
-        return protocol.values.loads(answer.body)
+        return protocol.readiness(answer)
 
     # -- writes ----------------------------------------------------------------------------------
 

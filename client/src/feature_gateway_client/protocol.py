@@ -177,6 +177,19 @@ def retry_after_of(header: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+def readiness(answer: Answer) -> dict[str, Any]:
+    """``/readyz``'s body, ready (200) or not (503); anything else is the error it means."""
+    if answer.status in (200, 503):
+        try:
+            body = values.loads(answer.body)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "ready" in body:
+            return body
+    raise error_of(answer) or GatewayError(f"/readyz answered {answer.status} without a readiness body",
+                                           status=answer.status, request_id=answer.request_id)
+
+
 def entity(answer: Answer) -> Entity:
     body = values.loads(answer.body)
     return Entity(body["view"], body["key"], body["features"], body["version"], body["region"])
