@@ -95,6 +95,7 @@ class Simulation:
         # One-way delays up to 0.3 of a lease: a round trip must fit in a lease (less the drift margin) for a
         # lease to be of any use, which the production lease (3 s against WAN round trips of 0.1-0.3 s) leaves room for.
         self.delay = (rng.uniform(0.001, 0.01), rng.choice((0.05, 0.2, 0.3)) * LEASE)
+        self.extremes = rng.random() < 0.5
         self.loss = rng.choice((0.0, 0.0, 0.05, 0.2))
         self.store_delay = rng.uniform(0.001, 0.02)
         #: region -> scope -> promise (the region's strongly consistent record).
@@ -214,7 +215,12 @@ class Simulation:
         lost = self.now < self.faults_end and self.rng.random() < self.loss  # loss is a fault: it ends with them
         if src.region != dst.region and (frozenset((src.region, dst.region)) in self.cut or lost):
             return
-        delay = 0.0005 if src.region == dst.region else self.rng.uniform(*self.delay)
+        if src.region == dst.region:
+            delay = 0.0005
+        elif self.extremes:  # only the shortest and the longest delay: where a margin too small shows first
+            delay = self.rng.choice(self.delay)
+        else:
+            delay = self.rng.uniform(*self.delay)
 
         def deliver() -> None:
             if src.region != dst.region and frozenset((src.region, dst.region)) in self.cut:
