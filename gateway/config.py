@@ -231,6 +231,17 @@ class RoutingConfig:
     max_attempts: int = setting(3, positive)
     #: Seconds a ``min_version`` read waits for the local replica before reading from the primary.
     min_version_wait: float = setting(0.5, positive)
+    #: Seconds a primacy lease lasts (gateway/lease/): a primary region's gateways acknowledge a single-primary
+    #: scope's writes only while a majority of the regions confirmed, within the last lease, that it is the
+    #: primary; cut off from them, it stops within a lease. Longer than the slowest round trip between regions.
+    lease: float = setting(3.0, positive)
+    #: The most two gateways' clocks may disagree, seconds (NTP keeps them within milliseconds; this is the
+    #: bound the leases' safety rests on). Less than half the lease.
+    max_drift: float = setting(0.5, positive)
+
+    def validate(self, fail: Callable[[str, str], ConfigError]) -> None:
+        if not self.lease > 2 * self.max_drift:
+            raise fail("lease", f"must be more than twice routing.max_drift ({self.max_drift:g} s), got {self.lease:g}")
 
 
 @dataclass(frozen=True, slots=True)

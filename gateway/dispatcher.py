@@ -38,6 +38,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gateway import deadlines as request_deadlines
 from gateway.clock import Clock
 from gateway.config import Config, ViewConfig
 from gateway.errors import (
@@ -61,8 +62,9 @@ from gateway.features.items import (
     write_condition,
 )
 from gateway.features.records import WriteRecord
+from gateway.lease.keeper import LeaseKeeper
 from gateway.obs.metrics import Metrics
-from gateway.peer.client import PeerClient
+from gateway.peer.client import MAY_HAVE_LANDED, PeerClient
 from gateway.routing.loader import RoutingLoader
 from gateway.routing.rules import SINGLE_PRIMARY, Rule, RuleError, rule_from_json
 from gateway.routing.snapshot import Route, accepts_forward, decide
@@ -70,6 +72,9 @@ from gateway.store.base import Store
 from gateway.store.read_coalescer import ReadCoalescer
 from gateway.switch.fence import AckLog
 from gateway.switch.write_buffer import WriteBuffer
+
+#: Seconds of a request's deadline kept for answering when it waited for a lease in vain.
+LEASE_WAIT_MARGIN = 0.1
 
 #: Pause before the third and later routing attempts: the rule may still be replicating to the peer.
 REROUTE_BACKOFF = 0.05
@@ -79,7 +84,7 @@ MIN_VERSION_POLL = 0.01
 
 class Dispatcher:
     __slots__ = ("_config", "_store", "_reads", "_clock", "_routing", "_peers", "_metrics", "_sleep", "_buffer", "_acks",
-                 "region")
+                 "region", "_leases")
 
     def __init__(
         self,
@@ -93,7 +98,11 @@ class Dispatcher:
         buffer: WriteBuffer,
         acks: AckLog,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        *,
+        leases: LeaseKeeper | None = None,
     ) -> None:
+        """``leases``: this gateway's primacy leases; without them (unit tests of routing alone) none is required."""
+        self._leases = leases
         self._config = config
         self._store = store
         self._reads = reads
@@ -384,20 +393,46 @@ class Dispatcher:
         return None
 
     async def apply(self, record: WriteRecord, rule: Rule) -> dict[str, Any]:
-        """The conditional write to this region's table, stamped with this region and the rule's epoch."""
-        stamp = Stamp(self._clock.wall_us(), self.region, rule.epoch)
+        """The conditional write to this region's table, stamped with this region and the rule's epoch.
+
+        As a single-primary scope's primary, only under a lease a majority of the regions confirmed
+        (gateway/lease/): without one the write is not applied (503 ``primary_unreachable``, once the
+        request's deadline is near); if the lease ended while DynamoDB wrote, the write is not acknowledged.
+        """
         view = record.view
         if rule.mode != SINGLE_PRIMARY:
-            return await self._apply(record, stamp, self.region)
+            return await self._apply(record, Stamp(self._clock.wall_us(), self.region, rule.epoch), self.region)
+        leases = self._leases
+        if leases is not None and not leases.valid(rule.scope, rule.epoch):
+            await self._await_lease(rule)
+        stamp = Stamp(self._clock.wall_us(), self.region, rule.epoch)
         # As the scope's primary: in flight until DynamoDB answered, then acknowledged (for a switch's fence).
         acks = self._acks
         acks.begin(rule.scope)
         answer = None
         try:
             answer = await self._apply(record, stamp, rule.primary)
+            if leases is not None and not leases.valid(rule.scope, rule.epoch):
+                answer = None
+                raise PrimaryUnreachable(
+                    f"{self.region}'s lease on {rule.scope} ended while DynamoDB wrote: the write was not acknowledged. "
+                    + MAY_HAVE_LANDED
+                )
         finally:
             acks.end(rule.scope, view.name, record.key, answer["version"] if answer and answer["applied"] else None)
         return answer
+
+    async def _await_lease(self, rule: Rule) -> None:
+        """Wait, within the request's deadline, for the lease on ``rule``'s scope; 503 if it does not come."""
+        assert self._leases is not None
+        left = request_deadlines.remaining()
+        wait = (self._config.request_timeout if left is None else left) - LEASE_WAIT_MARGIN
+        if wait > 0 and await self._leases.wait_valid(rule.scope, rule.epoch, wait):
+            return
+        raise PrimaryUnreachable(
+            f"{self.region} is the primary of {rule.scope} (epoch {rule.epoch}) but a majority of the regions has not "
+            "confirmed its lease: it may be cut off from them. Nothing was applied; retry (the primary may be moving)."
+        )
 
     async def _apply(self, record: WriteRecord, stamp: Stamp, primary: str | None) -> dict[str, Any]:
         view = record.view

@@ -46,6 +46,8 @@ from gateway.config import Config, require_peer_secret
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError
+from gateway.lease.book import PromiseBook
+from gateway.lease.keeper import LeaseKeeper
 from gateway.members import Membership
 from gateway.obs import tracing
 from gateway.obs.logs import AccessLog, setup_logging
@@ -140,8 +142,15 @@ async def open_gateway(
         peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, metrics, membership.peers, tracer=tracer)
         stack.push_async_callback(peers.close)
         acks = AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys)
-        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer, acks)
-        participant = SwitchParticipant(config.region, routing, store, acks, buffer)
+        lease, drift = config.routing.lease, config.routing.max_drift
+        book = PromiseBook(store, config.routing.table, config.region, clock, lease, drift)
+        keeper = LeaseKeeper(
+            config.region, list(config.regions) or [config.region], book, peers.call,
+            lambda: routing.table.rules if routing.table is not None else {}, clock, lease, drift,
+        )
+        await stack.enter_async_context(background(keeper.run(), "lease-keeper"))
+        dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer, acks, leases=keeper)
+        participant = SwitchParticipant(config.region, routing, store, acks, buffer, leases=keeper)
         # Catch up with the fleet before taking writes: a region back from an outage may hold stale rules
         # (e.g. still think it is primary after a failover) until replication delivers the new ones.
         await learn_from_peers(config, routing, peers)
@@ -166,7 +175,7 @@ async def open_gateway(
         )
         peer_api = PeerApi(
             config, dispatcher, participant, verifier, metrics, deadlines, routing, membership.instance,
-            limit=ConcurrencyLimit(config.peer.max_concurrent_requests), **listener,
+            book=book, limit=ConcurrencyLimit(config.peer.max_concurrent_requests), **listener,
         )
         admin_api = None
         if config.admin_listen is not None:

@@ -33,7 +33,16 @@ from gateway.features import records
 from gateway.features.items import VERSION_PATTERN
 from gateway.features.values import INT64_MAX, INT64_MIN, MAX_DEPTH, MAX_MAP_KEY_BYTES
 from gateway.obs.logs import MAX_REQUEST_ID, REQUEST_ID_HEADER
-from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, READ_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH, WRITE_PATH
+from gateway.peer.routes import (
+    BUFFER_PATH,
+    FENCE_PATH,
+    LEASE_PATH,
+    READ_PATH,
+    ROUTING_PATH,
+    RULES_PATH,
+    VERSIONS_PATH,
+    WRITE_PATH,
+)
 
 OPENAPI_PATH = "/openapi.json"
 PEER_OPENAPI_PATH = "/internal/v1/openapi.json"
@@ -128,6 +137,10 @@ def peer(config: Config) -> dict[str, Any]:
                         _object({"view": view, "keys": keys}), {"type": "object"}),
         BUFFER_PATH: ("How many of the scope's writes this gateway still holds or sends on.",
                       _object({"scope": _STRING}), {"type": "object"}),
+        LEASE_PATH: ("Confirm the asker region's primacy leases on these scopes, as far as this region's promises allow.",
+                     _object({"region": _STRING, "scopes": {"type": "object", "additionalProperties": _EPOCH}}),
+                     _object({"region": _STRING, "granted": {"type": "array", "items": _STRING},
+                              "refused": {"type": "object", "additionalProperties": _STRING}})),
         PEER_OPENAPI_PATH: ("This document.", {"type": "object"}, {"type": "object", "required": ["openapi", "paths"]}),
     }
     signed = [{"signature": []}]

@@ -24,6 +24,8 @@ gateway/switch/participant.py answers them):
 - ``/internal/v1/buffer``: ``{"scope"}`` → how many of the scope's writes this
   gateway still holds or is sending on (a switch ends once every buffer drained).
 - ``/internal/v1/openapi.json``: → this API's OpenAPI 3.1 description (gateway/api/openapi.py).
+- ``/internal/v1/lease``: ``{"region", "scopes": {scope: epoch}}`` → the scopes this region confirms as that
+  region's primacy leases and why it refuses the others (gateway/lease/).
 
 Invariants: every request is authenticated (gateway/peer/auth.py) before it
 is routed, whatever its path, and its head before its body is read: an
@@ -51,11 +53,22 @@ from gateway.deadlines import TIMEOUT_HEADER, Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import MethodNotAllowed, RequestError, RequestTimeout, RouteNotFound
 from gateway.features import records
+from gateway.lease.book import PromiseBook
+from gateway.lease.promises import Known
 from gateway.obs.logs import AccessLog
 from gateway.obs.metrics import Metrics
 from gateway.obs.tracing import Tracer
 from gateway.peer.auth import PeerVerifier
-from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, READ_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH, WRITE_PATH
+from gateway.peer.routes import (
+    BUFFER_PATH,
+    FENCE_PATH,
+    LEASE_PATH,
+    READ_PATH,
+    ROUTING_PATH,
+    RULES_PATH,
+    VERSIONS_PATH,
+    WRITE_PATH,
+)
 from gateway.routing.loader import RoutingLoader
 from gateway.routing.rules import RuleError, check_scope, rule_from_json
 from gateway.switch.participant import SwitchParticipant
@@ -85,11 +98,14 @@ class PeerApi(Frontend):
         routing: RoutingLoader,
         instance: str,
         *,
+        book: PromiseBook | None = None,
         limit: ConcurrencyLimit | None = None,
         tracer: Tracer | None = None,
         access_log: AccessLog | None = None,
     ) -> None:
+        """``book``: this region's promises, for the lease route (without it the route answers 404)."""
         super().__init__(config, metrics, deadlines, limit=limit, tracer=tracer, access_log=access_log)
+        self._book = book
         self._dispatcher = dispatcher
         self._participant = participant
         self._verifier = verifier
@@ -101,6 +117,8 @@ class PeerApi(Frontend):
             FENCE_PATH: self.fence, VERSIONS_PATH: self.versions, BUFFER_PATH: self.buffer,
             openapi.PEER_OPENAPI_PATH: self.openapi,
         }
+        if book is not None:
+            self._routes[LEASE_PATH] = self.lease
         self._openapi = orjson.dumps(openapi.peer(config))
 
     async def _admit(self, request: web.BaseRequest) -> None:
@@ -167,6 +185,35 @@ class PeerApi(Frontend):
         return json_response(
             {"instance": self._instance, "region": self._config.region, "learned": learned, "rules": self._epochs()}
         )
+
+    async def lease(self, request: web.BaseRequest) -> web.Response:
+        """Confirm what this region may confirm of the asker's primacy leases (gateway/lease/)."""
+        assert self._book is not None
+        body = await self._json_object(request)
+        asker = body.get("region")
+        if not isinstance(asker, str) or (self._config.regions and asker not in self._config.regions):
+            raise RequestError("'region' must name one of the fleet's regions.")
+        if "release" in body:  # a planned switch's handover: the asker gives its leases on these scopes up
+            released = body["release"]
+            if not isinstance(released, dict) or not all(isinstance(e, int) and not isinstance(e, bool) for e in released.values()):
+                raise RequestError("'release' must map scopes to the epochs given up.")
+            for scope, epoch in released.items():
+                await self._book.release(asker, _field(check_scope, {"scope": scope}, "scope"), epoch)
+            return json_response({"region": self._config.region, "released": sorted(released)})
+        scopes = body.get("scopes")
+        if not isinstance(scopes, dict) or not all(
+            isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in scopes.values()
+        ):
+            raise RequestError("'scopes' must map scopes to their epochs (integers from 0).")
+        for scope in scopes:
+            _field(check_scope, {"scope": scope}, "scope")
+        granted, refused = await self._book.grant(asker, scopes, self._known)
+        return json_response({"region": self._config.region, "granted": granted, "refused": refused})
+
+    def _known(self, scope: str) -> Known | None:
+        table = self._routing.table
+        rule = table.rules.get(scope) if table is not None else None
+        return None if rule is None else Known(rule.epoch, rule.primary)
 
     async def openapi(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")

@@ -87,6 +87,10 @@ class LeaseHolder:
             return None
         return self._epoch[scope], self._until[scope]
 
+    def scopes(self) -> list[str]:
+        """The scopes this holder has (or had, ended) a lease on."""
+        return list(self._epoch)
+
     def drop(self, scope: str) -> None:
         """Give the lease up (demoted, or handing it over in a planned switch)."""
         self._epoch.pop(scope, None)

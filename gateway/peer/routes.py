@@ -14,3 +14,5 @@ ROUTING_PATH = "/internal/v1/routing"
 FENCE_PATH = "/internal/v1/fence"
 VERSIONS_PATH = "/internal/v1/versions"
 BUFFER_PATH = "/internal/v1/buffer"
+#: Primacy leases: a primary region's gateway asks another region to confirm its lease (gateway/lease/keeper.py).
+LEASE_PATH = "/internal/v1/lease"

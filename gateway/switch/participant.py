@@ -30,6 +30,7 @@ from __future__ import annotations
 from gateway.config import ViewConfig
 from gateway.errors import NotPrimary
 from gateway.features.items import key_of, token_of
+from gateway.lease.keeper import LeaseKeeper
 from gateway.routing.loader import RoutingLoader
 from gateway.routing.rules import SWITCHING, Rule
 from gateway.routing.snapshot import RoutingTable
@@ -39,9 +40,14 @@ from gateway.switch.write_buffer import BufferStats, WriteBuffer
 
 
 class SwitchParticipant:
-    __slots__ = ("_region", "_routing", "_store", "_acks", "_buffer")
+    __slots__ = ("_region", "_routing", "_store", "_acks", "_buffer", "_leases")
 
-    def __init__(self, region: str, routing: RoutingLoader, store: Store, acks: AckLog, buffer: WriteBuffer) -> None:
+    def __init__(
+        self, region: str, routing: RoutingLoader, store: Store, acks: AckLog, buffer: WriteBuffer,
+        leases: LeaseKeeper | None = None,
+    ) -> None:
+        """``leases``: this gateway's primacy leases, handed over when a fence completes."""
+        self._leases = leases
         self._region = region
         self._routing = routing
         self._store = store
@@ -80,6 +86,10 @@ class SwitchParticipant:
             raise NotPrimary(f"{self._region} routes {rule.scope} by another rule now.", rule=current.to_json() if current else None)
         quiet = await self._acks.quiesce(rule.scope, timeout)
         acknowledged, complete = self._acks.acknowledged(rule.scope)
+        if complete and quiet and self._leases is not None:
+            # Nothing in flight and no more writes taken (switching): the lease can go now, so that the new
+            # primary need not outwait this region's promises (gateway/lease/keeper.py).
+            await self._leases.give_up(rule.scope, rule.epoch)
         return acknowledged, complete and quiet
 
     async def versions(self, view: ViewConfig, keys: list[str]) -> list[str | None]:

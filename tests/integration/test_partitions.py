@@ -126,6 +126,40 @@ async def test_a_region_cut_off_from_the_primary_refuses_writes_in_time_serves_r
     await put(http, cluster, "eu-west-1", key, {"v": 4})  # forwarded again
 
 
+async def test_a_primary_cut_off_from_the_majority_stops_acknowledging_within_a_lease_and_resumes_after_heal(
+    cluster, http
+):
+    """Split brain refused: us-east-1 (primary of everything) alone cannot renew its lease; its writes get 503."""
+    lease = cluster.configs["us-east-1"].routing.lease
+    key = f"brain-{os.urandom(4).hex()}"
+    await put(http, cluster, "us-east-1", key, {"v": 0})
+    await cluster.partition("us-east-1")
+    loop = asyncio.get_running_loop()
+    cut_at = loop.time()
+    last_acknowledged = None
+    refused = 0
+    for i in range(1, 400):
+        async with http.put(f"{url(cluster, 'us-east-1')}/v1/features/items/{key}",
+                            data=orjson.dumps({"features": {"v": i}}), headers={"Idempotency-Key": f"{key}-{i}"}) as resp:
+            body = await resp.json()
+        if resp.status == 200:
+            assert refused == 0, "acknowledged again after refusing, while still cut off"
+            last_acknowledged = loop.time() - cut_at
+        else:
+            assert resp.status == 503 and body["error"]["code"] == "primary_unreachable", body
+            assert "lease" in body["error"]["message"] and "Nothing was applied" in body["error"]["message"], body
+            refused += 1
+            if refused == 3:
+                break
+    # Acknowledgements stop within the lease (plus a second for the request in flight), then only 503s.
+    print(f"last write acknowledged {last_acknowledged}s after the cut (lease {lease}s)")
+    assert refused == 3 and (last_acknowledged or 0) <= lease + 1.0, (last_acknowledged, lease)
+    assert await get(http, cluster, "us-east-1", key) is not None
+    await cluster.heal()
+    # Healed, it renews its lease and acknowledges again, within the request's own deadline.
+    await put(http, cluster, "us-east-1", key, {"v": -1})
+
+
 async def _features_are(http, cluster, region, key, features) -> bool:
     found = await get(http, cluster, region, key)
     return found is not None and found["features"] == features

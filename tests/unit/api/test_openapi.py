@@ -19,7 +19,16 @@ from gateway.config import from_dict
 from gateway.errors import MethodNotAllowed, RouteNotFound
 from gateway.features.items import VERSION_PATTERN, Version
 from gateway.features.records import EVENT_TIME_PATTERN, parse_event_time
-from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, READ_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH, WRITE_PATH
+from gateway.peer.routes import (
+    BUFFER_PATH,
+    FENCE_PATH,
+    LEASE_PATH,
+    READ_PATH,
+    ROUTING_PATH,
+    RULES_PATH,
+    VERSIONS_PATH,
+    WRITE_PATH,
+)
 from tests.unit.api.test_downstream import ScriptedStore, downstream_api
 
 CONFIG = from_dict({
@@ -61,7 +70,8 @@ def test_the_downstream_paths_and_methods_are_exactly_what_the_router_serves():
 def test_the_peer_paths_are_the_peer_routes():
     document = openapi.peer(CONFIG)
     assert set(document["paths"]) == {
-        WRITE_PATH, READ_PATH, RULES_PATH, ROUTING_PATH, FENCE_PATH, VERSIONS_PATH, BUFFER_PATH, openapi.PEER_OPENAPI_PATH,
+        WRITE_PATH, READ_PATH, RULES_PATH, ROUTING_PATH, FENCE_PATH, VERSIONS_PATH, BUFFER_PATH, LEASE_PATH,
+        openapi.PEER_OPENAPI_PATH,
     }
     assert all(set(item) == {"post"} and item["post"]["security"] == [{"signature": []}] for item in document["paths"].values())
 

@@ -1,0 +1,157 @@
+"""The lease keeper of one gateway: renews its region's primacy leases, and says whether a write may be acknowledged.
+
+Every ``lease / 3`` (every ``lease / 30`` while a scope it is primary of has no lease, so that a new primary
+takes its lease at the first instant the old promises allow), the keeper asks every region, its own included,
+to confirm the scopes its routing snapshot says this region is the active primary of: one request per region
+per round whatever the number of scopes, its own region's answered by its own ``PromiseBook``, the others' by
+``POST /internal/v1/lease`` to a gateway of that region. ``LeaseHolder`` turns a round's answers into leases.
+
+Invariants:
+- ``valid(scope, epoch)`` is true only while a majority of the regions' promises, given to this region at that
+  epoch, are live (``LeaseHolder``); the dispatcher acknowledges a single-primary write only then.
+- A round never outlives a third of a lease: a region that does not answer in time simply did not confirm.
+- The keeper is a background task of the gateway (gateway/server.py): started with it, stopped with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.errors import GatewayError
+from gateway.lease.book import PromiseBook
+from gateway.lease.holder import LeaseHolder
+from gateway.lease.promises import Known
+from gateway.peer.routes import LEASE_PATH
+from gateway.routing.rules import ACTIVE, SINGLE_PRIMARY
+
+log = logging.getLogger(__name__)
+
+#: Rounds per lease while the lease is held; and while it is not.
+ROUNDS_PER_LEASE = 3
+EAGER_ROUNDS_PER_LEASE = 30
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        region: str,
+        regions: list[str],
+        book: PromiseBook,
+        call: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]],
+        rules: Callable[[], Mapping[str, Any]],
+        clock: Clock,
+        lease: float,
+        max_drift: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``call(region, path, body)`` reaches a gateway of ``region`` (``PeerClient.call``); ``rules()`` is the
+        routing snapshot's rules by scope."""
+        self.region = region
+        self.regions = regions
+        self.holder = LeaseHolder(region, regions, lease, max_drift)
+        self._book = book
+        self._call = call
+        self._rules = rules
+        self._clock = clock
+        self._lease = lease
+        self._sleep = sleep
+        #: Set after every round: writes waiting for a lease look again.
+        self._round_done = asyncio.Event()
+        #: The round under way, if any (a handover waits for it: its answers must not renew what it gives up).
+        self._current: asyncio.Task[None] | None = None
+
+    def primary_scopes(self) -> dict[str, int]:
+        """The scopes this region is the active primary of, by the snapshot, with their epochs."""
+        return {
+            scope: rule.epoch for scope, rule in self._rules().items()
+            if rule.mode == SINGLE_PRIMARY and rule.state == ACTIVE and rule.primary == self.region
+        }
+
+    def valid(self, scope: str, epoch: int) -> bool:
+        return self.holder.valid(scope, epoch, self._clock.monotonic())
+
+    async def wait_valid(self, scope: str, epoch: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a lease on ``scope`` at ``epoch``; whether there is one."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        while not self.valid(scope, epoch):
+            left = give_up - loop.time()
+            if left <= 0:
+                return False
+            self._round_done.clear()
+            try:
+                await asyncio.wait_for(self._round_done.wait(), left)
+            except TimeoutError:
+                return self.valid(scope, epoch)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            scopes = self.primary_scopes()
+            holding = True
+            if scopes:
+                self._current = asyncio.ensure_future(self.round(scopes))
+                try:
+                    await asyncio.shield(self._current)
+                finally:
+                    self._current = None
+                holding = all(self.valid(scope, epoch) for scope, epoch in scopes.items())
+            for scope in set(self.holder.scopes()) - set(scopes):
+                self.holder.drop(scope)  # no longer the primary (demoted, or switching): no lease to keep
+            rounds = ROUNDS_PER_LEASE if holding else EAGER_ROUNDS_PER_LEASE
+            await self._sleep(self._lease / rounds)
+
+    async def round(self, scopes: dict[str, int]) -> None:
+        """One round: ask every region at once, take what answers within a third of a lease."""
+        round_id = self.holder.ask(scopes, self._clock.monotonic())
+        body = {"region": self.region, "scopes": scopes}
+
+        async def ask(region: str) -> None:
+            try:
+                async with asyncio.timeout(self._lease / ROUNDS_PER_LEASE):
+                    if region == self.region:
+                        granted, refused = await self._book.grant(self.region, scopes, self.known)
+                    else:
+                        answer = await self._call(region, LEASE_PATH, body)
+                        granted, refused = list(answer.get("granted", [])), dict(answer.get("refused", {}))
+            except (GatewayError, TimeoutError) as exc:
+                log.debug("no lease confirmation from %s: %s", region, getattr(exc, "message", exc) or "timeout")
+                return
+            if refused:
+                log.debug("%s refused leases: %s", region, refused)
+            self.holder.confirmed(round_id, region, granted)
+
+        try:
+            await asyncio.gather(*(ask(region) for region in self.regions))
+        finally:
+            self._round_done.set()
+
+    async def give_up(self, scope: str, epoch: int) -> None:
+        """A planned switch's handover (its fence): stop holding ``scope``'s lease and end every region's promise
+        to this region on it now, so the new primary need not outwait them. Regions that do not answer within a
+        third of a lease keep their promise until it expires: the new primary then waits that long, no more."""
+        if self._current is not None:
+            await asyncio.wait([self._current])  # its answers would otherwise renew the promises given up here
+        self.holder.drop(scope)
+        body = {"region": self.region, "release": {scope: epoch}}
+
+        async def release(region: str) -> None:
+            try:
+                async with asyncio.timeout(self._lease / ROUNDS_PER_LEASE):
+                    if region == self.region:
+                        await self._book.release(self.region, scope, epoch)
+                    else:
+                        await self._call(region, LEASE_PATH, body)
+            except (GatewayError, TimeoutError) as exc:
+                log.info("%s keeps its promise on %s until it expires: %s", region, scope, getattr(exc, "message", exc))
+
+        await asyncio.gather(*(release(region) for region in self.regions))
+
+    def known(self, scope: str) -> Known | None:
+        """What this gateway's snapshot says of ``scope`` (for the acceptor's rule)."""
+        rule = self._rules().get(scope)
+        return None if rule is None else Known(rule.epoch, rule.primary)
