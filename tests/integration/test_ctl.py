@@ -148,8 +148,8 @@ def test_a_stale_expected_version_is_refused(cluster: Cluster, capsys: pytest.Ca
     before = cluster.rule("view#users", capsys)
     assert cluster.ctl("rules", "set", "view#users", "--primary", "ap-southeast-1", "--expect-version", "1", "--yes") == 1
     assert capsys.readouterr().err == (
-        "gatewayctl: the rule for view#users changed since it was read (now version 2 by eve@ops); "
-        "nothing was written — re-run to see the change\n"
+        "gatewayctl: the rule for view#users: expected version 1, found version 2 (by eve@ops); nothing was written"
+        " — `gatewayctl rules get view#users` shows it; edit again with --expect-version 2\n"
     )
     assert cluster.rule("view#users", capsys) == before
 
@@ -164,7 +164,8 @@ def test_two_edits_from_the_same_read_one_is_written(cluster: Cluster, capsys: p
 
     argv = cluster.argv("rules", "set", "view#users", "--primary", "ap-southeast-1", "--by", "ann@ops")
     assert ctl.run(argv, confirm=another_operator_edits_while_we_confirm) == 1
-    assert "changed since it was read (now version 2 by eve@ops); nothing was written" in capsys.readouterr().err
+    assert "changed since it was read: expected version 1, found version 2 (by eve@ops); nothing was written" \
+        in capsys.readouterr().err
     rule = cluster.rule("view#users", capsys)
     assert rule is not None and (rule["primary"], rule["version"], rule["updated_by"]) == ("eu-west-1", 2, "eve@ops")
 
@@ -173,7 +174,7 @@ def test_an_unknown_region_is_refused(cluster: Cluster, capsys: pytest.CaptureFi
     assert cluster.ctl("rules", "set", "view#users", "--primary", "us-west-2", "--yes") == 1
     assert capsys.readouterr().err == (
         "gatewayctl: rule 'view#users': primary 'us-west-2' is not a known region "
-        "(ap-southeast-1, eu-west-1, us-east-1)\n"
+        "(ap-southeast-1, eu-west-1, us-east-1); use one of them\n"
     )
     assert cluster.ctl("rules", "set", "view#orders", "--primary", "us-east-1", "--yes") == 1
     assert "view 'orders' is not configured" in capsys.readouterr().err

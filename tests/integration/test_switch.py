@@ -168,13 +168,16 @@ async def test_a_switch_whose_fence_cannot_be_verified_aborts_and_drains_to_the_
     writers, done, _ = await under_load(
         cluster, keys,
         lambda: asyncio.to_thread(
-            gatewayctl, cluster, "switch", scope, "--to", "ap-southeast-1", "--force", "--max-duration", "1.5",
+            gatewayctl, cluster, "switch", scope, "--to", "ap-southeast-1", "--force", "--max-duration", "1.5", "--yes",
             env={"FGW_SWITCH__MAX_REPLICATION_LAG": "600"},
         ),
         after=1.0,
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "switch aborted: the fence timed out" in done.stdout and "us-east-1 stays primary" in done.stdout
+    # While it waited on the fence it said so each second: keys verified of total in the new primary's region.
+    assert re.search(r"^verify +\d+\.\d s +fence: \d+/\d+ gateway\(s\) of us-east-1 answered; \d+/\d+ key\(s\) verified "
+                     r"in ap-southeast-1$", done.stdout, re.M), done.stdout
     rule = json.loads(gatewayctl(cluster, "--json", "rules", "get", scope).stdout)
     assert (rule["primary"], rule["state"], rule["epoch"]) == ("us-east-1", "active", 2)
     assert writers.errors() == []
