@@ -300,6 +300,7 @@ class SwitchCoordinator:
                 "fence", self.collect_fence(switching, members, deadline, progress, started),
                 lambda acked: f"{len(acked)} key(s) acknowledged by {rule.primary}",
             )
+            progress.keys_total = len(acknowledged)
             await self._publish(progress, started, "verify")
             await self.step(
                 "verify", self.verify_fence(switching, to, acknowledged, deadline, progress, started),

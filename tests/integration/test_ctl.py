@@ -209,7 +209,10 @@ def test_rules_list_shows_rules_and_malformed_items(cluster: Cluster, capsys: py
     assert lines[1].split()[:8] == ["view#users", "single_primary", "us-east-1", "0", "active", "-", "1", "ann@ops"]
     assert lines[-1] == "  view#items: error: rule 'view#items': mode must be one of single_primary, any_region, got 'x'"
     assert cluster.ctl("--json", "rules", "list") == 0
-    assert [r["scope"] for r in json.loads(capsys.readouterr().out)] == ["view#users"]
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["scope"] for r in listed] == ["view#users", "view#items"]
+    assert listed[1] == {"scope": "view#items", "key": "rule#view#items",
+                         "error": "rule 'view#items': mode must be one of single_primary, any_region, got 'x'"}
 
 
 def test_members_lists_a_member_item(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:

@@ -221,7 +221,8 @@ async def test_a_switch_reports_its_fence_progress_each_second_while_it_verifies
                                  sleep=AdvancingSleep(clock))
     outcome = await switches.switch("view#items", "eu-west-1", max_duration=5.0)
     assert outcome.committed
-    ticks = [r for r in reports if r[0] == "verify"][1:]  # the first is the step's start
+    start, *ticks = [r for r in reports if r[0] == "verify"]
+    assert start[1:3] == (0, 3)  # the step's start already knows how many keys it verifies
     assert [(verified, total) for _, verified, total, _, _ in ticks] == [(1, 3), (2, 3)]
     times = [r[3] for r in reports if r[0] == "verify"]
     assert all(b - a >= 1.0 for a, b in zip(times, times[1:]))
