@@ -55,6 +55,9 @@ class Member:
     buffer_depth: int = 0
     #: Replication lag from each other region as this member measures it.
     replication_lag: dict[str, float] = field(default_factory=dict)
+    #: The lag from each other region measured when its newest heartbeat arrived: it stops moving when that
+    #: region goes quiet, so it is the lag just before it stopped (a failover's loss window).
+    replication_lag_sampled: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_item(cls, item: Item) -> Member:
@@ -67,8 +70,13 @@ class Member:
             heartbeat_at_us=int(item["heartbeat_at"]["N"]),
             epochs={scope: int(v["N"]) for scope, v in item.get("epochs", {}).get("M", {}).items()},
             buffer_depth=int(item.get("buffer_depth", {}).get("N", "0")),
-            replication_lag={r: float(v["N"]) for r, v in item.get("replication_lag", {}).get("M", {}).items()},
+            replication_lag=_seconds(item, "replication_lag"),
+            replication_lag_sampled=_seconds(item, "replication_lag_sampled"),
         )
+
+
+def _seconds(item: Item, name: str) -> dict[str, float]:
+    return {r: float(v["N"]) for r, v in item.get(name, {}).get("M", {}).items() if "N" in v}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,7 @@ class MemberRow:
     replication_lag: dict[str, float] = field(default_factory=dict)
     buffer_depth: int = 0
     stale: bool = False
+    replication_lag_sampled: dict[str, float] = field(default_factory=dict)
 
 
 def instance_id(region: str) -> str:
@@ -118,6 +127,7 @@ class Membership:
         self._members: dict[str, Member] = {}
         self._newest: dict[str, int] = {}  # region -> newest heartbeat_at seen (µs)
         self._lag: dict[str, float] = {}
+        self._sampled: dict[str, float] = {}  # region -> lag when its newest heartbeat was first seen
         self._gauges = {r: metrics.replication_lag(r) for r in config.regions if r != config.region}
 
     # -- heartbeat -------------------------------------------------------------------------------
@@ -143,6 +153,8 @@ class Membership:
             item["epochs"] = {"M": {scope: {"N": str(epoch)} for scope, epoch in epochs.items()}}
         if self._lag:
             item["replication_lag"] = {"M": {r: {"N": f"{lag:.3f}"} for r, lag in self._lag.items()}}
+        if self._sampled:
+            item["replication_lag_sampled"] = {"M": {r: {"N": f"{lag:.3f}"} for r, lag in self._sampled.items()}}
         return item
 
     async def heartbeat(self) -> None:
@@ -183,6 +195,7 @@ class Membership:
             if latest > self._newest.get(region, 0):
                 self._newest[region] = latest
                 lag_us = now_us - latest
+                self._sampled[region] = max(0, lag_us) / 1e6
             else:
                 # Nothing newer: the lag grows by the time beyond the heartbeat period.
                 lag_us = max(int(self._lag.get(region, 0.0) * 1e6), now_us - self._newest[region] - interval_us)

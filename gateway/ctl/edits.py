@@ -42,7 +42,7 @@ def check_view(scope: str, config: Config) -> None:
     view = scope_view(scope)
     if view is not None and view not in config.views:
         raise CtlError(f"scope {scope}: view {view!r} is not configured in {config.source} "
-                       f"(views: {', '.join(sorted(config.views))})")
+                       f"(views: {', '.join(sorted(config.views))}); use one of them, or add [views.{view}] there")
 
 
 def check_regions(scope: str, primary: str | None, schedule: Iterable[ScheduleEntry] | None, regions: list[str]) -> None:
@@ -50,7 +50,8 @@ def check_regions(scope: str, primary: str | None, schedule: Iterable[ScheduleEn
     named = [("primary", primary)] + [(f"schedule {e.at}", e.primary) for e in schedule or ()]
     for what, region in named:
         if region is not None and region not in regions:
-            raise CtlError(f"rule {scope!r}: {what} {region!r} is not a known region ({', '.join(sorted(regions))})")
+            raise CtlError(f"rule {scope!r}: {what} {region!r} is not a known region ({', '.join(sorted(regions))}); "
+                           "use one of them")
 
 
 def covering_rule(scope: str, rules: Iterable[Rule]) -> Rule | None:
@@ -101,16 +102,17 @@ def plan_set(
 def refuse_switching(rule: Rule) -> None:
     if rule.state == SWITCHING:
         raise CtlError(f"a switch of {rule.scope} is in progress (switch_id {rule.switch_id}, to {rule.next_primary}); "
-                       "wait for it or abort it")
+                       f"wait for it (`gatewayctl switch status {rule.scope} --watch`) or end it with "
+                       f"`gatewayctl switch abort {rule.scope}`")
 
 
 def check_expected(scope: str, current: Rule | None, expect: int | None) -> None:
     if expect is None:
         return
     if current is None:
-        raise CtlError(f"there is no rule for {scope} (--expect-version {expect} expects one); nothing was written")
+        raise CtlError(conflict_message(scope, None, None, expect, pinned=True))
     if current.version != expect:
-        raise CtlError(conflict_message(scope, current.version, current.updated_by))
+        raise CtlError(conflict_message(scope, current.version, current.updated_by, expect, pinned=True))
 
 
 def fallback_note(scope: str, rules: Iterable[Rule]) -> str:

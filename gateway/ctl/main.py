@@ -3,8 +3,9 @@
 This module parses the arguments, resolves the target (gateway/ctl/session.py),
 opens its control table and runs one command in its own event loop:
 ``rules list|get|set|delete`` (gateway/ctl/rules.py), ``members``
-(gateway/ctl/members.py), ``switch``, ``switch abort`` and ``failover``
-(gateway/ctl/switch.py).
+(gateway/ctl/members.py), ``switch``, ``switch abort``, ``switch status``
+and ``failover`` (gateway/ctl/switch.py). Every command that changes
+something takes ``--yes`` and ``--dry-run`` (``_changing``).
 
 Exit status: 0 on success, 1 when a command refused or failed (one line on
 stderr says why), 2 for bad arguments (argparse), 130 when interrupted.
@@ -21,7 +22,16 @@ from typing import Any
 
 from gateway.clock import Clock, SystemClock
 from gateway.ctl import members, rules, switch
-from gateway.ctl.session import Confirm, CtlError, OpenStore, Session, Target, open_botocore_store, resolve_target
+from gateway.ctl.session import (
+    Confirm,
+    CtlError,
+    OpenPeers,
+    OpenStore,
+    Session,
+    Target,
+    open_botocore_store,
+    resolve_target,
+)
 from gateway.routing.control_table import ControlTable, ControlTableError
 from gateway.routing.rules import MODES, RuleError, ScheduleEntry, check_scope
 
@@ -75,7 +85,9 @@ def parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Operate Feature Gateway: read and edit routing rules in the control table, see the fleet.",
         epilog="examples: gatewayctl --local rules list; "
-        "gatewayctl --local rules set view#users --primary eu-west-1 --yes; gatewayctl --local members",
+        "gatewayctl --local rules set view#users --primary eu-west-1 --yes; gatewayctl --local members; "
+        "gatewayctl --local switch view#items --to eu-west-1 --yes. Every command that changes something asks "
+        "on a terminal, needs --yes without one, and takes --dry-run.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="{rules,members,switch,failover}")
     rules = sub.add_parser("rules", help="list, show and edit routing rules")
@@ -93,27 +105,38 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("scope", type=scope_arg, help="default, view#VIEW or view#VIEW#prefix#PREFIX")
     for edit in (put, delete):
         edit.add_argument("--expect-version", type=int, metavar="N", help="refuse unless the stored rule is version N")
-        edit.add_argument("--yes", action="store_true", help="apply without asking")
+        _changing(edit, "show the diff and write nothing")
     put.add_argument("--by", help="who edits, for updated_by (default: $USER@hostname)")
 
     sub.add_parser("members", parents=[common], help="the fleet as the region's replica of the members table shows it")
 
     switch = sub.add_parser(
-        "switch", parents=[common], help="planned primary switch with write buffering and a fence (or: switch abort SCOPE)",
-        usage="gatewayctl switch SCOPE --to REGION [--dry-run] [--max-duration S] [--force] | gatewayctl switch abort SCOPE",
+        "switch", parents=[common],
+        help="planned primary switch with write buffering and a fence (or: switch abort SCOPE, switch status SCOPE)",
+        usage="gatewayctl switch SCOPE --to REGION [--yes] [--dry-run] [--max-duration S] [--force]\n"
+              "       gatewayctl switch abort SCOPE [--yes] [--dry-run]\n"
+              "       gatewayctl switch status SCOPE [--watch]",
     )
-    switch.add_argument("words", nargs="+", metavar="SCOPE", help="the scope to switch, or: abort SCOPE")
+    switch.add_argument("words", nargs="+", metavar="SCOPE", help="the scope to switch, or: abort SCOPE, status SCOPE")
     switch.add_argument("--to", metavar="REGION", help="the new primary")
-    switch.add_argument("--dry-run", action="store_true", help="run the preflight only; write nothing")
+    _changing(switch, "run every preflight check, print each result, write nothing")
     switch.add_argument("--max-duration", type=float, metavar="S", help="abort when the fence is not verified in S seconds")
     switch.add_argument("--force", action="store_true", help="switch even if the scope changed less than switch.min_interval ago")
+    switch.add_argument("--watch", action="store_true", help="switch status: show the switch each second until it ends")
     switch.add_argument("--by", help="who switches, for updated_by (default: $USER@hostname)")
     failover = sub.add_parser("failover", parents=[common], help="make another region primary now, without a fence")
     failover.add_argument("scope", type=scope_arg)
     failover.add_argument("--to", required=True, metavar="REGION", help="the new primary")
-    failover.add_argument("--yes", action="store_true", help="apply without asking")
+    _changing(failover, "show what would change and the loss window; write nothing")
+    failover.add_argument("--force", action="store_true", help="fail over even though the primary still answers")
     failover.add_argument("--by", help="who fails over, for updated_by (default: $USER@hostname)")
     return p
+
+
+def _changing(p: argparse.ArgumentParser, dry_run: str) -> None:
+    """The options of every command that changes something: one convention for all of them."""
+    p.add_argument("--yes", action="store_true", help="apply without asking (required without a terminal)")
+    p.add_argument("--dry-run", action="store_true", help=dry_run)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -151,12 +174,12 @@ def ask_on_terminal(question: str) -> bool:
 
 
 async def _session(args: argparse.Namespace, target: Target, confirm: Confirm | None, open_store: OpenStore,
-                   clock: Clock) -> int:
+                   clock: Clock, open_peers: OpenPeers | None) -> int:
     store, endpoint = await open_store(target)
     try:
         control = ControlTable(store, target.region, endpoint, target.config, clock)
         command = COMMANDS[(args.command, getattr(args, "action", None))]
-        return await command(Session(args, target, control, clock, confirm))
+        return await command(Session(args, target, control, clock, confirm, open_peers or switch.peer_client))
     finally:
         await store.close()
 
@@ -167,12 +190,13 @@ def run(
     confirm: Confirm | None = None,
     open_store: OpenStore = open_botocore_store,
     clock: Clock | None = None,
+    open_peers: OpenPeers | None = None,
 ) -> int:
     """Parse, resolve the target, run one command in its own event loop; returns the exit code."""
     args = parse_args(argv)
     try:
         target = resolve_target(args)
-        return asyncio.run(_session(args, target, confirm, open_store, clock or SystemClock()))
+        return asyncio.run(_session(args, target, confirm, open_store, clock or SystemClock(), open_peers))
     except (CtlError, ControlTableError) as exc:
         print(f"gatewayctl: {exc}", file=sys.stderr)
         return 1

@@ -68,8 +68,18 @@ def rules_text(rules: Sequence[Rule], malformed: Sequence[Malformed] = ()) -> st
     if malformed:
         lines.append("")
         lines.append("malformed rule items (gateways ignore them and keep their last good rule):")
-        lines += [f"  {m.scope}: error: {m.reason}" for m in sorted(malformed, key=lambda m: m.scope)]
+        lines += [f"  {m.scope or '(no scope)'}: error: {m.reason}" for m in sorted(malformed, key=_malformed_order)]
     return "\n".join(lines)
+
+
+def _malformed_order(m: Malformed) -> tuple[str, str]:
+    return m.scope, m.key
+
+
+def malformed_json(malformed: Iterable[Malformed]) -> list[dict[str, Any]]:
+    """Malformed items as error objects beside the rules of ``rules list --json`` (``scope`` null if none)."""
+    return [{"scope": m.scope or None, "key": m.key or None, "error": m.reason}
+            for m in sorted(malformed, key=_malformed_order)]
 
 
 def rule_text(rule: Rule) -> str:

@@ -7,7 +7,8 @@ Invariants:
   read, one is written; the other is refused, names who changed the rule, and
   writes nothing.
 - Nothing is written without first showing its diff, and without a terminal to
-  confirm on nothing is written unless ``--yes`` says so.
+  confirm on nothing is written unless ``--yes`` says so; ``--dry-run`` shows
+  the diff and writes nothing.
 - A rule is written only if it validates against the config's regions and views
   (``routing.rules.validate``). A rule in the ``switching`` state is never edited or
   deleted here: the switch that set it owns it until it commits or aborts.
@@ -48,9 +49,9 @@ async def rules_list(session: Session) -> int:
     if not session.args.json:
         print(render.rules_text(rules, malformed))
         return 0
-    session.emit([r.to_json() for r in sorted(rules, key=lambda r: r.scope)])
-    for m in malformed:
-        print(f"gatewayctl: malformed rule item {m.scope}: {m.reason}", file=sys.stderr)
+    session.emit([r.to_json() for r in sorted(rules, key=lambda r: r.scope)] + render.malformed_json(malformed))
+    for m in sorted(malformed, key=lambda m: (m.scope, m.key)):
+        print(f"gatewayctl: malformed rule item {m.scope or m.key}: {m.reason}", file=sys.stderr)
     return 0
 
 
@@ -91,9 +92,10 @@ async def rules_set(session: Session) -> int:
     session.say(render.diff_text(args.scope, current, new))
     if current is not None and current.mode == SINGLE_PRIMARY and new.primary != current.primary:
         session.say("note: this moves the primary at once, without a fence; writes the old primary acknowledged "
-              "may not have replicated yet (a planned switch fences them)")
+              f"may not have replicated yet (a planned switch fences them: `gatewayctl switch {args.scope} "
+              f"--to {new.primary}`)")
     if not await session.confirmed():
-        return 1
+        return 0 if args.dry_run else 1
     await session.control.put(new, expect=None if current is None else current.version)
     session.say(f"written: {new.scope} version {new.version}, epoch {new.epoch}, in {session.control.where()}")
     if args.json:
@@ -105,11 +107,12 @@ async def rules_delete(session: Session) -> int:
     scope = session.args.scope
     current = await session.control.rule(scope)
     if current is None:
-        raise CtlError(f"no rule for {scope} in {session.control.where()}; nothing to delete")
+        raise CtlError(f"no rule for {scope} in {session.control.where()}; nothing to delete "
+                       "(`gatewayctl rules list` shows the rules)")
     if isinstance(current, Malformed):
         session.say(f"delete malformed rule item {scope} ({current.reason})")
         if not await session.confirmed():
-            return 1
+            return 0 if session.args.dry_run else 1
         await session.control.delete(scope, expect=None)
         session.say(f"deleted: {scope}")
         return 0
@@ -119,7 +122,7 @@ async def rules_delete(session: Session) -> int:
     session.say(render.diff_text(scope, current, None))
     session.say(fallback_note(scope, rules))
     if not await session.confirmed():
-        return 1
+        return 0 if session.args.dry_run else 1
     await session.control.delete(scope, expect=current.version)
     session.say(f"deleted: {scope} (was version {current.version}, epoch {current.epoch})")
     if session.args.json:

@@ -7,9 +7,12 @@ the parsed arguments, the target, its ``ControlTable``, the clock, and how to
 ask the operator.
 
 Invariants: a command prints human text on stdout, or on stderr when stdout
-carries ``--json``; it changes nothing without ``--yes`` or a "y" typed on a
-terminal, and without a terminal it refuses rather than guessing; every
-refusal is one ``CtlError`` line (exit status 1).
+carries ``--json``; every command that changes something (``rules set``,
+``rules delete``, ``switch``, ``switch abort``, ``failover``) changes nothing
+without ``--yes`` or a "y" typed on a terminal, and without a terminal it
+refuses rather than guessing; each of them takes ``--dry-run``, which shows
+what it would do and writes nothing. Every refusal is one ``CtlError`` line
+(exit status 1) that names what to do next.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from gateway.routing.control_table import ControlTable
 Confirm = Callable[[str], bool]
 #: Opens the store of a target; returns it and the endpoint URL it talks to (for messages).
 OpenStore = Callable[["Target"], Awaitable[tuple[Any, str]]]
+#: Opens a client of the fleet's peer APIs for a session (``PeerClient``; a fake in tests); the caller closes it.
+OpenPeers = Callable[["Session"], Any]
 
 
 class CtlError(Exception):
@@ -123,6 +128,7 @@ class Session:
     control: ControlTable
     clock: Clock
     confirm: Confirm | None
+    open_peers: OpenPeers
 
     def say(self, text: str) -> None:
         """Human text: stdout, or stderr when stdout carries JSON."""
@@ -132,10 +138,15 @@ class Session:
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
 
     async def confirmed(self) -> bool:
+        """Whether to apply: ``--yes``, or a "y" on the terminal; ``False`` for ``--dry-run`` (said so)."""
+        if getattr(self.args, "dry_run", False):
+            self.say("dry run: nothing was written (without --dry-run, this applies)")
+            return False
         if self.args.yes:
             return True
         if self.confirm is None:
-            raise CtlError("stdin is not a terminal to confirm on: nothing was written; pass --yes to apply without asking")
+            raise CtlError("stdin is not a terminal to confirm on: nothing was written; pass --yes to apply without "
+                           "asking (or --dry-run to see what it would do)")
         if await asyncio.to_thread(self.confirm, "apply? [y/N] "):
             return True
         self.say("nothing was written")

@@ -1,9 +1,11 @@
-"""Prometheus metrics of DESIGN.md §10 (the buffer's arrive with the buffer).
+"""Prometheus metrics of DESIGN.md §10.
 
 Label children are cached in plain dicts so the hot path does one dict lookup
 instead of prometheus-client's label validation per request, and the label
-sets an operator graphs are created up front (``prime``, ``prime_downstream``)
-so ``rate()`` works from the first event instead of the second.
+sets an operator graphs are created up front (``prime``, ``prime_downstream``,
+and ``prime_buffer`` for every scope of the rules, which the write buffer
+calls as it learns them) so ``rate()`` works from the first event instead of
+the second.
 
 Several worker processes: ``serve --workers N`` runs prometheus-client's
 multiprocess mode. The parent creates one directory per run and removes it at
@@ -168,6 +170,13 @@ class Metrics:
                 self._upstream_histogram(upstream, op)
             self.outlier_ejections_total.labels(upstream)
             self.outlier_ejected.labels(upstream).set(0)
+
+    def prime_buffer(self, scope: str, reasons: Iterable[str]) -> None:
+        """``scope``'s write-buffer series at zero: its depth, and each way out (the buffer names them)."""
+        self.buffer_held(scope, 0)
+        for reason in reasons:
+            if (scope, reason) not in self._buffer_released:
+                self._buffer_released[(scope, reason)] = self.buffer_released_total.labels(scope, reason)
 
     def prime_downstream(self, routes: dict[str, Iterable[int]]) -> None:
         """``{route: status codes}`` at zero, and each route's latency histogram."""

@@ -9,7 +9,12 @@ strongly consistent, so an edit is planned from what that replica holds now.
 (gateway/switch/) use it; the gateways' own routing reads rules through the
 loader (gateway/routing/loader.py), never through this.
 
-Invariants: every write is conditional on what was read (``attribute_not_exists``
+It also keeps one ``switch#SCOPE`` item per scope: the progress of the scope's
+latest switch as its coordinator last reported it (``gatewayctl switch status``
+reads it from any terminal). That item is advice, not state: it is written
+without a condition, and no decision is made from it.
+
+Invariants: every rule write is conditional on what was read (``attribute_not_exists``
 to create, ``version = :version`` to edit or delete), and a failed condition
 becomes a ``RuleConflict`` naming who changed the rule. Every other store
 failure becomes one ``ControlTableError`` line naming the table, the region
@@ -24,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from botocore.exceptions import BotoCoreError
 
 from gateway.clock import Clock
@@ -32,6 +38,13 @@ from gateway.errors import ConditionFailed, GatewayError, StoreTimeout, StoreUna
 from gateway.members import Member, MemberRow
 from gateway.routing.rules import RULE_PREFIX, Rule, RuleError, parse_rule
 from gateway.store.base import Condition, Item, Store
+
+#: The item that holds a scope's latest switch progress (``switch#SCOPE``); gateways' rule loaders skip it.
+SWITCH_PREFIX = "switch#"
+#: Keys of the items that share the control table with the rules (the scheduler's lease, switch progress).
+OTHER_PREFIXES = ("lease#", SWITCH_PREFIX)
+#: Seconds a switch progress item lives (the table's TTL attribute ``expires_at``).
+SWITCH_PROGRESS_TTL = 7 * 24 * 3600
 
 
 class ControlTableError(Exception):
@@ -44,15 +57,33 @@ class RuleConflict(ControlTableError):
 
 @dataclass(frozen=True, slots=True)
 class Malformed:
-    """A control-table item that is not a valid rule; gateways ignore it and keep their last good rule."""
+    """A control-table item that is not a valid rule; gateways ignore it and keep their last good rule.
+
+    ``scope`` is empty for an item whose key names no scope (``rule#`` alone, a key that is not a string, or
+    one of no kind this table holds); ``key`` is its key as stored, so the operator can find it.
+    """
 
     scope: str
     reason: str
+    key: str = ""
 
 
-def conflict_message(scope: str, version: int | str | None, by: str | None) -> str:
-    now = "now deleted" if version is None else f"now version {version} by {by or 'unknown'}"
-    return f"the rule for {scope} changed since it was read ({now}); nothing was written — re-run to see the change"
+def conflict_message(scope: str, version: int | str | None, by: str | None, expected: int | None = None,
+                     *, pinned: bool = False) -> str:
+    """A refused edit: what was expected and what is there, and how to see it before editing again.
+
+    ``pinned``: the operator named the version (``--expect-version``); else it is the one read just before.
+    """
+    found = "no rule (deleted)" if version is None else f"version {version} (by {by or 'unknown'})"
+    if expected is None:  # a create found a rule there
+        head = f"the rule for {scope} changed since it was read: it exists now, {found}"
+    elif pinned:
+        head = f"the rule for {scope}: expected version {expected}, found {found}"
+    else:
+        head = f"the rule for {scope} changed since it was read: expected version {expected}, found {found}"
+    if pinned and version is not None:
+        return f"{head}; nothing was written — `gatewayctl rules get {scope}` shows it; edit again with --expect-version {version}"
+    return f"{head}; nothing was written — `gatewayctl rules get {scope}` shows it; run the edit again"
 
 
 def _version_condition(expect: int) -> Condition:
@@ -104,9 +135,13 @@ class ControlTable:
         rules: list[Rule] = []
         malformed: list[Malformed] = []
         for item in items:
-            pk = item.get("pk", {}).get("S", "")
-            if not pk.startswith(RULE_PREFIX):
-                continue  # lease and fence items share the table
+            pk = item.get("pk", {}).get("S")
+            if isinstance(pk, str) and pk.startswith(OTHER_PREFIXES):
+                continue  # the lease and switch progress share the table
+            if not isinstance(pk, str) or not pk.startswith(RULE_PREFIX) or pk == RULE_PREFIX:
+                key = pk if isinstance(pk, str) else repr(item.get("pk"))
+                malformed.append(Malformed("", f"item {key!r} names no scope: a rule's key is rule#SCOPE", key))
+                continue
             parsed = _parse(item)
             (malformed if isinstance(parsed, Malformed) else rules).append(parsed)  # type: ignore[arg-type]
         return rules, malformed
@@ -120,15 +155,15 @@ class ControlTable:
         """Write ``rule`` if the stored one is still version ``expect`` (``None``: if there is none)."""
         condition = Condition("attribute_not_exists(pk)") if expect is None else _version_condition(expect)
         item = rule.to_item(ts_us=self._clock.wall_us(), region=self.region)
-        await self._write(rule.scope, lambda: self.store.put_item(self.rules_table, item, condition=condition))
+        await self._write(rule.scope, expect, lambda: self.store.put_item(self.rules_table, item, condition=condition))
 
     async def delete(self, scope: str, *, expect: int | None) -> None:
         """Delete if the stored rule is still version ``expect`` (``None``: whatever is there, for malformed items)."""
         condition = Condition("attribute_exists(pk)") if expect is None else _version_condition(expect)
         key = {"pk": {"S": RULE_PREFIX + scope}}
-        await self._write(scope, lambda: self.store.delete_item(self.rules_table, key, condition=condition))
+        await self._write(scope, expect, lambda: self.store.delete_item(self.rules_table, key, condition=condition))
 
-    async def _write(self, scope: str, write: Callable[[], Awaitable[Any]]) -> None:
+    async def _write(self, scope: str, expect: int | None, write: Callable[[], Awaitable[Any]]) -> None:
         try:
             with self._reaching("control", self.rules_table):
                 await write()
@@ -139,7 +174,33 @@ class ControlTable:
                     old = await self.store.get_item(self.rules_table, {"pk": {"S": RULE_PREFIX + scope}}, consistent=True)
             version = None if old is None else old.get("version", {}).get("N", "?")
             by = None if old is None else old.get("updated_by", {}).get("S")
-            raise RuleConflict(conflict_message(scope, version, by)) from None
+            raise RuleConflict(conflict_message(scope, version, by, expect)) from None
+
+    # -- switch progress -------------------------------------------------------------------------
+
+    async def put_switch_progress(self, scope: str, progress: dict[str, Any]) -> None:
+        """Keep what a running switch of ``scope`` has done so far (unconditional: the newest report wins)."""
+        now_us = self._clock.wall_us()
+        item = {
+            "pk": {"S": SWITCH_PREFIX + scope},
+            "kind": {"S": "switch_progress"},
+            "progress": {"S": orjson.dumps(progress).decode()},
+            "expires_at": {"N": str(now_us // 1_000_000 + SWITCH_PROGRESS_TTL)},
+            "_ts": {"N": str(now_us)},
+            "_region": {"S": self.region},
+        }
+        with self._reaching("control", self.rules_table):
+            await self.store.put_item(self.rules_table, item)
+
+    async def switch_progress(self, scope: str) -> dict[str, Any] | None:
+        """The latest progress report of a switch of ``scope``, or ``None`` (never switched, or unreadable)."""
+        with self._reaching("control", self.rules_table):
+            item = await self.store.get_item(self.rules_table, {"pk": {"S": SWITCH_PREFIX + scope}}, consistent=True)
+        try:
+            body = orjson.loads(item["progress"]["S"]) if item is not None else None
+        except (KeyError, orjson.JSONDecodeError):
+            return None
+        return body if isinstance(body, dict) else None
 
     # -- members ---------------------------------------------------------------------------------
 
@@ -154,12 +215,11 @@ class ControlTable:
             member = _member(item)
             if member is None:
                 continue
-            lag = item.get("replication_lag", {}).get("M", {})
             age = max(0.0, (now_us - member.heartbeat_at_us) / 1e6)
             rows.append(MemberRow(
                 region=member.region, instance=member.instance, downstream=member.downstream, peer=member.peer,
                 started_at_ms=member.started_at_ms, heartbeat_age=age, epochs=dict(member.epochs),
-                replication_lag={r: float(v["N"]) for r, v in lag.items() if "N" in v},
+                replication_lag=member.replication_lag, replication_lag_sampled=member.replication_lag_sampled,
                 buffer_depth=member.buffer_depth, stale=age > expiry,
             ))
         return sorted(rows, key=lambda m: (m.region, m.instance))
@@ -178,7 +238,7 @@ def _parse(item: Item) -> Rule | Malformed:
     try:
         return parse_rule(item)
     except RuleError as exc:
-        return Malformed(pk[len(RULE_PREFIX):], str(exc))
+        return Malformed(pk[len(RULE_PREFIX):], str(exc), pk)
 
 
 def _member(item: Item) -> Member | None:

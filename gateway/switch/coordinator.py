@@ -28,9 +28,16 @@ A planned switch of a scope from its primary OLD to NEW, run by
    write the switch held.
 
 Failover skips the fence: ``primary=NEW, epoch+1`` at once, and reports the
-possible loss window (NEW's replication lag from OLD at that moment). Writes
+possible loss window: NEW's replication lag from OLD as sampled when OLD's
+last heartbeat arrived, i.e. just before OLD stopped answering. Writes
 routed under an older epoch are refused by every gateway that knows the new
 rule (forwarded ones revalidate by epoch; see the dispatcher).
+
+Progress: while the fence is collected and verified the coordinator reports
+a ``SwitchProgress`` (step, elapsed, gateways answered, keys verified of
+total) to its sink once a second, and at each step; with each report it
+re-reads the rule, so a switch ended elsewhere (``switch abort`` from another
+terminal) stops at once and says who ended it and what the rule is now.
 
 Invariants: every rule write is conditional on the version read (a concurrent
 edit or a second coordinator loses, it never overwrites); each step is
@@ -42,9 +49,10 @@ mid-switch is recovered by ``abort`` (or the scheduler) by ``switch_id``.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from gateway.clock import Clock
@@ -52,17 +60,28 @@ from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.features.items import Version
 from gateway.peer.client import PeerClient
-from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, RULES_PATH, VERSIONS_PATH
+from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH
+from gateway.routing.control_table import RuleConflict
 from gateway.routing.rules import ACTIVE, SINGLE_PRIMARY, SWITCHING, Rule
 
 #: Keys per versions request (the peer API's batch read limit).
 VERSIONS_BATCH = 100
 #: Pause between two checks of the new primary's replica during the fence.
 FENCE_POLL = 0.05
+#: Seconds between two progress reports of a running switch (and checks that no one else ended it).
+PROGRESS_INTERVAL = 1.0
 
 
 class SwitchError(Exception):
     """The switch (or failover) is refused or failed; the message is one line for the operator."""
+
+
+class Overtaken(Exception):
+    """The rule no longer carries this switch: someone else (``switch abort``, a failover) ended it."""
+
+    def __init__(self, rule: Rule | None) -> None:
+        super().__init__(rule)
+        self.rule = rule
 
 
 class MemberView(Protocol):
@@ -72,6 +91,8 @@ class MemberView(Protocol):
     heartbeat_age: float
     epochs: dict[str, int]
     replication_lag: dict[str, float]
+    #: The lag measured when each region's newest heartbeat arrived (it stops moving when that region goes quiet).
+    replication_lag_sampled: dict[str, float]
     stale: bool
 
 
@@ -91,9 +112,62 @@ class Outcome:
     committed: bool
     seconds: float
     detail: str = ""
+    #: Someone else ended the switch while it ran (``switch abort``, a failover); ``detail`` says who.
+    overtaken: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One preflight check and its result; ``detail`` says what was found, and on failure what to do."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(slots=True)
+class SwitchProgress:
+    """What a running switch has done so far: reported each second and kept for ``gatewayctl switch status``.
+
+    ``outcome`` is empty while it runs, then ``committed``, ``aborted`` or ``overtaken`` (ended by someone else).
+    """
+
+    scope: str
+    from_region: str
+    to_region: str
+    switch_id: str
+    by: str
+    started_at_ms: int
+    step: str = "switching"
+    elapsed: float = 0.0
+    gateways_answered: int = 0
+    gateways_total: int = 0
+    keys_verified: int = 0
+    keys_total: int = 0
+    outcome: str = ""
+    detail: str = ""
+    #: When progress was last published (the coordinator's monotonic clock); not part of the record.
+    last_report: float = field(default=-math.inf, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        del body["last_report"]
+        body["elapsed"] = round(self.elapsed, 3)
+        return body
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SwitchProgress:
+        known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__ and k != "last_report"}
+        return cls(**known)
 
 
 Report = Callable[[str, float, str], None]
+#: Receives a running switch's progress: each step, and each second while it waits on the fence.
+ProgressSink = Callable[[SwitchProgress], Awaitable[None]]
+
+
+async def _no_progress(progress: SwitchProgress) -> None:
+    return None
 
 
 class SwitchCoordinator:
@@ -106,6 +180,7 @@ class SwitchCoordinator:
         *,
         by: str,
         report: Report = lambda step, seconds, detail: None,
+        progress: ProgressSink = _no_progress,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._config = config
@@ -116,15 +191,17 @@ class SwitchCoordinator:
         self._sleep = sleep
         self._by = by
         self._report = report
+        self._progress = progress
 
     # -- reading ---------------------------------------------------------------------------------
 
     async def current(self, scope: str) -> Rule:
         rule = await self._control.rule(scope)
         if rule is None:
-            raise SwitchError(f"there is no rule for {scope}; create one with `gatewayctl rules set`")
+            raise SwitchError(f"there is no rule for {scope}; create one with `gatewayctl rules set {scope} --primary REGION`")
         if not isinstance(rule, Rule):
-            raise SwitchError(f"the rule item of {scope} is malformed ({rule}); fix it with `gatewayctl rules set`")
+            raise SwitchError(f"the rule item of {scope} is malformed ({getattr(rule, 'reason', rule)}); delete it with "
+                              f"`gatewayctl rules delete {scope}` and set it again with `gatewayctl rules set`")
         return rule
 
     async def live(self) -> list[MemberView]:
@@ -133,44 +210,68 @@ class SwitchCoordinator:
 
     # -- planned switch --------------------------------------------------------------------------
 
-    async def preflight(self, rule: Rule, to: str, *, force: bool) -> list[MemberView]:
-        scope = rule.scope
-        if rule.mode != SINGLE_PRIMARY:
-            raise SwitchError(f"{scope} is {rule.mode}: every region already takes its writes; there is no primary to switch")
-        if rule.state == SWITCHING:
-            raise SwitchError(
-                f"a switch of {scope} to {rule.next_primary} is in progress (switch_id {rule.switch_id}); "
-                f"wait for it or run `gatewayctl switch abort {scope}`"
-            )
-        if rule.primary is None:
-            raise SwitchError(f"{scope} has no primary; set one with `gatewayctl rules set`")
-        if to == rule.primary:
-            raise SwitchError(f"{to} is already the primary of {scope}")
-        if to not in self._config.regions:
-            raise SwitchError(f"{to} is not a known region ({', '.join(self._config.regions)})")
+    async def checks(self, rule: Rule, to: str, *, force: bool) -> tuple[list[Check], list[MemberView]]:
+        """Every preflight check, each with its result (a dry run prints them all), and the live members read."""
+        scope, old = rule.scope, rule.primary
         members = await self.live()
-        if not any(m.region == to for m in members):
-            raise SwitchError(f"{to} has no live gateway (members table); a switch needs gateways there to take the writes")
-        if not any(m.region == rule.primary for m in members):
-            raise SwitchError(
-                f"{rule.primary} (the primary) has no live gateway to fence; if it is down, use `gatewayctl failover`"
-            )
-        lags = [m.replication_lag[rule.primary] for m in members if m.region == to and rule.primary in m.replication_lag]
-        if not lags:
-            raise SwitchError(f"{to} reports no replication lag from {rule.primary} yet; retry in a few seconds")
-        limit = self._config.switch.max_replication_lag
-        if max(lags) > limit:
-            raise SwitchError(
-                f"replication from {rule.primary} to {to} lags {max(lags):.2f}s (limit {limit:g}s); "
-                "a fence would likely time out"
-            )
+        found: list[Check] = []
+
+        def check(name: str, passed: bool, ok: str, refused: str) -> None:
+            found.append(Check(name, passed, ok if passed else refused))
+
+        check("mode", rule.mode == SINGLE_PRIMARY, f"{scope} is single_primary",
+              f"{scope} is {rule.mode}: every region already takes its writes; there is no primary to switch")
+        check("state", rule.state != SWITCHING, f"{scope} is {rule.state}",
+              f"a switch of {scope} to {rule.next_primary} is in progress (switch_id {rule.switch_id}); "
+              f"wait for it (`gatewayctl switch status {scope} --watch`) or run `gatewayctl switch abort {scope}`")
+        check("primary", old is not None, f"{old} is the primary at epoch {rule.epoch}",
+              f"{scope} has no primary; set one with `gatewayctl rules set {scope} --primary REGION`")
+        known = ", ".join(self._config.regions)
+        if to not in self._config.regions:
+            found.append(Check("target", False, f"{to} is not a known region ({known}); pick one of them with --to"))
+        else:
+            check("target", to != old, f"{to} is another known region",
+                  f"{to} is already the primary of {scope}; nothing to switch (pick another region with --to)")
+        there = sum(1 for m in members if m.region == to)
+        check("target gateways", there > 0, f"{there} live gateway(s) in {to}",
+              f"{to} has no live gateway (members table); a switch needs gateways there to take the writes: "
+              f"start them, or pick another --to (`gatewayctl members` shows the fleet)")
+        if old is not None:
+            here = sum(1 for m in members if m.region == old)
+            check("primary gateways", here > 0, f"{here} live gateway(s) in {old} to fence",
+                  f"{old} (the primary) has no live gateway to fence; if it is down, use "
+                  f"`gatewayctl failover {scope} --to {to}`")
+            lags = [m.replication_lag[old] for m in members if m.region == to and old in m.replication_lag]
+            limit = self._config.switch.max_replication_lag
+            if not lags:
+                found.append(Check("replication lag", False,
+                                   f"{to} reports no replication lag from {old} yet; retry in a few seconds"))
+            else:
+                check("replication lag", max(lags) <= limit,
+                      f"{old} -> {to} lags {max(lags):.2f}s (limit {limit:g}s)",
+                      f"replication from {old} to {to} lags {max(lags):.2f}s (limit {limit:g}s); "
+                      "a fence would likely time out: retry when it has caught up (`gatewayctl members` shows the lag)")
         since = (self._clock.wall_ms() - rule.updated_at) / 1000
-        if not force and since < self._config.switch.min_interval:
-            raise SwitchError(
-                f"{scope} last changed {since:.0f}s ago; switches of a scope are at least "
-                f"{self._config.switch.min_interval:g}s apart (--force to switch anyway)"
-            )
+        interval = self._config.switch.min_interval
+        if force:
+            found.append(Check("min interval", True, f"last changed {since:.0f}s ago; --force skips the anti-flap check"))
+        else:
+            wait = max(1, math.ceil(interval - since))
+            check("min interval", since >= interval, f"last changed {since:.0f}s ago (at least {interval:g}s apart)",
+                  f"{scope} last changed {since:.0f}s ago; switches of a scope are at least {interval:g}s apart: "
+                  f"retry in {wait} s (or pass --force to switch anyway)")
+        return found, members
+
+    async def preflight(self, rule: Rule, to: str, *, force: bool) -> list[MemberView]:
+        """The live members if every check passes; else ``SwitchError`` with the first failed check's message."""
+        found, members = await self.checks(rule, to, force=force)
+        for failed in (c for c in found if not c.passed):
+            raise SwitchError(failed.detail)
         return members
+
+    async def dry_run(self, scope: str, to: str, *, force: bool = False) -> list[Check]:
+        """Every preflight check of a switch of ``scope`` to ``to``, run and reported; nothing is written."""
+        return (await self.checks(await self.current(scope), to, force=force))[0]
 
     async def switch(self, scope: str, to: str, *, dry_run: bool = False, max_duration: float | None = None,
                      force: bool = False) -> Outcome:
@@ -182,73 +283,139 @@ class SwitchCoordinator:
             f"{sum(1 for m in members_of(_, to))} gateway(s) in {to}"
         ))
         if dry_run:
-            return Outcome(rule, False, self._clock.monotonic() - started, "dry run: nothing was written")
+            return Outcome(rule, False, self._clock.monotonic() - started, "preflight passed; nothing was written")
         switching = self._edit(
             rule, state=SWITCHING, next_primary=to, switch_id=uuid.uuid4().hex[:12],
             switch_started_at=self._clock.wall_ms(),
         )
+        progress = SwitchProgress(scope, rule.primary or "", to, switching.switch_id or "", self._by,
+                                  switching.switch_started_at or 0)
         await self.step("switching", self._control.put(switching, expect=rule.version),
                         lambda _: f"switch_id {switching.switch_id}")
+        await self._publish(progress, started, "push")
         await self.step("push", self.push(switching, members), lambda n: f"{n}/{len(members)} gateways buffering")
         try:
+            await self._publish(progress, started, "fence")
             acknowledged = await self.step(
-                "fence", self.collect_fence(switching, members, deadline),
+                "fence", self.collect_fence(switching, members, deadline, progress, started),
                 lambda acked: f"{len(acked)} key(s) acknowledged by {rule.primary}",
             )
+            progress.keys_total = len(acknowledged)
+            await self._publish(progress, started, "verify")
             await self.step(
-                "verify", self.verify_fence(switching, to, acknowledged, deadline),
+                "verify", self.verify_fence(switching, to, acknowledged, deadline, progress, started),
                 lambda _: f"every acknowledged write is in {to}",
             )
+        except Overtaken as ended:
+            return await self._overtaken(switching, ended.rule, progress, started)
         except SwitchError as why:
-            return await self._abort(switching, members, started, str(why))
+            return await self._abort(switching, members, started, str(why), progress)
         committed = self._edit(
             switching, primary=to, epoch=switching.epoch + 1, state=ACTIVE, next_primary=None, switch_id=None,
             switch_started_at=None,
         )
-        await self.step("commit", self._control.put(committed, expect=switching.version),
-                        lambda _: f"{to} is primary at epoch {committed.epoch}")
+        await self._publish(progress, started, "commit")
+        try:
+            await self.step("commit", self._control.put(committed, expect=switching.version),
+                            lambda _: f"{to} is primary at epoch {committed.epoch}")
+        except RuleConflict:
+            return await self._overtaken(switching, await self._stored(scope), progress, started)
+        await self._publish(progress, started, "push")
         await self.step("push", self.push(committed, members), lambda n: f"{n}/{len(members)} gateways routing to {to}")
+        await self._publish(progress, started, "drain")
         await self.step("drain", self.drained(scope, members), lambda left: (
             "every held write sent on" if not left else f"{left} write(s) still held after {self._drain_wait:g}s"
         ))
-        return Outcome(committed, True, self._clock.monotonic() - started)
+        outcome = Outcome(committed, True, self._clock.monotonic() - started)
+        await self._publish(progress, started, "done", outcome="committed",
+                            detail=f"{to} is primary at epoch {committed.epoch}")
+        return outcome
 
     async def abort(self, scope: str) -> Outcome:
         """``gatewayctl switch abort``: end a switch in progress; the old primary stays, epoch + 1."""
         started = self._clock.monotonic()
         rule = await self.current(scope)
         if rule.state != SWITCHING:
-            raise SwitchError(f"{scope} is not switching (state {rule.state})")
+            raise SwitchError(f"{scope} is not switching (state {rule.state}, primary {rule.primary}); nothing to abort")
         members = await self.live()
-        return await self._abort(rule, members, started, "aborted by the operator")
+        progress = SwitchProgress(scope, rule.primary or "", rule.next_primary or "", rule.switch_id or "", self._by,
+                                  rule.switch_started_at or 0)
+        return await self._abort(rule, members, started, f"aborted by {self._by}", progress)
 
-    async def _abort(self, switching: Rule, members: list[MemberView], started: float, why: str) -> Outcome:
+    async def _abort(self, switching: Rule, members: list[MemberView], started: float, why: str,
+                     progress: SwitchProgress) -> Outcome:
         aborted = self._edit(
             switching, epoch=switching.epoch + 1, state=ACTIVE, next_primary=None, switch_id=None, switch_started_at=None,
         )
-        await self.step("abort", self._control.put(aborted, expect=switching.version),
-                        lambda _: f"{why}; {aborted.primary} stays primary at epoch {aborted.epoch}")
+        await self._publish(progress, started, "abort")
+        try:
+            await self.step("abort", self._control.put(aborted, expect=switching.version),
+                            lambda _: f"{why}; {aborted.primary} stays primary at epoch {aborted.epoch}")
+        except RuleConflict:
+            return await self._overtaken(switching, await self._stored(switching.scope), progress, started)
         await self.step("push", self.push(aborted, members), lambda n: f"{n}/{len(members)} gateways routing to {aborted.primary}")
         await self.step("drain", self.drained(switching.scope, members), lambda left: (
             "every held write sent on" if not left else f"{left} write(s) still held after {self._drain_wait:g}s"
         ))
+        await self._publish(progress, started, "done", outcome="aborted",
+                            detail=f"{why}; {aborted.primary} stays primary at epoch {aborted.epoch}")
         return Outcome(aborted, False, self._clock.monotonic() - started, why)
+
+    async def _stored(self, scope: str) -> Rule | None:
+        rule = await self._control.rule(scope)
+        return rule if isinstance(rule, Rule) else None
+
+    async def _overtaken(self, switching: Rule, now: Rule | None, progress: SwitchProgress, started: float) -> Outcome:
+        """Someone else ended this switch: say who, and what the rule says now; write nothing more."""
+        if now is None:
+            detail = f"the rule of {switching.scope} was removed while it switched; nothing more was written"
+            rule = switching
+        else:
+            how = "aborted" if now.primary == switching.primary else f"ended ({now.primary} made primary)"
+            detail = (f"{how} by {now.updated_by or 'unknown'} while it ran; {now.scope} is {now.state} with "
+                      f"{now.primary} primary at epoch {now.epoch} (version {now.version}); nothing more was written")
+            rule = now
+        await self._publish(progress, started, "done", outcome="overtaken", detail=detail)
+        return Outcome(rule, False, self._clock.monotonic() - started, detail, overtaken=True)
+
+    async def _publish(self, progress: SwitchProgress, started: float, step: str | None = None, **done: str) -> None:
+        """Report the switch's progress now (a new step, or its end): to the sink, best effort."""
+        if step is not None:
+            progress.step = step
+        for name, value in done.items():
+            setattr(progress, name, value)
+        progress.elapsed = self._clock.monotonic() - started
+        progress.last_report = self._clock.monotonic()
+        await self._progress(progress)
+
+    async def _tick(self, switching: Rule, progress: SwitchProgress | None, started: float) -> None:
+        """Once a second while the fence waits: report progress, and stop if the rule no longer carries this switch."""
+        if progress is None or self._clock.monotonic() - progress.last_report < PROGRESS_INTERVAL:
+            return
+        await self._publish(progress, started)
+        now = await self._control.rule(switching.scope)
+        if not isinstance(now, Rule) or now.switch_id != switching.switch_id:
+            raise Overtaken(now if isinstance(now, Rule) else None)
 
     # -- failover --------------------------------------------------------------------------------
 
     async def failover(self, scope: str, to: str) -> tuple[Outcome, float | None]:
-        """No fence: ``to`` becomes primary at epoch + 1 at once. Returns the possible loss window (seconds)."""
+        """No fence: ``to`` becomes primary at epoch + 1 at once. Returns the possible loss window (seconds).
+
+        The loss window is the replication lag from the old primary to ``to`` as ``to``'s gateways last
+        measured it, when the old primary's newest heartbeat arrived: the lag just before it went quiet,
+        which stays put however long the failover waits (its heartbeat age would grow instead).
+        """
         started = self._clock.monotonic()
         rule = await self.current(scope)
         if rule.mode != SINGLE_PRIMARY or rule.primary is None:
-            raise SwitchError(f"{scope} is {rule.mode}: there is no primary to fail over")
+            raise SwitchError(f"{scope} is {rule.mode}: there is no primary to fail over; every region takes its writes")
         if to == rule.primary and rule.state == ACTIVE:
-            raise SwitchError(f"{to} is already the primary of {scope}")
+            raise SwitchError(f"{to} is already the primary of {scope}; nothing to fail over")
         if to not in self._config.regions:
-            raise SwitchError(f"{to} is not a known region ({', '.join(self._config.regions)})")
+            raise SwitchError(f"{to} is not a known region ({', '.join(self._config.regions)}); pick one of them with --to")
         members = await self.live()
-        lags = [m.replication_lag[rule.primary] for m in members if m.region == to and rule.primary in m.replication_lag]
-        loss_window = max(lags) if lags else None
+        loss_window = self.loss_window(rule, to, members)
         moved = self._edit(
             rule, primary=to, epoch=rule.epoch + 1, state=ACTIVE, next_primary=None, switch_id=None, switch_started_at=None,
         )
@@ -256,6 +423,27 @@ class SwitchCoordinator:
                         lambda _: f"{to} is primary at epoch {moved.epoch} (no fence)")
         await self.step("push", self.push(moved, members), lambda n: f"{n}/{len(members)} gateways routing to {to}")
         return Outcome(moved, True, self._clock.monotonic() - started), loss_window
+
+    @staticmethod
+    def loss_window(rule: Rule, to: str, members: Iterable[MemberView]) -> float | None:
+        """The largest lag from the primary that ``to``'s gateways sampled at its last heartbeat; None if none did."""
+        old = rule.primary or ""
+        lags = [m.replication_lag_sampled[old] for m in members if m.region == to and old in m.replication_lag_sampled]
+        return max(lags) if lags else None
+
+    async def primary_answers(self, rule: Rule) -> tuple[int, int]:
+        """(answered, asked): how many live gateways of the primary's region answer their peer API now."""
+        addresses = {m.peer for m in await self.live() if m.region == rule.primary and m.peer}
+
+        async def one(address: str) -> bool:
+            try:
+                await self._peers.call_address(address, ROUTING_PATH, {}, region=rule.primary or "", timeout=1.0)
+            except GatewayError:
+                return False
+            return True
+
+        answers = await asyncio.gather(*(one(a) for a in sorted(addresses)))
+        return sum(answers), len(addresses)
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -305,13 +493,17 @@ class SwitchCoordinator:
                 return left
             await self._sleep(FENCE_POLL)
 
-    async def collect_fence(self, switching: Rule, members: list[MemberView], deadline: float) -> list[tuple[str, str, str]]:
+    async def collect_fence(self, switching: Rule, members: list[MemberView], deadline: float,
+                            progress: SwitchProgress | None = None, started: float = 0.0) -> list[tuple[str, str, str]]:
         """Every write OLD's gateways acknowledged recently, once none of them has one in flight."""
         old = switching.primary
         expected = {m.instance: m.peer for m in members if m.region == old}
         answered: dict[str, list[tuple[str, str, str]]] = {}
         problems: list[str] = []
         while len(answered) < len(expected):
+            if progress is not None:
+                progress.gateways_answered, progress.gateways_total = len(answered), len(expected)
+            await self._tick(switching, progress, started)
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 missing = sorted(set(expected) - set(answered))
@@ -331,6 +523,8 @@ class SwitchCoordinator:
                     answered[answer["instance"]] = [tuple(a) for a in answer.get("acknowledged", [])]  # type: ignore[misc]
                 else:
                     problems.append(f"{answer.get('instance')}: writes still in flight or too many keys to prove")
+        if progress is not None:
+            progress.gateways_answered, progress.gateways_total = len(answered), len(expected)
         newest: dict[tuple[str, str], str] = {}
         for acked in answered.values():
             for view, key, token in acked:
@@ -339,12 +533,17 @@ class SwitchCoordinator:
                     newest[(view, key)] = token
         return [(view, key, token) for (view, key), token in newest.items()]
 
-    async def verify_fence(self, switching: Rule, to: str, acknowledged: list[tuple[str, str, str]], deadline: float) -> None:
+    async def verify_fence(self, switching: Rule, to: str, acknowledged: list[tuple[str, str, str]], deadline: float,
+                           progress: SwitchProgress | None = None, started: float = 0.0) -> None:
         """Until NEW's replica holds every acknowledged write at least as new (per key); else ``SwitchError``."""
         pending: dict[str, dict[str, Version]] = {}
         for view, key, token in acknowledged:
             pending.setdefault(view, {})[key] = Version.parse(token)
         while True:
+            if progress is not None:
+                progress.keys_total = len(acknowledged)
+                progress.keys_verified = len(acknowledged) - sum(len(k) for k in pending.values())
+            await self._tick(switching, progress, started)
             for view, keys in list(pending.items()):
                 names = list(keys)
                 for i in range(0, len(names), VERSIONS_BATCH):
@@ -359,6 +558,8 @@ class SwitchCoordinator:
                 if not keys:
                     del pending[view]
             if not pending:
+                if progress is not None:
+                    progress.keys_verified = progress.keys_total = len(acknowledged)
                 return
             if self._clock.monotonic() >= deadline:
                 count = sum(len(k) for k in pending.values())

@@ -5,7 +5,9 @@ API; what each gateway does in it lives here, so the dispatcher only routes:
 
 - **Buffering follows the rule.** ``rules_changed`` is a routing-loader
   listener: a scope whose rule enters ``switching`` starts buffering in the
-  ``WriteBuffer``, and one that leaves it (commit or abort) drains. Listeners
+  ``WriteBuffer``, and one that leaves it (commit or abort) drains. Every
+  scope of the rules is made known to the buffer, so its
+  ``gateway_buffer_*`` series exist at zero before it first switches. Listeners
   run synchronously with the snapshot swap, so no request routes by the new
   rule before the buffer knows.
 - **The fence** (``accept_fence``), answered as the old primary: learn the
@@ -54,10 +56,13 @@ class SwitchParticipant:
         self._acks = acks
         self._buffer = buffer
         routing.on_change(self.rules_changed)
+        if routing.table is not None:  # rules loaded before us: their scopes' buffer series start now
+            buffer.track(routing.table.rules)
 
     def rules_changed(self, old: RoutingTable | None, new: RoutingTable) -> None:
         """Start or end buffering for every scope whose rule entered or left ``switching`` (a loader listener)."""
         before = old.rules if old is not None else {}
+        self._buffer.track(new.rules)
         for scope, rule in new.rules.items():
             was = before.get(scope)
             if rule.state == SWITCHING and (was is None or was.state != SWITCHING):

@@ -85,6 +85,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -97,6 +98,8 @@ DRAINED = "drained"
 EXPIRED = "expired"
 EVICTED = "evicted"
 REFUSED = "refused"
+#: Every way out of the buffer, as ``gateway_buffer_released_total{reason}`` labels.
+REASONS = (DRAINED, EXPIRED, EVICTED, REFUSED)
 
 
 class ScopeState(enum.Enum):
@@ -338,10 +341,17 @@ class WriteBuffer:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def track(self, scopes: Iterable[str]) -> None:
+        """Know these scopes (every scope of the rules) before any of them switches: their series start at zero."""
+        for name in scopes:
+            self._scope(name)
+
     def _scope(self, name: str) -> _Scope:
         sc = self._scopes.get(name)
         if sc is None:
             sc = self._scopes[name] = _Scope(name)
+            if self._metrics is not None:
+                self._metrics.prime_buffer(name, REASONS)
         return sc
 
     def _admit_locked(self, sc: _Scope, nbytes: int) -> _Entry:

@@ -68,7 +68,7 @@ async def test_overflowing_the_buffer_answers_503_at_once_and_nothing_waits_past
         switch = asyncio.create_task(asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "gateway.ctl.main", "--local", "--state-dir", str(cluster.state_dir), "switch", rule.scope,
-             "--to", "eu-west-1", "--force", "--max-duration", "4"],
+             "--to", "eu-west-1", "--force", "--max-duration", "4", "--yes"],
             capture_output=True, text=True, timeout=60,
             env={**os.environ, "FGW_SWITCH__MAX_REPLICATION_LAG": "600"},
         ))

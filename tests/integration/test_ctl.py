@@ -148,8 +148,8 @@ def test_a_stale_expected_version_is_refused(cluster: Cluster, capsys: pytest.Ca
     before = cluster.rule("view#users", capsys)
     assert cluster.ctl("rules", "set", "view#users", "--primary", "ap-southeast-1", "--expect-version", "1", "--yes") == 1
     assert capsys.readouterr().err == (
-        "gatewayctl: the rule for view#users changed since it was read (now version 2 by eve@ops); "
-        "nothing was written — re-run to see the change\n"
+        "gatewayctl: the rule for view#users: expected version 1, found version 2 (by eve@ops); nothing was written"
+        " — `gatewayctl rules get view#users` shows it; edit again with --expect-version 2\n"
     )
     assert cluster.rule("view#users", capsys) == before
 
@@ -164,7 +164,8 @@ def test_two_edits_from_the_same_read_one_is_written(cluster: Cluster, capsys: p
 
     argv = cluster.argv("rules", "set", "view#users", "--primary", "ap-southeast-1", "--by", "ann@ops")
     assert ctl.run(argv, confirm=another_operator_edits_while_we_confirm) == 1
-    assert "changed since it was read (now version 2 by eve@ops); nothing was written" in capsys.readouterr().err
+    assert "changed since it was read: expected version 1, found version 2 (by eve@ops); nothing was written" \
+        in capsys.readouterr().err
     rule = cluster.rule("view#users", capsys)
     assert rule is not None and (rule["primary"], rule["version"], rule["updated_by"]) == ("eu-west-1", 2, "eve@ops")
 
@@ -173,7 +174,7 @@ def test_an_unknown_region_is_refused(cluster: Cluster, capsys: pytest.CaptureFi
     assert cluster.ctl("rules", "set", "view#users", "--primary", "us-west-2", "--yes") == 1
     assert capsys.readouterr().err == (
         "gatewayctl: rule 'view#users': primary 'us-west-2' is not a known region "
-        "(ap-southeast-1, eu-west-1, us-east-1)\n"
+        "(ap-southeast-1, eu-west-1, us-east-1); use one of them\n"
     )
     assert cluster.ctl("rules", "set", "view#orders", "--primary", "us-east-1", "--yes") == 1
     assert "view 'orders' is not configured" in capsys.readouterr().err
@@ -208,7 +209,10 @@ def test_rules_list_shows_rules_and_malformed_items(cluster: Cluster, capsys: py
     assert lines[1].split()[:8] == ["view#users", "single_primary", "us-east-1", "0", "active", "-", "1", "ann@ops"]
     assert lines[-1] == "  view#items: error: rule 'view#items': mode must be one of single_primary, any_region, got 'x'"
     assert cluster.ctl("--json", "rules", "list") == 0
-    assert [r["scope"] for r in json.loads(capsys.readouterr().out)] == ["view#users"]
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["scope"] for r in listed] == ["view#users", "view#items"]
+    assert listed[1] == {"scope": "view#items", "key": "rule#view#items",
+                         "error": "rule 'view#items': mode must be one of single_primary, any_region, got 'x'"}
 
 
 def test_members_lists_a_member_item(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:

@@ -97,6 +97,20 @@ async def test_lag_is_the_age_of_a_heartbeat_when_first_seen_and_grows_when_none
     assert eu.lag()["us-east-1"] == 0.0
 
 
+async def test_the_sampled_lag_is_the_last_measured_one_and_stays_while_a_region_is_quiet():
+    clock = FakeClock()
+    eu = Membership(config("eu-west-1"), MembersTable(), clock, Metrics(), instance="eu-1")
+    eu.update([member("us-east-1", heartbeat_at(clock, 0.4))])
+    # us-east-1 stops: its newest heartbeat stays the one seen; the lag grows, the sample does not.
+    last = eu.members()[0].heartbeat_at_us
+    clock.advance(3.0)
+    eu.update([member("us-east-1", last)])
+    assert eu.lag()["us-east-1"] > 2.5
+    item = eu.item()
+    assert item["replication_lag_sampled"] == {"M": {"us-east-1": {"N": "0.400"}}}
+    assert Member.from_item(item).replication_lag_sampled == {"us-east-1": 0.4}
+
+
 async def test_own_region_is_not_a_replication_source():
     clock = FakeClock()
     eu = Membership(config("eu-west-1"), MembersTable(), clock, Metrics(), instance="eu-1")

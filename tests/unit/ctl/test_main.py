@@ -68,3 +68,20 @@ def test_a_missing_table_is_named(ctl: Ctl, capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().err.startswith(
         "gatewayctl: the members table members_t does not exist in us-east-1 at http://fake:8000"
     )
+
+
+@pytest.mark.parametrize("command", [["rules", "set"], ["rules", "delete"], ["switch"], ["failover"]])
+def test_every_changing_command_offers_yes_and_dry_run(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--local", *command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "--yes" in out and "apply without asking (required without a terminal)" in out and "--dry-run" in out
+
+
+def test_switch_usage_names_abort_and_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--local", "switch", "--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "gatewayctl switch abort SCOPE [--yes] [--dry-run]" in usage
+    assert "gatewayctl switch status SCOPE [--watch]" in usage

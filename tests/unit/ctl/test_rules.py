@@ -62,8 +62,8 @@ def test_an_edit_racing_another_is_refused_and_names_the_winner(ctl: Ctl, capsys
 
     assert ctl("rules", "set", "view#users", "--primary", "eu-west-1", confirm=someone_else_writes_while_we_ask) == 1
     assert capsys.readouterr().err == (
-        "gatewayctl: the rule for view#users changed since it was read (now version 4 by eve@ops); "
-        "nothing was written — re-run to see the change\n"
+        "gatewayctl: the rule for view#users changed since it was read: expected version 3, found version 4 "
+        "(by eve@ops); nothing was written — `gatewayctl rules get view#users` shows it; run the edit again\n"
     )
     assert ctl.stored("view#users") == winner
 
@@ -74,13 +74,16 @@ def test_a_create_racing_another_is_refused(ctl: Ctl, capsys: pytest.CaptureFixt
         return True
 
     assert ctl("rules", "set", "view#users", "--primary", "eu-west-1", confirm=someone_else_creates_it) == 1
-    assert "(now version 1 by eve@ops)" in capsys.readouterr().err
+    assert "changed since it was read: it exists now, version 1 (by eve@ops)" in capsys.readouterr().err
 
 
 def test_a_stale_expect_version_is_refused(ctl: Ctl, capsys: pytest.CaptureFixture[str]) -> None:
     ctl.seed(rule("view#users", version=5, updated_by="eve@ops"))
     assert ctl("rules", "set", "view#users", "--primary", "eu-west-1", "--expect-version", "4", "--yes") == 1
-    assert "changed since it was read (now version 5 by eve@ops); nothing was written" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "gatewayctl: the rule for view#users: expected version 4, found version 5 (by eve@ops); nothing was written"
+        " — `gatewayctl rules get view#users` shows it; edit again with --expect-version 5\n"
+    )
     assert ctl.store.writes == []
     assert ctl("rules", "set", "view#users", "--primary", "eu-west-1", "--expect-version", "5", "--yes") == 0
 
@@ -89,7 +92,8 @@ def test_a_switching_rule_is_not_edited(ctl: Ctl, capsys: pytest.CaptureFixture[
     ctl.seed(rule("view#users", state="switching", next_primary="eu-west-1", switch_id="sw-42"))
     assert ctl("rules", "set", "view#users", "--primary", "ap-southeast-1", "--yes") == 1
     assert capsys.readouterr().err == (
-        "gatewayctl: a switch of view#users is in progress (switch_id sw-42, to eu-west-1); wait for it or abort it\n"
+        "gatewayctl: a switch of view#users is in progress (switch_id sw-42, to eu-west-1); wait for it "
+        "(`gatewayctl switch status view#users --watch`) or end it with `gatewayctl switch abort view#users`\n"
     )
     assert ctl("rules", "delete", "view#users", "--yes") == 1
     assert ctl.store.writes == []
@@ -158,7 +162,7 @@ def test_delete_racing_an_edit_is_refused(ctl: Ctl, capsys: pytest.CaptureFixtur
         return True
 
     assert ctl("rules", "delete", "view#users", confirm=edited_meanwhile) == 1
-    assert "(now version 3 by eve@ops)" in capsys.readouterr().err
+    assert "expected version 2, found version 3 (by eve@ops); nothing was written" in capsys.readouterr().err
     assert ctl.stored("view#users") is not None
 
 
@@ -194,14 +198,32 @@ def test_rules_list_is_an_aligned_table_with_malformed_items_listed(ctl: Ctl, ca
     )
 
 
-def test_rules_list_json_is_the_rules_and_malformed_go_to_stderr(ctl: Ctl, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rules_list_json_has_the_malformed_items_as_error_objects(ctl: Ctl, capsys: pytest.CaptureFixture[str]) -> None:
     users = rule("view#users", schedule=(ScheduleEntry("08:00", "eu-west-1"),))
     ctl.seed(users)
     ctl.store.put(RULES, {"pk": {"S": "rule#view#bad"}, "scope": {"S": "view#bad"}})
+    ctl.store.put(RULES, {"pk": {"S": "rule#"}, "mode": {"S": "single_primary"}})  # a rule key without its scope
+    ctl.store.put(RULES, {"pk": {"S": "view#items"}, "primary": {"S": "us-east-1"}})  # a rule written without rule#
+    ctl.store.put(RULES, {"pk": {"S": "lease#scheduler"}, "holder": {"S": "x"}})  # the lease shares the table
     assert ctl("--json", "rules", "list") == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out) == [users.to_json()]
-    assert captured.err == "gatewayctl: malformed rule item view#bad: rule 'view#bad': mode is missing\n"
+    assert json.loads(captured.out) == [
+        users.to_json(),
+        {"scope": None, "key": "rule#", "error": "item 'rule#' names no scope: a rule's key is rule#SCOPE"},
+        {"scope": None, "key": "view#items", "error": "item 'view#items' names no scope: a rule's key is rule#SCOPE"},
+        {"scope": "view#bad", "key": "rule#view#bad", "error": "rule 'view#bad': mode is missing"},
+    ]
+    assert captured.err.splitlines() == [
+        "gatewayctl: malformed rule item rule#: item 'rule#' names no scope: a rule's key is rule#SCOPE",
+        "gatewayctl: malformed rule item view#items: item 'view#items' names no scope: a rule's key is rule#SCOPE",
+        "gatewayctl: malformed rule item view#bad: rule 'view#bad': mode is missing",
+    ]
+    assert ctl("rules", "list") == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "  (no scope): error: item 'rule#' names no scope: a rule's key is rule#SCOPE",
+        "  (no scope): error: item 'view#items' names no scope: a rule's key is rule#SCOPE",
+        "  view#bad: error: rule 'view#bad': mode is missing",
+    ]
 
 
 def test_rules_get_text_json_and_unknown(ctl: Ctl, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -35,6 +35,7 @@ class Member:
     epochs: dict = field(default_factory=dict)
     replication_lag: dict = field(default_factory=dict)
     stale: bool = False
+    replication_lag_sampled: dict = field(default_factory=dict)
 
 
 class Control:
@@ -140,7 +141,7 @@ async def test_an_unreachable_old_primary_aborts_the_switch():
 async def test_a_dry_run_writes_nothing():
     control = Control(rule(), fleet())
     outcome = await coordinator(control, Peers()).switch("view#items", "eu-west-1", dry_run=True)
-    assert control.writes == [] and not outcome.committed and "dry run" in outcome.detail
+    assert control.writes == [] and not outcome.committed and outcome.detail == "preflight passed; nothing was written"
 
 
 @pytest.mark.parametrize(
@@ -151,7 +152,7 @@ async def test_a_dry_run_writes_nothing():
         (rule(), fleet(), "us-east-1", "already the primary"),
         (rule(), fleet(), "sa-east-1", "not a known region"),
         (rule(), [m for m in fleet() if m.region != "eu-west-1"], "eu-west-1", "no live gateway"),
-        (rule(), [m for m in fleet() if m.region != "us-east-1"], "eu-west-1", "use `gatewayctl failover`"),
+        (rule(), [m for m in fleet() if m.region != "us-east-1"], "eu-west-1", "use `gatewayctl failover view#items --to eu-west-1`"),
         (rule(), fleet(lag=3.0), "eu-west-1", "lags 3.00s"),
     ],
 )
@@ -179,8 +180,11 @@ async def test_abort_ends_a_switch_in_progress():
         await coordinator(control, Peers()).abort("view#items")
 
 
-async def test_failover_moves_at_once_and_reports_the_loss_window():
-    members = [m for m in fleet(lag=0.35) if m.region != "us-east-1"]  # the primary's region is down
+async def test_failover_moves_at_once_and_reports_the_lag_sampled_before_the_primary_went_quiet():
+    # The primary's region is down: eu-west-1's lag from it has grown to 40 s since its last heartbeat, but
+    # when that heartbeat arrived the lag was 0.35 s: the writes at risk are those of the last 0.35 s.
+    members = [replace(m, replication_lag={"us-east-1": 40.0}, replication_lag_sampled={"us-east-1": 0.35})
+               for m in fleet() if m.region != "us-east-1"]
     control = Control(rule(), members)
     outcome, window = await coordinator(control, Peers()).failover("view#items", "eu-west-1")
     assert (outcome.rule.primary, outcome.rule.epoch, outcome.rule.version) == ("eu-west-1", 5, 8)
@@ -192,3 +196,61 @@ async def test_the_switch_ends_once_every_gateway_sent_on_what_it_held():
     peers = Peers(buffered=[3, 0, 0, 1, 0, 0])  # first poll: 4 held over the fleet; second: none
     outcome = await coordinator(control, peers, steps=steps).switch("view#items", "eu-west-1")
     assert outcome.committed and steps[-1] == "drain" and peers.buffered == []
+
+
+class Replicating(Peers):
+    """The new primary's replica receives each acknowledged key at its own time (fake clock, seconds from start)."""
+
+    def __init__(self, clock, arrivals, **kw):
+        super().__init__(acked=[("items", k, "4.100.us-east-1") for k in arrivals], **kw)
+        self.clock, self.arrivals, self.start = clock, arrivals, clock.monotonic()
+
+    async def call(self, region, path, body):
+        now = self.clock.monotonic() - self.start
+        return {"versions": ["4.100.us-east-1" if now >= self.arrivals[k] else None for k in body["keys"]]}
+
+
+async def test_a_switch_reports_its_fence_progress_each_second_while_it_verifies():
+    clock, reports = FakeClock(), []
+
+    async def progress(p):
+        reports.append((p.step, p.keys_verified, p.keys_total, p.elapsed, p.outcome))
+
+    peers = Replicating(clock, {"k1": 0.5, "k2": 1.5, "k3": 2.5})
+    switches = SwitchCoordinator(CONFIG, Control(rule(), fleet()), peers, clock, by="ops", progress=progress,
+                                 sleep=AdvancingSleep(clock))
+    outcome = await switches.switch("view#items", "eu-west-1", max_duration=5.0)
+    assert outcome.committed
+    start, *ticks = [r for r in reports if r[0] == "verify"]
+    assert start[1:3] == (0, 3)  # the step's start already knows how many keys it verifies
+    assert [(verified, total) for _, verified, total, _, _ in ticks] == [(1, 3), (2, 3)]
+    times = [r[3] for r in reports if r[0] == "verify"]
+    assert all(b - a >= 1.0 for a, b in zip(times, times[1:]))
+    assert reports[-1][0] == "done" and reports[-1][1:3] == (3, 3) and reports[-1][4] == "committed"
+
+
+async def test_a_switch_aborted_from_another_terminal_says_so_and_writes_nothing_more():
+    clock, reports = FakeClock(), []
+    control = Control(rule(), fleet())
+
+    class AbortedMeanwhile(Replicating):
+        async def call(self, region, path, body):
+            if clock.monotonic() - self.start > 1.5 and control.stored.state == SWITCHING:
+                # `gatewayctl switch abort` elsewhere: the old primary stays, epoch + 1
+                control.stored = replace(control.stored, state=ACTIVE, epoch=5, version=9, next_primary=None,
+                                         switch_id=None, updated_by="bob@ops")
+            return await super().call(region, path, body)
+
+    async def progress(p):
+        reports.append((p.step, p.outcome, p.detail))
+
+    peers = AbortedMeanwhile(clock, {"k1": 99.0})  # never replicates
+    switches = SwitchCoordinator(CONFIG, control, peers, clock, by="ops", progress=progress, sleep=AdvancingSleep(clock))
+    outcome = await switches.switch("view#items", "eu-west-1", max_duration=10.0)
+    assert not outcome.committed and outcome.overtaken
+    assert outcome.detail == ("aborted by bob@ops while it ran; view#items is active with us-east-1 primary at epoch 5 "
+                              "(version 9); nothing more was written")
+    assert [w.state for w in control.writes] == [SWITCHING]  # only its own switching write; no abort over bob's
+    assert (outcome.rule.primary, outcome.rule.epoch) == ("us-east-1", 5)
+    assert reports[-1][:2] == ("done", "overtaken")
+    assert clock.monotonic() - peers.start < 3.0  # it noticed within a progress interval, not at its deadline

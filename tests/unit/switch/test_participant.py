@@ -8,6 +8,7 @@ import pytest
 
 from gateway.config import BufferConfig, from_dict
 from gateway.errors import NotPrimary
+from gateway.obs.metrics import Metrics
 from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, SWITCHING, Rule
 from gateway.switch.fence import AckLog
 from gateway.switch.participant import SwitchParticipant
@@ -40,6 +41,19 @@ def test_buffering_starts_when_the_rule_switches_and_drains_when_it_leaves_switc
     routing.set(SWITCHING_AWAY)
     routing.set()  # the scope was deleted mid-switch: nothing may wait for it forever
     assert buffer.stats(DEFAULT_SCOPE).state is ScopeState.IDLE
+
+
+def test_every_scope_of_the_rules_has_its_buffer_series_at_zero_before_it_switches() -> None:
+    clock, metrics = FakeClock(), Metrics()
+    routing = StaticRouting(ACTIVE_HERE)  # loaded before the participant exists, as in the server
+    buffer = WriteBuffer(BufferConfig(), clock, metrics)
+    SwitchParticipant("us-east-1", routing, ConditionalStore(), AckLog(clock, window=300.0, max_keys=100), buffer)
+    routing.set(ACTIVE_HERE, Rule("view#items", SINGLE_PRIMARY, "us-east-1", 0, version=1))  # a scope added later
+    for scope in (DEFAULT_SCOPE, "view#items"):
+        assert metrics.registry.get_sample_value("gateway_buffer_entries", {"scope": scope}) == 0.0
+        for reason in ("drained", "expired", "evicted", "refused"):
+            assert metrics.registry.get_sample_value(
+                "gateway_buffer_released_total", {"scope": scope, "reason": reason}) == 0.0, (scope, reason)
 
 
 async def test_the_old_primary_lists_what_it_acknowledged_once_nothing_is_in_flight() -> None:
