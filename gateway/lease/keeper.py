@@ -1,6 +1,6 @@
 """The lease keeper of one gateway: renews its region's primacy leases, and says whether a write may be acknowledged.
 
-Every ``lease / 3`` (every ``lease / 30`` while a scope it is primary of has no lease, so that a new primary
+Every ``lease / 3`` (every ``lease / 20`` while a scope it is primary of has no lease, so that a new primary
 takes its lease at the first instant the old promises allow), the keeper asks every region, its own included,
 to confirm the scopes its routing snapshot says this region is the active primary of: one request per region
 per round whatever the number of scopes, its own region's answered by its own ``PromiseBook``, the others' by
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: Rounds per lease while the lease is held; and while it is not.
 ROUNDS_PER_LEASE = 3
-EAGER_ROUNDS_PER_LEASE = 30
+EAGER_ROUNDS_PER_LEASE = 20
 
 
 class LeaseKeeper:

@@ -195,6 +195,7 @@ class LocalCluster:
         #: Made at the first partition (nft is needed then, not to start a cluster).
         self._partitions: Partitions | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._restart: asyncio.Future[None] | None = None
         #: The emulator's figures, served at the control endpoint's /metrics (the cluster's own, not a gateway's).
         self._metrics = CollectorRegistry()
         self._metrics.register(_EmulatorFigures(self))
@@ -262,6 +263,9 @@ class LocalCluster:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        if self._restart is not None:
+            await asyncio.wait([self._restart])  # a gateway being started again: let it start, then stop it
+            self._restart = None
         if self._partitions is not None:
             # First: stopping processes must not wait on connections a partition holds.
             await asyncio.to_thread(self._partitions.remove)
@@ -403,11 +407,12 @@ class LocalCluster:
         region = self._region(name)
         if region.stopped:
             return
+        # Stopped first: the supervisor must not take the gateway's exit for a crash and start another.
+        region.stopped = True
         if region.gateway is not None:
             await asyncio.to_thread(region.gateway.stop)
         assert region.dynamodb.pid is not None
         os.kill(region.dynamodb.pid, signal.SIGSTOP)
-        region.stopped = True
         self._write_state()
 
     async def start_region(self, name: str) -> None:
@@ -416,8 +421,8 @@ class LocalCluster:
             return
         assert region.dynamodb.pid is not None
         os.kill(region.dynamodb.pid, signal.SIGCONT)
-        region.stopped = False
         await self._start_gateway(region)
+        region.stopped = False  # only now may the supervisor watch it
         self._write_state()
 
     def _endpoints(self) -> dict[str, Endpoint]:
@@ -547,8 +552,10 @@ class LocalCluster:
                 print(f"the {region.name} gateway exited with code {gateway.returncode}; starting it again",
                       file=sys.stderr, flush=True)
                 region.restarts += 1
+                # Shielded, and awaited by down(): a restart cut short could leave a process no one stops.
+                self._restart = asyncio.ensure_future(self._start_gateway(region))
                 try:
-                    await self._start_gateway(region)
+                    await asyncio.shield(self._restart)
                 except GatewayProcessError as exc:
                     # Tried again at the next turn, like a crash-looping pod; the log says why.
                     print(f"the {region.name} gateway did not come back: {exc}", file=sys.stderr, flush=True)

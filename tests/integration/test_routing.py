@@ -251,7 +251,9 @@ async def test_gatewayctl_moves_a_primary_every_gateway_obeys_within_2s_and_a_co
     )
     assert sorted([first.returncode, second.returncode]) == [0, 1], (first, second)
     loser = first if first.returncode else second
-    assert "changed since it was read" in loser.stderr and "nothing was written" in loser.stderr
+    # Refused whichever way it lost: read before the other edit landed (the race) or after (a stale version).
+    assert f"expected version {version}, found version {int(version) + 1}" in loser.stderr, loser.stderr
+    assert "nothing was written" in loser.stderr
     final = json.loads(gatewayctl(cluster, "--json", "rules", "get", scope).stdout)
     winner_primary = "ap-southeast-1" if first.returncode == 0 else "us-east-1"
     assert final["primary"] == winner_primary and final["version"] == after["version"] + 1

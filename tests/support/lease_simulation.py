@@ -31,7 +31,7 @@ MAX_DRIFT = 0.1
 #: Rounds per lease: a renewal every third of a lease.
 INTERVAL = LEASE / 3
 #: Seconds between the rounds of a primary that holds no lease.
-EAGER = LEASE / 30
+EAGER = LEASE / 20
 #: Monotonic clocks run at most this fraction fast or slow (a quartz clock: 1e-5 to 1e-4).
 RATE_ERROR = 1e-4
 #: Time after the last fault within which the last primary must hold a lease, in leases.
@@ -85,16 +85,17 @@ class Simulation:
         self.seed = seed
         self.rng = random.Random(seed)
         rng = self.rng
-        self.regions = [f"r{i}" for i in range(rng.choice((3, 3, 5)))]
+        self.regions = [f"r{i}" for i in range(rng.choice((3, 3, 3, 5)))]
         self.majority = len(self.regions) // 2 + 1
         self.queue: list[tuple[float, int, Callable[[], None]]] = []
         self.seq = itertools.count()
         self.now = 0.0
         self.events = 0
         self.violations: list[str] = []
-        # One-way delays up to 0.3 of a lease: a round trip must fit in a lease (less the drift margin) for a
-        # lease to be of any use, which the production lease (3 s against WAN round trips of 0.1-0.3 s) leaves room for.
-        self.delay = (rng.uniform(0.001, 0.01), rng.choice((0.05, 0.2, 0.3)) * LEASE)
+        # One-way delays up to a quarter of a lease: a lease is held without a gap while a renewal's round trip
+        # plus the time between renewals (a third) fits in the lease less the drift, which the production lease
+        # (3 s, renewed every second, against WAN round trips of 0.1-0.3 s) leaves room for.
+        self.delay = (rng.uniform(0.001, 0.01), rng.choice((0.05, 0.15, 0.25)) * LEASE)
         self.extremes = rng.random() < 0.5
         self.loss = rng.choice((0.0, 0.0, 0.05, 0.2))
         self.store_delay = rng.uniform(0.001, 0.02)
@@ -131,7 +132,7 @@ class Simulation:
 
     def schedule(self) -> None:
         rng = self.rng
-        horizon = rng.uniform(3, 7) * LEASE
+        horizon = rng.uniform(3, 6) * LEASE
         for g in self.gateways:
             self._start_renewing(g)
         if rng.random() < 0.5:  # the scenario that matters most: the primary cut off, and failed over at once

@@ -163,14 +163,17 @@ async def test_static_credentials() -> None:
     assert await source.get() is credentials
 
 
-async def test_provider_chain_reads_the_environment(blockbuster) -> None:
+async def test_provider_chain_reads_the_environment(blockbuster, monkeypatch) -> None:
     # Resolving the chain reads botocore's config files (blocking os.stat): the gateway does it
     # once at start-up, before it serves, so it is allowed here and nowhere else.
     blockbuster.deactivate()
-    # tests/conftest.py sets AWS_ACCESS_KEY_ID=testing / AWS_SECRET_ACCESS_KEY=testing.
+    # Its own environment: other tests (gatewayctl --local, in process) may have set the cluster's credentials.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "its-secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     source = await CredentialSource.from_provider_chain()
     credentials = await source.get()
-    assert (credentials.access_key, credentials.secret_key, credentials.token) == ("testing", "testing", None)
+    assert (credentials.access_key, credentials.secret_key, credentials.token) == ("from-the-environment", "its-secret", None)
 
 
 async def test_no_credentials_found_is_a_clear_store_error() -> None:
