@@ -116,7 +116,8 @@ async def test_past_the_bound_requests_get_503_overloaded_at_once_and_probes_sti
     assert served.metrics.registry.get_sample_value("gateway_downstream_rq_total", {"route": "/ok", "code": "503"}) == 1
 
 
-async def test_both_listeners_of_a_worker_share_one_bound(make):
+async def test_frontends_given_one_limit_share_its_slots(make):
+    # The server gives each listener a limit of its own (gateway/server.py); this is the mechanism.
     limit = ConcurrencyLimit(1)
     one, other = await make(limit=limit), await make(limit=limit)
     task = asyncio.create_task(one.get("/slow"))
