@@ -147,7 +147,9 @@ async def test_a_primary_cut_off_from_the_majority_stops_acknowledging_within_a_
             last_acknowledged = loop.time() - cut_at
         else:
             assert resp.status == 503 and body["error"]["code"] == "primary_unreachable", body
-            assert "lease" in body["error"]["message"] and "Nothing was applied" in body["error"]["message"], body
+            # No lease: nothing applied; or the lease ended while DynamoDB wrote: not acknowledged, may have landed.
+            message = body["error"]["message"]
+            assert "lease" in message and ("Nothing was applied" in message or "not acknowledged" in message), body
             refused += 1
             if refused == 3:
                 break
