@@ -18,14 +18,14 @@ from gateway.store.read_coalescer import ReadCoalescer
 from gateway.switch.fence import AckLog
 from gateway.switch.participant import SwitchParticipant
 from gateway.switch.write_buffer import WriteBuffer
-from tests.fakes import FakeClock, FakePeers, RecordingSleep, StaticRouting
+from tests.fakes import FakeClock, FakePeers, RecordingSleep, StaticRouting, holds
 
 CONFIG = from_dict({"gateway": {"region": "eu-west-1"}, "views": {"items": {"table": "features_items"}}})
 VIEW = CONFIG.views["items"]
 
 
 class ConditionalStore:
-    """One item per key; applies the gateway's write condition the way DynamoDB would."""
+    """One item per key; evaluates the condition each write carries, from its text, as DynamoDB would (``holds``)."""
 
     def __init__(self) -> None:
         self.items: dict[str, dict] = {}
@@ -36,10 +36,7 @@ class ConditionalStore:
         old = self.items.get(key)
         if key in self.fail_keys:
             raise StoreThrottled("throttled.")
-        if old is None:
-            return None
-        values = condition.values
-        if int(old["_event_ts"]["N"]) > int(values[":ets"]["N"]) or old["_req"] == values[":req"]:
+        if condition is not None and not holds(condition, old):
             raise ConditionFailed(old)
         return old
 
@@ -96,6 +93,33 @@ async def test_refusals_name_their_reason_and_the_stored_version():
     older = await dispatcher.write(write_record(VIEW, "k", {"a": 3}, 999, "r2", 0))
     assert (again["applied"], again["reason"], again["version"]) == (False, "duplicate", first["version"])
     assert (older["applied"], older["reason"], older["version"]) == (False, "stale_event_time", first["version"])
+
+
+async def test_the_write_condition_orders_by_event_time_and_refuses_a_replayed_idempotency_key():
+    store = ConditionalStore()
+    dispatcher, _ = make_dispatcher(store)
+    first = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    replay = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))  # a client retry
+    assert first["applied"] and (replay["applied"], replay["reason"]) == (False, "duplicate")
+    tie = await dispatcher.write(write_record(VIEW, "k", {"a": 2}, 1000, "r2", 0))  # same event time: applied
+    newer = await dispatcher.write(write_record(VIEW, "k", {"a": 3}, 1001, "r3", 0))
+    older = await dispatcher.write(write_record(VIEW, "k", {"a": 4}, 1000, "r4", 0))
+    assert (tie["applied"], newer["applied"], older["applied"], older["reason"]) == (True, True, False, "stale_event_time")
+    assert (store.items["k"]["a"], store.items["k"]["_req"], older["version"]) == ({"N": "3"}, {"S": "r3"}, newer["version"])
+
+
+async def test_a_delete_carries_the_same_condition():
+    store = ConditionalStore()
+    dispatcher, _ = make_dispatcher(store)
+    await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    stale = await dispatcher.write(delete_record(VIEW, "k", 999, "d1", 0))
+    replayed = await dispatcher.write(delete_record(VIEW, "k", 2000, "r1", 0))
+    assert (stale["applied"], stale["reason"], replayed["applied"], replayed["reason"]) == (
+        False, "stale_event_time", False, "duplicate"
+    )
+    assert "k" in store.items
+    deleted = await dispatcher.write(delete_record(VIEW, "k", 1000, "d2", 0))
+    assert deleted["applied"] and "k" not in store.items
 
 
 async def test_delete_of_nothing_is_not_applied():
