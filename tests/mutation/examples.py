@@ -48,6 +48,9 @@ EXAMPLES = [
             "return self.store_ok and not self.draining and (self._routing is None or self._routing.table is not None)",
             "return self.store_ok and not self.draining",
             "tests/unit/api/test_downstream.py::test_readyz_is_false_until_the_routing_rules_are_loaded"),
+    Example("the IAM policy grants an action the gateway never calls", "deploy/iam/gateway-policy.json",
+            '"dynamodb:BatchGetItem",', '"dynamodb:BatchGetItem",\n        "dynamodb:Query",',
+            "tests/deploy/test_artifacts.py::test_iam_policy_is_least_privilege_for_the_configured_tables"),
 ]
 
 
