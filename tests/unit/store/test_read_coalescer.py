@@ -188,6 +188,24 @@ async def test_close_fails_waiters_of_batches_that_never_started():
         await waiting
 
 
+async def test_close_fails_reads_in_flight_started_and_queued_and_answers_none_of_them_not_found():
+    db, transport, reads = setup(max_in_flight=2, lane_after=0.0)
+    in_flight = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    assert transport.in_flight == 1  # k0's GetItem is at DynamoDB
+    not_started = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await asyncio.sleep(0)  # k1 queued, its flush scheduled
+    queued = [asyncio.create_task(reads.get("tbl", "pk", k, False)) for k in ("k2", "k3")]
+    # One turn: the flush puts k1 in the second lane (its fetch task exists and has not run its first step),
+    # then k2 and k3 queue behind both busy lanes.
+    await asyncio.sleep(0)
+    assert (len(reads._tasks), transport.in_flight, db.operations()) == (2, 1, [])
+    await reads.close()
+    outcomes = await asyncio.gather(in_flight, not_started, *queued, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [StoreUnavailable] * 4, outcomes  # never None: that would say "not found"
+    assert transport.in_flight == 0 and db.operations() == []  # the call in flight was cancelled, none sent after
+
+
 class DeadlineRecordingStore:
     """Records how much of the request deadline each call runs under (``None``: no deadline)."""
 
