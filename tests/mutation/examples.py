@@ -51,6 +51,12 @@ EXAMPLES = [
     Example("the IAM policy grants an action the gateway never calls", "deploy/iam/gateway-policy.json",
             '"dynamodb:BatchGetItem",', '"dynamodb:BatchGetItem",\n        "dynamodb:Query",',
             "tests/deploy/test_artifacts.py::test_iam_policy_is_least_privilege_for_the_configured_tables"),
+    Example("read coalescer: close() answers never-started reads with not found", "gateway/store/read_coalescer.py",
+            "        for _, batch in batches:\n            _fail(batch, _shutting_down())",
+            "        for _, batch in batches:\n            for waiters in batch.values():\n"
+            "                for future in waiters:\n                    future.done() or future.set_result(None)",
+            "tests/unit/store/test_read_coalescer.py::"
+            "test_close_fails_reads_in_flight_started_and_queued_and_answers_none_of_them_not_found"),
 ]
 
 

@@ -438,25 +438,28 @@ async def test_invariant_holds_after_every_step_of_a_random_run(seed: int):
     )
 
 
-async def test_sweeper_task_expires_on_its_own(monkeypatch: pytest.MonkeyPatch):
-    buffer, clock, _ = make(window=1.0)
+async def test_the_sweeper_expires_a_held_write_when_its_window_ends(monkeypatch: pytest.MonkeyPatch):
+    buffer, clock, _ = make(window=1.02)  # not a multiple of the 0.05 s resolution
     task = await hold(buffer)
-    ticks = 0
+    held_at = clock.now
+    delays: list[float] = []
 
-    async def tick(_: float) -> None:
-        nonlocal ticks
-        ticks += 1
-        clock.advance(0.5)
-        if ticks > 3:
-            raise asyncio.CancelledError
+    async def sleep(delay: float) -> None:  # the time the sweeper asks for passes at once
+        delays.append(delay)
+        if buffer.stats("s").expired:
+            raise asyncio.CancelledError  # stop the sweeper one wake-up after the expiry
+        clock.advance(delay)
 
-    monkeypatch.setattr("gateway.switch.write_buffer.asyncio.sleep", tick)
+    monkeypatch.setattr("gateway.switch.write_buffer.asyncio.sleep", sleep)
     with pytest.raises(asyncio.CancelledError):
         await buffer.run()
     monkeypatch.undo()
     await settle()
     assert isinstance(task.exception(), PrimarySwitching)
-    assert buffer.stats("s").expired == 1
+    # Expired by the sweep that ended its window, not a sweep period later, and not before.
+    assert clock.now - held_at == pytest.approx(1.02) and sum(delays[:-1]) == pytest.approx(1.02)
+    assert max(delays) == pytest.approx(0.05)  # woken at least every resolution
+    assert delays[-1] == pytest.approx(0.05)  # nothing held: back to the resolution
 
 
 async def test_a_held_write_costs_under_640_bytes_beside_its_record():
