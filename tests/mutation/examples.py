@@ -57,6 +57,24 @@ EXAMPLES = [
             "                for future in waiters:\n                    future.done() or future.set_result(None)",
             "tests/unit/store/test_read_coalescer.py::"
             "test_close_fails_reads_in_flight_started_and_queued_and_answers_none_of_them_not_found"),
+    Example("fence: the primary records no acknowledged write", "gateway/dispatcher.py",
+            'acks.end(rule.scope, view.name, record.key, answer["version"] if answer and answer["applied"] else None)',
+            "acks.end(rule.scope, view.name, record.key, None)",
+            "tests/unit/test_dispatcher.py::"
+            "test_the_primary_records_each_write_it_acknowledged_and_only_those_for_a_switchs_fence"),
+    Example("fence: the old primary's answer faked complete", "gateway/switch/participant.py",
+            "return acknowledged, complete and quiet", "return acknowledged, True",
+            "tests/unit/switch/test_participant.py::test_a_fence_whose_log_forgot_keys_for_space_is_not_complete"),
+    Example("fence: the coordinator ignores \"complete\"", "gateway/switch/coordinator.py",
+            'if answer.get("complete"):', "if True:",
+            "tests/unit/switch/test_coordinator.py::test_an_incomplete_fence_answer_is_asked_again_and_never_verified_on_its_own"),
+    Example("fence: the coordinator keeps the oldest version per key", "gateway/switch/coordinator.py",
+            "Version.parse(token) > Version.parse(held)", "Version.parse(token) < Version.parse(held)",
+            "tests/unit/switch/test_coordinator.py::test_the_newest_version_a_key_was_acknowledged_at_is_the_one_checked"),
+    Example("write buffer: the sweeper wakes on its resolution only, past a write's window", "gateway/switch/write_buffer.py",
+            "delay = self._resolution if expiry is None else max(0.0, min(self._resolution, expiry - self._clock.monotonic()))",
+            "delay = self._resolution",
+            "tests/unit/switch/test_write_buffer.py::test_the_sweeper_expires_a_held_write_when_its_window_ends"),
 ]
 
 

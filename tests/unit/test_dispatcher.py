@@ -139,6 +139,24 @@ async def test_batch_results_keep_order_and_isolate_failures():
     assert results[1]["error"]["code"] == "throttled" and results[1]["error"]["retryable"] is True
 
 
+async def test_the_primary_records_each_write_it_acknowledged_and_only_those_for_a_switchs_fence():
+    store = ConditionalStore()
+    store.fail_keys.add("throttled")
+    dispatcher, _ = make_dispatcher(store)
+    applied = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    await dispatcher.write(write_record(VIEW, "k", {"a": 2}, 999, "r2", 0))  # refused: stale, nothing to prove
+    await dispatcher.write_many([write_record(VIEW, "throttled", {"a": 1}, 1, "r3", 0)])  # failed: not acknowledged
+    acks = dispatcher._acks
+    assert acks.acknowledged(DEFAULT_SCOPE) == ([("items", "k", applied["version"])], True)
+    assert acks.in_flight(DEFAULT_SCOPE) == 0  # every write that began ended, the failed one too
+
+
+async def test_an_any_region_write_is_no_primarys_evidence():
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, ANY_REGION, None, epoch=3))
+    assert (await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)))["applied"]
+    assert dispatcher._acks.acknowledged(DEFAULT_SCOPE) == ([], True)
+
+
 # -- routing -------------------------------------------------------------------------------------
 
 

@@ -192,3 +192,100 @@ async def test_the_switch_ends_once_every_gateway_sent_on_what_it_held():
     peers = Peers(buffered=[3, 0, 0, 1, 0, 0])  # first poll: 4 held over the fleet; second: none
     outcome = await coordinator(control, peers, steps=steps).switch("view#items", "eu-west-1")
     assert outcome.committed and steps[-1] == "drain" and peers.buffered == []
+
+
+# -- the fence with several gateways per region ------------------------------------------------------
+
+
+class Instance:
+    """One gateway process of the old primary: what it acknowledged, and how many fence answers are incomplete."""
+
+    def __init__(self, name, acked, incomplete=0):
+        self.name, self.acked, self.incomplete = name, list(acked), incomplete
+        self.fenced = 0
+
+
+class FleetPeers(Peers):
+    """Several instances behind one peer address, answering in turn (workers sharing the port, like SO_REUSEPORT)."""
+
+    def __init__(self, instances, held):
+        super().__init__(held=held)
+        self.instances = list(instances)
+        self.turn = 0
+
+    async def call_address(self, address, path, body, **kw):
+        if path != FENCE_PATH:
+            return await super().call_address(address, path, body, **kw)
+        instance = self.instances[self.turn % len(self.instances)]
+        self.turn += 1
+        instance.fenced += 1
+        complete = instance.fenced > instance.incomplete
+        acked = instance.acked if complete else instance.acked[:1]  # an incomplete list may miss writes
+        return {"instance": instance.name, "complete": complete, "acknowledged": [list(a) for a in acked]}
+
+
+def two_instance_fleet():
+    # Both gateways of the old primary answer on one address: the members table lists both instances.
+    return [
+        Member("us-east-1", "i-a", "127.0.0.1:8701"),
+        Member("us-east-1", "i-b", "127.0.0.1:8701"),
+        Member("eu-west-1", "i-127.0.0.1:8711", "127.0.0.1:8711", replication_lag={"us-east-1": 0.1}),
+    ]
+
+
+async def test_the_fence_waits_for_every_instance_of_the_old_primary_and_checks_each_ones_writes():
+    a = Instance("i-a", [("items", "k1", "4.100.us-east-1")])
+    b = Instance("i-b", [("items", "k2", "4.90.us-east-1")])
+    # k2 (acknowledged by the second instance only) has not reached eu-west-1.
+    peers = FleetPeers([a, b], held={"k1": "4.100.us-east-1"})
+    control = Control(rule(), two_instance_fleet())
+    outcome = await coordinator(control, peers).switch("view#items", "eu-west-1", max_duration=0.3)
+    assert not outcome.committed and "1 acknowledged write(s) not yet in eu-west-1" in outcome.detail
+    assert a.fenced >= 1 and b.fenced >= 1
+    peers = FleetPeers([Instance("i-a", a.acked), Instance("i-b", b.acked)], held={"k1": "4.100.us-east-1", "k2": "4.90.us-east-1"})
+    control = Control(rule(), two_instance_fleet())
+    assert (await coordinator(control, peers).switch("view#items", "eu-west-1")).committed
+
+
+async def test_an_incomplete_fence_answer_is_asked_again_and_never_verified_on_its_own():
+    # The first answer lists k1 only and says it is incomplete (a write was still in flight): the coordinator
+    # must ask again and check k2 too, which eu-west-1 does not hold yet.
+    a = Instance("i-a", [("items", "k1", "4.100.us-east-1"), ("items", "k2", "4.101.us-east-1")], incomplete=1)
+    peers = FleetPeers([a], held={"k1": "4.100.us-east-1"})
+    control = Control(rule(), fleet())
+    control.members_list[0] = Member("us-east-1", "i-a", "127.0.0.1:8701")
+    outcome = await coordinator(control, peers).switch("view#items", "eu-west-1", max_duration=0.3)
+    assert a.fenced == 2 and not outcome.committed and "not yet in eu-west-1" in outcome.detail
+
+
+async def test_an_old_primary_that_never_answers_complete_aborts_the_switch():
+    a = Instance("i-a", [], incomplete=10**6)
+    control = Control(rule(), fleet())
+    control.members_list[0] = Member("us-east-1", "i-a", "127.0.0.1:8701")
+    outcome = await coordinator(control, FleetPeers([a], held={})).switch("view#items", "eu-west-1", max_duration=0.3)
+    assert not outcome.committed and "no complete answer from i-a" in outcome.detail
+    assert control.stored.primary == "us-east-1" and control.stored.state == ACTIVE
+
+
+async def test_the_newest_version_a_key_was_acknowledged_at_is_the_one_checked():
+    # Two instances acknowledged k1; their clocks differ, so the versions are far apart. eu-west-1 holds the
+    # older one: the newer acknowledged write has not replicated, and the switch must not commit.
+    a = Instance("i-a", [("items", "k1", "4.100.us-east-1")])
+    b = Instance("i-b", [("items", "k1", "4.5000.us-east-1")])
+    for order in ([a, b], [b, a]):
+        peers = FleetPeers(order, held={"k1": "4.100.us-east-1"})
+        control = Control(rule(), two_instance_fleet())
+        outcome = await coordinator(control, peers).switch("view#items", "eu-west-1", max_duration=0.3)
+        assert not outcome.committed, order
+
+
+async def test_a_write_acknowledged_under_a_later_epoch_outranks_a_later_clock():
+    # Versions order by (epoch, ts): a skewed clock cannot make an older epoch's write look newer.
+    a = Instance("i-a", [("items", "k1", "5.100.us-east-1")])
+    b = Instance("i-b", [("items", "k1", "4.9000.us-east-1")])
+    peers = FleetPeers([a, b], held={"k1": "4.9000.us-east-1"})
+    control = Control(rule(), two_instance_fleet())
+    assert not (await coordinator(control, peers).switch("view#items", "eu-west-1", max_duration=0.3)).committed
+    peers = FleetPeers([Instance("i-a", a.acked), Instance("i-b", b.acked)], held={"k1": "5.100.us-east-1"})
+    control = Control(rule(), two_instance_fleet())
+    assert (await coordinator(control, peers).switch("view#items", "eu-west-1")).committed
