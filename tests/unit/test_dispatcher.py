@@ -9,7 +9,15 @@ import pytest
 
 from gateway.config import BufferConfig, from_dict
 from gateway.dispatcher import Dispatcher
-from gateway.errors import ConditionFailed, NoRoutingRule, NotPrimary, PeerError, PrimaryUnreachable, StoreThrottled
+from gateway.errors import (
+    ConditionFailed,
+    NoRoutingRule,
+    NotPrimary,
+    PeerError,
+    PrimaryUnreachable,
+    StoreThrottled,
+    Unavailable,
+)
 from gateway.features.items import Version
 from gateway.features.records import delete_record, write_record
 from gateway.obs.metrics import Metrics
@@ -334,6 +342,68 @@ async def test_a_min_version_read_serves_locally_once_caught_up_else_from_the_pr
     assert 45 <= len(store.reads) <= 55
 
 
+async def test_a_min_version_read_answers_from_the_local_replica_as_soon_as_it_catches_up():
+    store = ConditionalStore()
+    peers = FakePeers()
+    dispatcher, clock = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    store.items["k"] = {"pk": {"S": "k"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "1"}, "_region": {"S": "us-east-1"}}
+    polls = []
+
+    async def replicating_sleep(delay):  # the newer version arrives while the read waits
+        polls.append(delay)
+        clock.advance(delay)
+        if len(polls) == 3:
+            store.items["k"] = {**store.items["k"], "a": {"N": "2"}, "_ts": {"N": "9"}}
+
+    dispatcher._sleep = replicating_sleep
+    answer = await dispatcher.read(VIEW, "k", ("a",), False, Version(1, 9, "us-east-1"))
+    assert answer == {"view": "items", "key": "k", "features": {"a": 2}, "version": "1.9.us-east-1", "region": "eu-west-1"}
+    assert polls == [0.01] * 3 and peers.calls == [] and store.reads == [False] * 4  # eventual reads only
+
+
+async def test_a_strong_read_of_a_missing_key_at_the_primary_is_none():
+    async def answer(region, body):
+        return {"results": [{"key": "k", "status": "NOT_FOUND", "features": None, "version": None}]}
+
+    peers = FakePeers(answer)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    assert await dispatcher.read(VIEW, "k", ("a",), True) is None
+    ((op, region, body),) = peers.calls
+    assert (op, region, body) == ("read", "us-east-1", {"view": "items", "keys": ["k"], "features": ["a"]})
+
+
+async def test_a_strong_read_here_as_primary_is_a_consistent_local_read():
+    store = ConditionalStore()
+    store.items["k"] = {"pk": {"S": "k"}, "a": {"N": "1"}, "_ts": {"N": "5"}, "_epoch": {"N": "0"}, "_region": {"S": "eu-west-1"}}
+    dispatcher, _ = make_dispatcher(store)
+    answer = await dispatcher.read(VIEW, "k", None, True)
+    assert answer == {"view": "items", "key": "k", "features": {"a": 1}, "version": "0.5.eu-west-1", "region": "eu-west-1"}
+    assert store.reads == [True] and await dispatcher.read(VIEW, "missing", None, True) is None
+
+
+async def test_a_strong_read_follows_a_moved_primary_and_gives_up_when_it_keeps_moving():
+    moved = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "ap-southeast-1", epoch=5, version=8)
+
+    async def answer(region, body):
+        if region == "us-east-1":
+            raise NotPrimary("moved", rule=moved.to_json())
+        return {"results": [{"key": "k", "status": "PRESENT", "features": {"a": 3}, "version": "5.1.ap-southeast-1"}]}
+
+    peers = FakePeers(answer)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=4), peers=peers)
+    found = await dispatcher.read(VIEW, "k", None, True)
+    assert found == {"view": "items", "key": "k", "features": {"a": 3}, "version": "5.1.ap-southeast-1", "region": "ap-southeast-1"}
+
+    async def refuse(region, body):
+        raise NotPrimary("not me", rule=None)
+
+    peers = FakePeers(refuse)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=4), peers=peers)
+    with pytest.raises(PrimaryUnreachable, match="disagree on the primary of view 'items'"):
+        await dispatcher.read(VIEW, "k", None, True)
+    assert len(peers.calls) == CONFIG.routing.max_attempts
+
+
 async def test_a_strong_batch_read_refused_by_a_moved_primary_is_rerouted_key_by_key():
     # view#items moved from us-east-1 to ap-southeast-1 (the peer's 409 says so); default stays at home.
     stale = Rule("view#items#prefix#t1", SINGLE_PRIMARY, "us-east-1", epoch=3, version=5)
@@ -365,3 +435,147 @@ async def test_a_strong_batch_read_gives_up_when_the_primary_keeps_moving():
     with pytest.raises(PrimaryUnreachable, match="kept moving during 3 attempts"):
         await dispatcher.read_many(VIEW, ["a", "b"], None, True)
     assert len(peers.calls) == 3
+
+
+# -- answers, exactly as callers get them ------------------------------------------------------------
+
+
+def stored(key, **features):
+    item = {"pk": {"S": key}, "_ts": {"N": "5"}, "_epoch": {"N": "0"}, "_region": {"S": "eu-west-1"}}
+    item.update({name: {"N": str(value)} for name, value in features.items()})
+    return item
+
+
+async def test_batch_reads_answer_each_key_in_order_with_its_status_features_and_version():
+    store = ConditionalStore()
+    store.items.update({"a": stored("a", x=1, y=2), "c": stored("c", x=3)})
+    dispatcher, _ = make_dispatcher(store)
+    present = {"status": "PRESENT", "version": "0.5.eu-west-1"}
+    missing = {"key": "b", "status": "NOT_FOUND", "features": None, "version": None}
+    for strong in (False, True):  # strong: this region is the primary, so a consistent read here
+        assert await dispatcher.read_many(VIEW, ["a", "b", "c"], ("x",), strong) == [
+            {"key": "a", **present, "features": {"x": 1}}, missing, {"key": "c", **present, "features": {"x": 3}},
+        ]
+    assert store.reads == [False, True]
+    assert (await dispatcher.read_many(VIEW, ["a"], None, False))[0]["features"] == {"x": 1, "y": 2}
+
+
+async def test_a_peers_strong_read_is_answered_only_as_the_primary_of_every_key():
+    store = ConditionalStore()
+    store.items["a"] = stored("a", x=1)
+    elsewhere = Rule("view#items#prefix#far", SINGLE_PRIMARY, "us-east-1", epoch=2, version=3)
+    dispatcher, _ = make_dispatcher(store, HOME, elsewhere)
+    assert await dispatcher.accept_read(VIEW, ["a", "b"], ("x",)) == [
+        {"key": "a", "status": "PRESENT", "features": {"x": 1}, "version": "0.5.eu-west-1"},
+        {"key": "b", "status": "NOT_FOUND", "features": None, "version": None},
+    ]
+    assert store.reads == [True]
+    with pytest.raises(NotPrimary, match="eu-west-1 is not the primary of scope view#items#prefix#far") as refused:
+        await dispatcher.accept_read(VIEW, ["a", "far-1"], None)
+    assert refused.value.rule == elsewhere.to_json() and store.reads == [True]
+
+
+async def test_strong_batch_reads_of_another_primary_ask_it_once_for_its_keys():
+    async def answer(region, body):
+        return {"results": [{"key": k, "status": "PRESENT", "features": {"at": 1}, "version": "2.1." + region} for k in body["keys"]]}
+
+    peers = FakePeers(answer)
+    store = ConditionalStore()
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=2), peers=peers)
+    results = await dispatcher.read_many(VIEW, ["a", "b"], ("at",), True)
+    assert [r["version"] for r in results] == ["2.1.us-east-1"] * 2 and store.reads == []
+    assert peers.calls == [("read", "us-east-1", {"view": "items", "keys": ["a", "b"], "features": ["at"]})]
+
+
+async def test_before_the_rules_are_loaded_every_request_is_503_with_retry_after():
+    dispatcher, _ = make_dispatcher(ConditionalStore())
+    dispatcher._routing.table = None
+    with pytest.raises(Unavailable, match="has not loaded its routing rules yet") as caught:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert (caught.value.status, caught.value.retry_after) == (503, 1.0)
+
+
+def forward_count(dispatcher, region, outcome):
+    value = dispatcher._metrics.registry.get_sample_value(
+        "gateway_forward_total", {"to_region": region, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize(
+    "error, outcome",
+    [(None, "ok"), (NotPrimary("no", rule=None), "not_primary"), (PrimaryUnreachable("down"), "unreachable"),
+     (PeerError(500, "internal", "boom", False), "error")],
+)
+async def test_each_forward_is_counted_by_its_outcome(error, outcome):
+    async def answer(region, body):
+        if error is not None:
+            raise error
+        return await applied_by(region)(region, body)
+
+    rule = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), rule, peers=FakePeers(answer))
+    forward = dispatcher._forward(rule, [write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)])
+    if error is None:
+        assert (await forward)[0]["forwarded"] is True
+    else:
+        with pytest.raises(type(error)):
+            await forward
+    counts = {o: forward_count(dispatcher, "us-east-1", o) for o in ("ok", "not_primary", "unreachable", "error")}
+    assert counts == {o: 1.0 if o == outcome else 0.0 for o in counts}
+
+
+@pytest.mark.parametrize(
+    "error, status, code, message, retryable, retry_after",
+    [
+        ("not a dict", 502, "upstream_error", "A peer gateway answered a malformed record result.", True, None),
+        ({"code": "throttled", "message": "slow", "retryable": True, "status": 429}, 429, "throttled", "slow", True, 1.0),
+        ({"code": "unavailable", "message": "later", "retryable": True, "status": 503}, 503, "unavailable", "later", True, 1.0),
+        ({"code": "timeout", "message": "t", "retryable": True, "status": 504}, 504, "timeout", "t", True, None),
+        ({"code": "bad", "message": "no", "status": 400}, 400, "bad", "no", False, None),
+        ({"code": "odd", "status": 600}, 502, "odd", "", False, None),
+        ({"code": "odd", "status": 399}, 502, "odd", "", False, None),
+        ({"status": "500"}, 502, "upstream_error", "", False, None),
+        ({"code": "edge", "status": 599}, 599, "edge", "", False, None),
+    ],
+)
+async def test_a_peers_record_error_is_passed_on_with_its_status_code_and_retry_advice(
+    error, status, code, message, retryable, retry_after
+):
+    async def answer(region, body):
+        return {"results": [{"key": "k", "error": error}]}
+
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 0), peers=FakePeers(answer))
+    with pytest.raises(PeerError) as caught:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    got = caught.value
+    assert (got.status, got.code, got.message, got.retryable, got.retry_after) == (status, code, message, retryable, retry_after)
+
+
+async def test_forwarded_records_are_answered_each_on_its_own_with_the_status_of_its_error():
+    store = ConditionalStore()
+    store.fail_keys.add("b")
+    dispatcher, clock = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=3))
+    records = [write_record(VIEW, k, {"v": 1}, 1000, f"i-{k}", 0) for k in ("a", "b", "c")]
+    results = await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, records)
+    version = f"3.{clock.wall_us()}.eu-west-1"
+    applied = {"applied": True, "version": version, "primary": "eu-west-1", "forwarded": False}
+    assert results == [
+        {**applied, "key": "a"},
+        {"key": "b", "error": {"code": "throttled", "message": "throttled.", "retryable": True, "status": 429}},
+        {**applied, "key": "c"},
+    ]
+    single = await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [records[1]])
+    assert single == [results[1]]
+
+
+async def test_refused_and_missing_writes_name_the_primary_that_refused_them():
+    store = ConditionalStore()
+    dispatcher, _ = make_dispatcher(store)
+    first = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 900, "r2", 0)) == {
+        "applied": False, "version": first["version"], "primary": "eu-west-1", "forwarded": False, "reason": "stale_event_time",
+    }
+    assert await dispatcher.write(delete_record(VIEW, "gone", 5, "d1", 0)) == {
+        "applied": False, "version": None, "primary": "eu-west-1", "forwarded": False, "reason": "not_found",
+    }
