@@ -10,7 +10,7 @@ import pytest
 from gateway import errors
 from gateway.store.base import Condition
 from gateway.store.credentials import CredentialSource
-from gateway.store.lean import LeanStore
+from gateway.store.lean import LeanStore, open_lean_store
 from tests.fakes import AdvancingSleep, FakeDynamoDB, RecordingSleep
 
 TABLE = "features"
@@ -257,6 +257,91 @@ async def test_update_merges_condition_placeholders_and_rejects_conflicts() -> N
 
 
 
+
+
+class Scripted:
+    """A transport that records every request and answers each operation from a script of bodies."""
+
+    def __init__(self, **answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((operation, payload))
+        return self.answers[operation].pop(0)
+
+
+async def test_each_single_item_request_is_exactly_what_dynamodb_documents() -> None:
+    transport = Scripted(
+        GetItem=[{"Item": item("u1", v="a")}, {}], PutItem=[{}, {}], DeleteItem=[{"Attributes": item("u1")}, {}],
+        UpdateItem=[{}, {"Attributes": {"v": {"N": "2"}}}],
+    )
+    store = lean(transport, RecordingSleep())
+    condition = Condition("#ts < :ts", names={"#ts": "_ts"}, values={":ts": {"N": "5"}})
+    assert await store.get_item(TABLE, key("u1"), consistent=True, projection=["v", "_ts"]) == item("u1", v="a")
+    assert await store.get_item(TABLE, key("u2")) is None
+    await store.put_item(TABLE, item("u1", v="b"), condition=condition)
+    await store.put_item(TABLE, item("u1", v="c"))
+    assert await store.delete_item(TABLE, key("u1"), condition=condition, return_old=True) == item("u1")
+    assert await store.delete_item(TABLE, key("u1")) is None
+    assert await store.update_item(TABLE, key("u1"), update="SET #v = :v", names={"#v": "v"}, values={":v": {"N": "2"}}) is None
+    assert await store.update_item(
+        TABLE, key("u1"), update="REMOVE #v", names={"#v": "v"}, values={}, return_values="ALL_NEW"
+    ) == {"v": {"N": "2"}}
+    cond = {"ConditionExpression": "#ts < :ts", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            "ExpressionAttributeNames": {"#ts": "_ts"}, "ExpressionAttributeValues": {":ts": {"N": "5"}}}
+    assert transport.calls == [
+        ("GetItem", {"TableName": TABLE, "Key": key("u1"), "ConsistentRead": True, "ProjectionExpression": "#p0,#p1",
+                     "ExpressionAttributeNames": {"#p0": "v", "#p1": "_ts"}}),
+        ("GetItem", {"TableName": TABLE, "Key": key("u2")}),
+        ("PutItem", {"TableName": TABLE, **cond, "Item": item("u1", v="b")}),
+        ("PutItem", {"TableName": TABLE, "Item": item("u1", v="c")}),
+        ("DeleteItem", {"TableName": TABLE, **cond, "Key": key("u1"), "ReturnValues": "ALL_OLD"}),
+        ("DeleteItem", {"TableName": TABLE, "Key": key("u1")}),
+        ("UpdateItem", {"TableName": TABLE, "ExpressionAttributeNames": {"#v": "v"},
+                        "ExpressionAttributeValues": {":v": {"N": "2"}}, "Key": key("u1"), "UpdateExpression": "SET #v = :v"}),
+        ("UpdateItem", {"TableName": TABLE, "ExpressionAttributeNames": {"#v": "v"}, "Key": key("u1"),
+                        "UpdateExpression": "REMOVE #v", "ReturnValues": "ALL_NEW"}),
+    ]
+
+
+async def test_a_scan_reads_every_page_with_the_same_settings() -> None:
+    pages = [{"Items": [item("a"), item("b")], "LastEvaluatedKey": key("b")}, {"Items": [item("c")], "LastEvaluatedKey": key("c")}, {}]
+    transport = Scripted(Scan=pages)
+    assert await lean(transport, RecordingSleep()).scan(TABLE, consistent=True, page_size=2) == [item("a"), item("b"), item("c")]
+    first = {"TableName": TABLE, "ConsistentRead": True, "Limit": 2}
+    assert transport.calls == [
+        ("Scan", first), ("Scan", {**first, "ExclusiveStartKey": key("b")}), ("Scan", {**first, "ExclusiveStartKey": key("c")}),
+    ]
+    transport = Scripted(Scan=[{"Items": [item("a")]}])
+    assert await lean(transport, RecordingSleep()).scan(TABLE) == [item("a")]
+    assert transport.calls == [("Scan", {"TableName": TABLE})]
+
+
+async def test_a_batch_get_request_carries_consistency_and_the_projection_with_its_keys() -> None:
+    answer = {"Responses": {TABLE: [item("u1", v="1", w="x")]}, "UnprocessedKeys": {}}
+    transport = Scripted(BatchGetItem=[answer, {"Responses": {}}])
+    store = lean(transport, RecordingSleep())
+    assert await store.batch_get_item(TABLE, [key("u1"), key("u2")], consistent=True, projection=["v", "v"]) == [
+        {"v": {"S": "1"}, "w": {"S": "x"}}, None,  # the key attribute, not asked for, is dropped again
+    ]
+    assert transport.calls == [("BatchGetItem", {"RequestItems": {TABLE: {
+        "ConsistentRead": True, "ProjectionExpression": "#p0,#p1", "ExpressionAttributeNames": {"#p0": "v", "#p1": "pk"},
+        "Keys": [key("u1"), key("u2")],
+    }}})]
+    assert await store.batch_get_item(TABLE, [key("u3")]) == [None]  # an answer without Responses: nothing found
+    assert transport.calls[1] == ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key("u3")]}}})
+
+
+async def test_a_store_opened_for_an_endpoint_uses_it_and_the_credentials_given() -> None:
+    transport = Scripted(GetItem=[{}])
+    store = await open_lean_store(
+        "eu-west-1", "http://127.0.0.1:1", credentials=CredentialSource.static("a", "b"), transport=transport,
+        max_attempts=2,
+    )
+    assert (store.endpoint, store.region) == ("http://127.0.0.1:1", "eu-west-1")
+    assert await store.get_item(TABLE, key("u1")) is None and transport.calls == [("GetItem", {"TableName": TABLE, "Key": key("u1")})]
+    await store.close()
 
 
 # --- the request's deadline, the observer and spans ---
