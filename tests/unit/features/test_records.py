@@ -10,6 +10,7 @@ from gateway.features.records import (
     check_idempotency_key,
     check_key,
     delete_record,
+    forwarded_record,
     parse_event_time,
     view_of,
     write_record,
@@ -121,3 +122,118 @@ def test_names_dynamodb_cannot_take_are_a_caller_error_before_any_upstream(featu
 def test_the_longest_names_allowed_are_written():
     record = write_record(OPEN, "k", {"a" * 255: {"k" * 1024: 1}}, None, None, 0)
     assert record.attributes["a" * 255] == {"M": {"k" * 1024: {"N": "1"}}}
+
+
+@pytest.mark.parametrize(
+    "value, kind", [(None, "null"), (True, "bool"), (1, "int"), (1.5, "float"), (["x"], "list"), ({"a": 1}, "map")]
+)
+def test_a_wrongly_typed_feature_names_the_json_type_it_got(value, kind):
+    with pytest.raises(RequestError) as refused:
+        write_record(TYPED, "u1", {"name": value}, None, None, NOW, "records[3].")
+    assert str(refused.value) == f"records[3].feature 'name' of view 'users' must be of type string, got {kind}."
+
+
+@pytest.mark.parametrize(
+    "kind, accepted, refused",
+    [
+        ("float", [1, 1.5, -0.0], [True, "1", None]),
+        ("int", [0, -7], [1.5, False]),
+        ("bool", [True, False], [0, 1, "true"]),
+        ("list", [[], [1, "a"]], [{}, "[]"]),
+        ("map", [{}, {"a": [1]}], [[], "{}"]),
+        ("string", ["", "x"], [1, None]),
+        ("any", [None, 1, "x", [1], {"a": 1}, True], []),
+    ],
+)
+def test_declared_feature_types_take_exactly_their_json_values(kind, accepted, refused):
+    view = ViewConfig("v", "t", "pk", {"f": kind})
+    for value in accepted:
+        assert write_record(view, "k", {"f": value}, None, None, NOW).attributes["f"]
+    for value in refused:
+        with pytest.raises(RequestError, match=f"must be of type {kind}"):
+            write_record(view, "k", {"f": value}, None, None, NOW)
+
+
+def test_a_records_size_counts_its_key_features_and_the_room_for_system_attributes():
+    record = write_record(OPEN, "k1", {"name": "abc", "n": 12}, 5, "i", NOW)
+    assert record.size == len("pk") + len("k1") + 64 + 256 + (4 + 3) + (1 + 2)
+    assert delete_record(OPEN, "k1", None, None, NOW).size == len("k1") + 64 + 256
+    near = 400 * 1024 - (len("pk") + len("k1") + 320) - len("blob")
+    assert write_record(OPEN, "k1", {"blob": "x" * near}, None, None, NOW).size == 400 * 1024  # exactly the limit
+    with pytest.raises(ItemTooLarge, match=r"item for key 'k1' is about 409601 bytes; DynamoDB items hold at most 409600"):
+        write_record(OPEN, "k1", {"blob": "x" * (near + 1)}, None, None, NOW)
+
+
+def test_event_times_span_1970_to_the_last_millisecond_of_9999():
+    assert parse_event_time(0, NOW) == 0 and parse_event_time(253402300799999, NOW) == 253402300799999
+    with pytest.raises(RequestError, match="event_time 253402300800000 is not an epoch-milliseconds time between 1970 and 9999"):
+        parse_event_time(253402300800000, NOW)
+    with pytest.raises(RequestError, match="has no time zone"):
+        parse_event_time("2026-01-01T00:00:00", NOW)
+    assert parse_event_time("2026-01-31T12:00:00.250Z", NOW) == 1769860800250
+
+
+def test_an_idempotency_key_of_the_longest_length_is_kept_and_an_empty_one_replaced():
+    assert check_idempotency_key("x" * 256) == "x" * 256
+    assert len(check_idempotency_key("")) == 32
+    with pytest.raises(RequestError, match="printable text of at most 256 characters"):
+        check_idempotency_key("x" * 257)
+
+
+def test_refusals_name_where_in_the_request_they_are():
+    with pytest.raises(RequestError, match=r"^records\[1\]\.key must be a non-empty string\.$"):
+        write_record(OPEN, "", {}, None, None, NOW, "records[1].")
+    with pytest.raises(RequestError, match=r"^records\[1\]\.features must be a JSON object"):
+        write_record(OPEN, "k", None, None, None, NOW, "records[1].")
+    with pytest.raises(RequestError, match=r"^records\[1\]\.feature name '_ts' is reserved"):
+        write_record(OPEN, "k", {"_ts": 1}, None, None, NOW, "records[1].")
+    with pytest.raises(UnknownView, match=r"View 'x' is not configured on this gateway; known views: items, users\.$"):
+        view_of({"users": TYPED, "items": OPEN}, "x")
+    with pytest.raises(RequestError, match="consistency must be 'eventual' or 'strong', got 'linear'"):
+        check_consistency("linear")
+    with pytest.raises(RequestError, match="'features' must be a list of feature names"):
+        check_feature_names(OPEN, ["a", 1])
+
+
+# -- forwarded records: the origin validated them; the receiver checks their shape again --------------
+
+
+def forwarded(**over):
+    rec = {"key": "k", "attributes": {"a": {"N": "1"}}, "event_ms": 5, "idempotency_key": "i1", **over}
+    return forwarded_record(OPEN, rec, "records[0]")
+
+
+def test_a_forwarded_record_keeps_what_the_origin_sent():
+    record = forwarded()
+    assert (record.key, record.attributes, record.event_ms, record.idempotency_key) == ("k", {"a": {"N": "1"}}, 5, "i1")
+    assert record.size == 1 + 320 + (1 + 2)
+    deleted = forwarded(attributes=None)
+    assert deleted.attributes is None and deleted.size == 1 + 320
+    assert forwarded(event_ms=253402300799999).event_ms == 253402300799999
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"key": ""}, "records[0].key must be a non-empty string."),
+        ({"attributes": [1]}, "records[0].attributes must be DynamoDB attribute values by feature name, or null for a delete."),
+        ({"attributes": {"_ts": {"N": "1"}}}, "records[0].feature name '_ts' is reserved"),
+        ({"attributes": {"a": {"N": "x"}}}, "Feature 'records[0].attributes.a' is not a DynamoDB number: 'x'."),
+        ({"event_ms": -1}, "records[0].event_ms must be epoch milliseconds."),
+        ({"event_ms": True}, "records[0].event_ms must be epoch milliseconds."),
+        ({"event_ms": "5"}, "records[0].event_ms must be epoch milliseconds."),
+        ({"event_ms": 253402300800000}, "records[0].event_ms 253402300800000 is after the year 9999."),
+        ({"idempotency_key": ""}, "records[0].idempotency_key is required on a forwarded write."),
+        ({"idempotency_key": None}, "records[0].idempotency_key is required on a forwarded write."),
+        ({"attributes": {"a": {"S": "x" * 409_600}}}, "records[0] item for key 'k' is about 409922 bytes"),
+    ],
+)
+def test_a_malformed_forwarded_record_is_refused_naming_the_field(over, message):
+    with pytest.raises(RequestError) as refused:
+        forwarded(**over)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_forwarded_record_that_is_not_an_object_is_refused():
+    with pytest.raises(RequestError, match=r"^records\[0\] must be a JSON object\.$"):
+        forwarded_record(OPEN, ["k"], "records[0]")

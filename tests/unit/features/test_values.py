@@ -82,6 +82,17 @@ def test_item_size_follows_dynamodb_rules():
     assert item_size({"s": {"S": "é"}}) == 1 + 2
 
 
+def test_item_size_counts_numbers_by_significant_digits_and_what_other_tools_write():
+    # 1 byte per two significant digits, plus 1; leading zeros and the sign do not count.
+    assert [item_size({"n": {"N": text}}) for text in ("12", "-0.0012", "123", "0")] == [1 + 2, 1 + 2, 1 + 3, 1 + 2]
+    # Binaries count their bytes (base64 on the wire, bytes from boto3); sets the sum of their members.
+    assert item_size({"b": {"B": "AAEC"}}) == 1 + 3 and item_size({"b": {"B": b"\x00\x01"}}) == 1 + 2
+    assert item_size({"s": {"SS": ["a", "bé"]}}) == 1 + 1 + 3
+    assert item_size({"s": {"NS": ["12", "3"]}}) == 1 + 2 + 2
+    assert item_size({"s": {"BS": ["AAEC", b"\x00"]}}) == 1 + 3 + 1
+    assert item_size({"x": {}}) == 1  # no value: only its name
+
+
 def test_sets_and_binary_from_other_tools_are_readable():
     assert from_attribute({"SS": ["a", "b"]}) == ["a", "b"]
     assert from_attribute({"NS": ["1", "2.5"]}) == [1, 2.5]
