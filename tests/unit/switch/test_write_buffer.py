@@ -487,3 +487,33 @@ async def test_a_held_write_costs_under_640_bytes_beside_its_record():
     for coroutine in waiting:
         coroutine.close()
     buffer.close()
+
+
+async def test_evictions_reach_every_scope_holding_writes_and_carry_the_buffers_retry_after():
+    clock = FakeClock(1000.0)
+    buffer = WriteBuffer(BufferConfig(), clock, retry_after=2.5)
+    buffer.switch_started("idle")  # a scope with nothing held comes first
+    held = [await hold(buffer, "b"), await hold(buffer, "c")]
+    assert buffer.evict_all("the rule was deleted") == 2
+    await settle()
+    messages = [str(task.exception()) for task in held]
+    assert messages == [
+        "write held for the switch of scope 'b' was evicted: the rule was deleted",
+        "write held for the switch of scope 'c' was evicted: the rule was deleted",
+    ]
+    assert [task.exception().retry_after for task in held] == [2.5, 2.5]
+    task = await hold(buffer, "b")
+    buffer.close()
+    await settle()
+    assert str(task.exception()).endswith("was evicted: the gateway is shutting down")
+
+
+async def test_the_next_expiry_is_the_oldest_held_writes_window_end():
+    buffer, clock, _ = make(window=4.0)
+    assert buffer.next_expiry() is None
+    await hold(buffer, "a")
+    clock.advance(1.0)
+    await hold(buffer, "b")
+    assert buffer.next_expiry() == 1004.0
+    buffer.evict_all("test over")
+    await settle()
