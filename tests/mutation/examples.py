@@ -75,6 +75,10 @@ EXAMPLES = [
             "delay = self._resolution if expiry is None else max(0.0, min(self._resolution, expiry - self._clock.monotonic()))",
             "delay = self._resolution",
             "tests/unit/switch/test_write_buffer.py::test_the_sweeper_expires_a_held_write_when_its_window_ends"),
+    Example("peer signatures compared on their first 8 hex digits only", "gateway/peer/auth.py",
+            "if not hmac.compare_digest(expected, signature):",
+            "if not hmac.compare_digest(expected[:8], signature[:8]):",
+            "tests/unit/peer/test_auth.py::test_a_signature_that_only_starts_like_the_right_one_is_refused"),
 ]
 
 
