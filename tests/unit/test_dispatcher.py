@@ -11,6 +11,7 @@ from gateway.config import BufferConfig, from_dict
 from gateway.dispatcher import Dispatcher
 from gateway.errors import (
     ConditionFailed,
+    Draining,
     NoRoutingRule,
     NotPrimary,
     PeerError,
@@ -182,7 +183,9 @@ async def test_a_write_for_another_primary_is_forwarded_with_its_epoch_and_idemp
     answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
     assert answer == {"applied": True, "version": "4.5.us-east-1", "primary": "us-east-1", "forwarded": True}
     (op, region, body), = peers.calls
-    assert (op, region, body["scope"], body["epoch"], body["origin"]) == ("write", "us-east-1", "default", 4, "eu-west-1")
+    assert (op, region, body["view"], body["scope"], body["epoch"], body["origin"]) == (
+        "write", "us-east-1", "items", "default", 4, "eu-west-1"
+    )
     assert body["records"] == [{"key": "k", "attributes": {"a": {"N": "1"}}, "event_ms": 1000, "idempotency_key": "idem-1"}]
     assert store.items == {}  # nothing written here
 
@@ -296,6 +299,7 @@ async def test_a_forward_to_a_region_that_is_not_primary_or_routes_another_scope
     with pytest.raises(NotPrimary, match="not the active primary") as caught:
         await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 3, [record])
     assert caught.value.rule["primary"] == "us-east-1"
+    assert dispatcher._routing.refreshes == 1  # same epoch: our snapshot may be behind, so look once before refusing
     with pytest.raises(NotPrimary, match="by scope default, not view#items"):
         await dispatcher.accept_forwarded(VIEW, "view#items", 3, [record])
 
@@ -579,3 +583,79 @@ async def test_refused_and_missing_writes_name_the_primary_that_refused_them():
     assert await dispatcher.write(delete_record(VIEW, "gone", 5, "d1", 0)) == {
         "applied": False, "version": None, "primary": "eu-west-1", "forwarded": False, "reason": "not_found",
     }
+
+
+async def test_rerouting_backs_off_longer_at_each_further_attempt():
+    config = from_dict({"gateway": {"region": "eu-west-1"}, "routing": {"max_attempts": 4}, "views": {"items": {"table": "features_items"}}})
+
+    async def answer(region, body):
+        raise NotPrimary("not me", rule={"scope": "default", "primary": "nowhere"})  # a malformed rule: ignored
+
+    sleep = RecordingSleep()
+    clock = FakeClock()
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1))
+    dispatcher = Dispatcher(
+        config, ConditionalStore(), ReadCoalescer(ConditionalStore()), clock, routing, FakePeers(answer), Metrics(),
+        WriteBuffer(BufferConfig(), clock), AckLog(clock, 60.0, 100), sleep=sleep,
+    )
+    with pytest.raises(PrimaryUnreachable, match="kept moving during 4 attempts"):
+        await dispatcher.write(write_record(config.views["items"], "k", {"a": 1}, 1000, "i", 0))
+    assert sleep.delays == [0.05, 0.1] and routing.refreshes == 3
+
+
+async def test_a_key_under_a_prefix_rule_is_written_where_that_rule_says():
+    store = ConditionalStore()
+    peers = FakePeers(applied_by("ap-southeast-1"))
+    prefix = Rule("view#items#prefix#ap-", SINGLE_PRIMARY, "ap-southeast-1", epoch=2)
+    dispatcher, _ = make_dispatcher(store, HOME, prefix, peers=peers)
+    assert (await dispatcher.write(write_record(VIEW, "ap-1", {"a": 1}, 1000, "i", 0)))["primary"] == "ap-southeast-1"
+    assert (await dispatcher.write(write_record(VIEW, "eu-1", {"a": 1}, 1000, "j", 0)))["primary"] == "eu-west-1"
+    assert [c[2]["scope"] for c in peers.calls] == ["view#items#prefix#ap-"] and list(store.items) == ["eu-1"]
+
+
+async def test_a_strong_read_of_an_any_region_scope_is_served_here_whatever_primary_it_names():
+    store = ConditionalStore()
+    store.items["k"] = stored("k", x=1)
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, ANY_REGION, "us-east-1", epoch=0))
+    assert (await dispatcher.read(VIEW, "k", None, True))["region"] == "eu-west-1" and store.reads == [True]
+
+
+async def test_a_min_version_read_of_a_key_the_replica_does_not_hold_yet_goes_to_the_primary():
+    async def answer(region, body):
+        return {"results": [{"key": "k", "status": "PRESENT", "features": {"a": 9}, "version": "1.9.us-east-1"}]}
+
+    peers = FakePeers(answer)
+    dispatcher, clock = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+
+    async def advancing_sleep(delay):
+        clock.advance(delay)
+
+    dispatcher._sleep = advancing_sleep
+    found = await dispatcher.read(VIEW, "k", None, False, Version(1, 9, "us-east-1"))
+    assert found["region"] == "us-east-1" and len(peers.calls) == 1
+
+
+async def test_a_peer_answer_without_keys_is_still_an_answer():
+    async def answer(region, body):
+        return {"results": [{"applied": True, "version": "1.5.us-east-1", "primary": region, "forwarded": False}]}
+
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 1), peers=FakePeers(answer))
+    result = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert result == {"applied": True, "version": "1.5.us-east-1", "primary": "us-east-1", "forwarded": True}
+
+
+async def test_a_write_drained_into_a_second_switch_that_the_buffer_refuses_gets_the_refusal():
+    store = ConditionalStore()
+    first = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 1, state=SWITCHING, next_primary="eu-west-1", switch_id="s1")
+    dispatcher, _ = make_dispatcher(store, first)
+    write = asyncio.create_task(dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0)))
+    await asyncio.sleep(0)
+    assert dispatcher._buffer.stats(DEFAULT_SCOPE).held == 1
+    routing = dispatcher._routing
+    routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 2))  # aborted: the held write is let go ...
+    routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 2, state=SWITCHING, next_primary="eu-west-1",
+                     switch_id="s2"))  # ... into the next switch, while the gateway shuts down
+    dispatcher._buffer.close()
+    with pytest.raises(Draining):
+        await write
+    assert store.items == {}
