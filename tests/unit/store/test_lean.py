@@ -453,3 +453,52 @@ async def test_every_call_is_one_client_span_under_the_current_one() -> None:
     assert get_ok.parent.span_id == request.context.span_id and get_ok.attributes["aws.dynamodb.table_names"] == (TABLE,)
     assert get_ok.status.status_code is StatusCode.UNSET
     assert get_throttled.status.status_code is StatusCode.ERROR and get_throttled.attributes["gateway.outcome"] == "throttled"
+
+
+async def test_spans_carry_the_semantic_attributes_and_mark_only_failures_as_errors() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ddb = FakeDynamoDB()
+    ddb.put(item("u1"))
+    timings: list[tuple[str, str, float]] = []
+    store = lean(ddb, RecordingSleep(), max_attempts=1, tracer=provider.get_tracer("test"),
+                 observer=lambda op, outcome, seconds: timings.append((op, outcome, seconds)))
+    with pytest.raises(errors.ConditionFailed):
+        await store.put_item(TABLE, item("u1"), condition=Condition("attribute_not_exists(pk)"))
+    ddb.failures.append(errors.StoreTimeout("slow"))
+    with pytest.raises(errors.StoreTimeout):
+        await store.get_item(TABLE, key("u1"))
+    refused, slow = exporter.get_finished_spans()
+    assert dict(refused.attributes) == {
+        "db.system": "dynamodb", "db.operation": "PutItem", "aws.dynamodb.table_names": (TABLE,),
+        "gateway.outcome": "condition_failed",
+    }
+    assert refused.status.status_code is StatusCode.UNSET  # a refused condition is an answer, not a failure
+    assert (slow.attributes["gateway.outcome"], slow.status.status_code, slow.status.description) == (
+        "timeout", StatusCode.ERROR, "timeout",
+    )
+    assert [(op, outcome) for op, outcome, _ in timings] == [("PutItem", "condition_failed"), ("GetItem", "timeout")]
+    assert all(0 <= seconds < 1 for _, _, seconds in timings)
+
+
+async def test_an_attempt_takes_its_whole_timeout_while_the_deadline_leaves_that_much() -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock()
+    transport = Scripted(GetItem=[{}])
+    store = lean(transport, RecordingSleep(), max_attempts=1, attempt_timeout=2.0)
+    assert await in_request(clock, 2.0, store.get_item(TABLE, key("u1"))) is None  # exactly the attempt timeout left
+    with pytest.raises(errors.StoreTimeout, match="was not tried: the request's deadline had passed"):
+        await in_request(clock, 0.0, store.get_item(TABLE, key("u1")))
+    assert len(transport.calls) == 1  # the second was never sent
+
+
+def test_a_store_needs_at_least_one_attempt() -> None:
+    with pytest.raises(ValueError, match="^max_attempts must be at least 1$"):
+        lean(FakeDynamoDB(), RecordingSleep(), max_attempts=0)
