@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.routing.rules import (
@@ -124,6 +126,7 @@ SWITCHING_RULE = dict(state="switching", next_primary="eu-west-1", switch_id="s1
         (dict(schedule=(ScheduleEntry("08:00", "eu-west-1"), ScheduleEntry("24:00", "us-east-1"))),
          "rule 'default': schedule[1].at must be HH:MM (UTC), got '24:00'"),
         (dict(schedule=(ScheduleEntry("08:60", "eu-west-1"),)), "rule 'default': schedule[0].at must be HH:MM (UTC), got '08:60'"),
+        (dict(schedule=(ScheduleEntry("08:00", None),)), "rule 'default': schedule[0].primary is required"),
         (dict(schedule=(ScheduleEntry("08:00", "sa-east-1"),)),
          "rule 'default': schedule[0].primary 'sa-east-1' is not a known region (eu-west-1, us-east-1)"),
         (dict(mode="any_region", primary=None, schedule=(ScheduleEntry("08:00", "eu-west-1"),)),
@@ -237,3 +240,9 @@ def test_an_edit_of_the_mode_bumps_the_epoch_and_stamps_who_and_when():
     before = rule("view#users", "us-east-1", epoch=3, version=5)
     changed = edited(before, by="ann", at_ms=42, mode=ANY_REGION, primary="us-east-1")
     assert (changed.mode, changed.epoch, changed.version, changed.updated_by, changed.updated_at) == (ANY_REGION, 4, 6, "ann", 42)
+
+
+def test_a_new_rule_at_version_and_epoch_0_round_trips_as_it_is():
+    fresh = rule("default")
+    assert parse_rule(fresh.to_item(ts_us=1, region="us-east-1")) == replace(fresh, updated_by="-")
+    assert parse_rule({**fresh.to_item(ts_us=1, region="us-east-1"), "updated_by": {"S": ""}}) == fresh
