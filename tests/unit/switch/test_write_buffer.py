@@ -517,3 +517,47 @@ async def test_the_next_expiry_is_the_oldest_held_writes_window_end():
     assert buffer.next_expiry() == 1004.0
     buffer.evict_all("test over")
     await settle()
+
+
+async def test_a_sweep_expires_every_scopes_overdue_writes_with_the_buffers_retry_after():
+    clock = FakeClock(1000.0)
+    buffer = WriteBuffer(BufferConfig(window=5.0), clock, retry_after=2.5)
+    assert buffer.sweep() == 0  # nothing held
+    buffer.switch_started("quiet")  # a switching scope holding nothing comes first
+    overdue = [await hold(buffer, "s"), await hold(buffer, "s"), await hold(buffer, "t")]
+    clock.advance(5.0)
+    assert buffer.sweep() == 3
+    await settle()
+    assert [task.exception().retry_after for task in overdue] == [2.5, 2.5, 2.5]
+    assert buffer.stats("s").expired == 2 and buffer.stats("t").expired == 1
+
+
+async def test_refusals_at_once_carry_the_buffers_retry_after_and_are_all_counted():
+    clock = FakeClock(1000.0)
+    buffer = WriteBuffer(BufferConfig(max_entries=1), clock, retry_after=2.5)
+    buffer.switch_started("s")
+    held = await hold(buffer, "s", 0)  # a write of no bytes is held like any other
+    for _ in range(2):
+        with pytest.raises(PrimarySwitching) as full:
+            buffer.hold("s", 1).send(None)
+        assert full.value.retry_after == 2.5
+    assert buffer.stats("s").refused == 2
+    with pytest.raises(ValueError, match="^nbytes must be >= 0, not -1$"):
+        buffer.hold("s", -1).send(None)
+    buffer.close()
+    with pytest.raises(Draining) as closed:
+        buffer.hold("s", 1).send(None)
+    assert (str(closed.value), closed.value.retry_after) == ("the gateway is shutting down", 2.5)
+    await settle()
+    assert isinstance(held.exception(), Draining)
+
+
+async def test_a_held_write_whose_caller_gave_up_counts_as_evicted():
+    buffer, _, metrics = make()
+    buffer.switch_started("s")
+    task = await hold(buffer, "s")
+    task.cancel()
+    await settle()
+    stats = buffer.stats("s")
+    assert (stats.held, stats.evicted) == (0, 1) and sample(metrics, "gateway_buffer_released_total", scope="s", reason="evicted") == 1
+    assert_balanced(stats)
