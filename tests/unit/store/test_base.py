@@ -64,5 +64,7 @@ def test_chunks_keep_order_and_size() -> None:
 def test_key_identity_of_missing_or_malformed_attributes_is_still_an_identity() -> None:
     assert key_identity({"id": {"N": "x"}}, ["id"]) == (("id", "N", "x"),)
     assert key_identity({}, ["id"]) == (("id", None),)
+    assert key_identity({"b": {"S": "x"}}, ["a", "b"]) == (("a", None), ("b", "S", "x"))  # every name, in order
+    assert key_identity({"id": {"N": "1"}}, ["id"]) != key_identity({"id": {"N": "2"}}, ["id"])
     assert key_identity({"id": {"S": "a", "N": "1"}}, ["id"]) == (("id", None),)
     assert key_identity({"a": {"S": "1"}, "b": {"N": "2.50"}}, ["a", "b"]) == key_identity({"a": {"S": "1"}, "b": {"N": "2.5"}}, ["a", "b"])

@@ -204,6 +204,7 @@ async def test_close_fails_reads_in_flight_started_and_queued_and_answers_none_o
     assert transport.in_flight == 0  # close() returns once the call in flight is cancelled and over
     outcomes = await asyncio.gather(in_flight, not_started, *queued, return_exceptions=True)
     assert [type(o) for o in outcomes] == [StoreUnavailable] * 4, outcomes  # never None: that would say "not found"
+    assert {str(o) for o in outcomes} == {"The gateway is shutting down; retry on another instance."}
     assert db.operations() == []  # and nothing was sent after it
 
 
