@@ -250,8 +250,11 @@ async def test_writes_of_a_switching_scope_wait_in_the_buffer_and_go_to_the_new_
 
 async def test_a_missing_rule_is_no_routing_rule():
     dispatcher, _ = make_dispatcher(ConditionalStore(), Rule("view#other", SINGLE_PRIMARY, "eu-west-1", 0))
-    with pytest.raises(NoRoutingRule, match="view#items"):
+    with pytest.raises(NoRoutingRule) as refused:
         await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert refused.value.message == (
+        "No routing rule covers view 'items' (no 'view#items' and no 'default' scope); add one with `gatewayctl rules set`."
+    )
 
 
 async def test_any_region_writes_locally_under_the_rules_epoch():
