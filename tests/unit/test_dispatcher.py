@@ -17,6 +17,7 @@ from gateway.errors import (
     PeerError,
     PrimaryUnreachable,
     StoreThrottled,
+    TableNotFound,
     Unavailable,
 )
 from gateway.features.items import Version
@@ -34,14 +35,19 @@ VIEW = CONFIG.views["items"]
 
 
 class ConditionalStore:
-    """One item per key; evaluates the condition each write carries, from its text, as DynamoDB would (``holds``)."""
+    """The view's one table, an item per key; evaluates the condition each write carries, from its text, as
+    DynamoDB would (``holds``). Another table does not exist here, as in DynamoDB; the old item comes back only
+    when asked for (``ReturnValues=ALL_OLD``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: str = "features_items") -> None:
+        self.table = table
         self.items: dict[str, dict] = {}
         self.fail_keys: set[str] = set()
         self.reads: list[bool] = []  # consistent? per read call
 
-    def _check(self, key, condition):
+    def _check(self, table, key, condition):
+        if table != self.table:
+            raise TableNotFound(f"no table {table!r}")
         old = self.items.get(key)
         if key in self.fail_keys:
             raise StoreThrottled("throttled.")
@@ -51,20 +57,22 @@ class ConditionalStore:
 
     async def put_item(self, table, item, *, condition=None):
         key = item["pk"]["S"]
-        self._check(key, condition)
+        self._check(table, key, condition)
         self.items[key] = item
 
     async def delete_item(self, table, key, *, condition=None, return_old=False):
         k = key["pk"]["S"]
-        old = self._check(k, condition)
+        old = self._check(table, k, condition)
         self.items.pop(k, None)
-        return old
+        return old if return_old is True else None
 
     async def get_item(self, table, key, *, consistent=False, projection=None):
+        self._check(table, None, None)
         self.reads.append(consistent)
         return self.items.get(key["pk"]["S"])
 
     async def batch_get_item(self, table, keys, *, consistent=False, projection=None):
+        self._check(table, None, None)
         self.reads.append(consistent)
         return [self.items.get(k["pk"]["S"]) for k in keys]
 
@@ -662,3 +670,132 @@ async def test_a_write_drained_into_a_second_switch_that_the_buffer_refuses_gets
     with pytest.raises(Draining):
         await write
     assert store.items == {}
+
+
+# -- each read path answers for its own view, key and features ---------------------------------------
+
+VIEW_RULE = Rule("view#items", SINGLE_PRIMARY, "us-east-1", epoch=3, version=2)  # default stays at home
+PREFIX_RULE = Rule("view#items#prefix#p-", SINGLE_PRIMARY, "eu-west-1", epoch=1, version=1)
+
+
+def answering(features):
+    async def answer(region, body):
+        return {"results": [{"key": k, "status": "PRESENT", "features": features, "version": f"3.1.{region}"} for k in body["keys"]]}
+
+    return answer
+
+
+async def test_every_read_path_answers_the_asked_key_with_the_asked_features_only():
+    store = ConditionalStore()
+    store.items.update({"p-1": stored("p-1", a=1, b=2), "k": stored("k", a=1, b=2)})
+    peers = FakePeers(answering({"a": 7}))
+    dispatcher, clock = make_dispatcher(store, HOME, VIEW_RULE, PREFIX_RULE, peers=peers)
+    local = {"view": "items", "key": "p-1", "features": {"a": 1}, "version": "0.5.eu-west-1", "region": "eu-west-1"}
+    assert await dispatcher.read(VIEW, "p-1", ("a",), False) == local  # eventual
+    assert await dispatcher.read(VIEW, "p-1", ("a",), True) == local  # strong: the prefix's primary is here
+    assert await dispatcher.read(VIEW, "p-1", ("a",), False, Version(0, 5, "eu-west-1")) == local  # min_version, reached
+    # Strong, of a key whose view rule names us-east-1: asked there, for the features wanted.
+    assert await dispatcher.read(VIEW, "k", ("a",), True) == {
+        "view": "items", "key": "k", "features": {"a": 7}, "version": "3.1.us-east-1", "region": "us-east-1",
+    }
+    assert peers.calls == [("read", "us-east-1", {"view": "items", "keys": ["k"], "features": ["a"]})]
+
+    async def catching_up(delay):
+        clock.advance(delay)
+        store.items["k"] = {**stored("k", a=1, b=2), "_epoch": {"N": "3"}, "_ts": {"N": "9"}}
+
+    dispatcher._sleep = catching_up
+    assert await dispatcher.read(VIEW, "k", ("b",), False, Version(3, 9, "")) == {
+        "view": "items", "key": "k", "features": {"b": 2}, "version": "3.9.eu-west-1", "region": "eu-west-1",
+    }
+    assert await dispatcher.accept_read(VIEW, ["p-1"], ("b",)) == [
+        {"key": "p-1", "status": "PRESENT", "features": {"b": 2}, "version": "0.5.eu-west-1"},
+    ]
+    assert await dispatcher.read_many(VIEW, ["p-1"], ("b",), True) == await dispatcher.accept_read(VIEW, ["p-1"], ("b",))
+
+
+async def test_a_min_version_read_that_never_catches_up_asks_the_primary_for_the_features_wanted():
+    store = ConditionalStore()
+    store.items["k"] = stored("k", a=1)
+    peers = FakePeers(answering({"a": 7}))
+    dispatcher, clock = make_dispatcher(store, HOME, VIEW_RULE, peers=peers)
+
+    async def advancing(delay):
+        clock.advance(delay)
+
+    dispatcher._sleep = advancing
+    assert (await dispatcher.read(VIEW, "k", ("a",), False, Version(3, 9, "")))["region"] == "us-east-1"
+    assert peers.calls == [("read", "us-east-1", {"view": "items", "keys": ["k"], "features": ["a"]})]
+
+
+async def test_a_forward_is_revalidated_by_the_rule_of_its_view_and_prefix():
+    store = ConditionalStore()
+    dispatcher, _ = make_dispatcher(store, HOME, VIEW_RULE, PREFIX_RULE)
+    applied = await dispatcher.accept_forwarded(VIEW, "view#items#prefix#p-", 1, [write_record(VIEW, "p-1", {"a": 1}, 5, "i", 0)])
+    assert applied[0]["applied"] and store.items["p-1"]["_epoch"] == {"N": "1"}
+    with pytest.raises(NotPrimary, match="not the active primary of scope view#items at epoch 3"):
+        await dispatcher.accept_forwarded(VIEW, "view#items", 3, [write_record(VIEW, "k", {"a": 1}, 5, "j", 0)])
+
+
+async def test_strong_batch_reads_refused_by_two_moved_primaries_reroute_both_groups():
+    stale_a = Rule("view#items#prefix#a-", SINGLE_PRIMARY, "us-east-1", epoch=1, version=1)
+    stale_b = Rule("view#items#prefix#b-", SINGLE_PRIMARY, "ap-southeast-1", epoch=1, version=1)
+    moved = {
+        "us-east-1": Rule("view#items#prefix#a-", SINGLE_PRIMARY, "eu-west-1", epoch=2, version=2),
+        "ap-southeast-1": Rule("view#items#prefix#b-", SINGLE_PRIMARY, "eu-west-1", epoch=2, version=2),
+    }
+
+    async def answer(region, body):
+        raise NotPrimary("moved", rule=moved[region].to_json())
+
+    store = ConditionalStore()
+    store.items.update({"a-1": stored("a-1", x=1), "b-1": stored("b-1", x=2)})
+    dispatcher, _ = make_dispatcher(store, HOME, stale_a, stale_b, peers=FakePeers(answer))
+    routing = dispatcher._routing
+    routing.next_rules = (HOME, *moved.values())  # the refresh after the refusals brings both moves
+    results = await dispatcher.read_many(VIEW, ["a-1", "b-1"], None, True)
+    assert [(r["key"], r["features"]) for r in results] == [("a-1", {"x": 1}), ("b-1", {"x": 2})]
+
+
+async def test_an_any_region_scope_is_read_strongly_here_by_a_batch_and_for_a_peer():
+    store = ConditionalStore()
+    store.items["k"] = stored("k", x=1)
+    dispatcher, _ = make_dispatcher(store, Rule(DEFAULT_SCOPE, ANY_REGION, None, epoch=0))
+    assert (await dispatcher.read_many(VIEW, ["k"], None, True))[0]["status"] == "PRESENT"
+    assert (await dispatcher.accept_read(VIEW, ["k"], None))[0]["status"] == "PRESENT"
+    assert store.reads == [True, True]
+
+
+async def test_a_refusal_without_the_stored_item_has_no_version_to_report():
+    class Refusing(ConditionalStore):
+        async def put_item(self, table, item, *, condition=None):
+            raise ConditionFailed(None)  # a store that did not return the item
+
+    dispatcher, _ = make_dispatcher(Refusing())
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "i", 0))
+    assert (answer["applied"], answer["version"], answer["reason"]) == (False, None, "stale_event_time")
+
+
+async def test_a_batch_writes_errors_are_the_downstream_kind_without_a_peer_status():
+    store = ConditionalStore()
+    store.fail_keys.add("b")
+    dispatcher, _ = make_dispatcher(store)
+    results = await dispatcher.write_many([write_record(VIEW, "b", {"v": 1}, 1, None, 0)])
+    assert results == [{"key": "b", "error": {"code": "throttled", "message": "throttled.", "retryable": True}}]
+
+
+async def test_strong_reads_back_off_longer_at_each_further_attempt():
+    config = from_dict({"gateway": {"region": "eu-west-1"}, "routing": {"max_attempts": 4}, "views": {"items": {"table": "features_items"}}})
+
+    async def answer(region, body):
+        raise NotPrimary("not me", rule=None)
+
+    sleep, clock = RecordingSleep(), FakeClock()
+    dispatcher = Dispatcher(
+        config, ConditionalStore(), ReadCoalescer(ConditionalStore()), clock,
+        StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1)), FakePeers(answer), Metrics(),
+        WriteBuffer(BufferConfig(), clock), AckLog(clock, 60.0, 100), sleep=sleep,
+    )
+    with pytest.raises(PrimaryUnreachable):
+        await dispatcher.read(config.views["items"], "k", None, True)
+    assert sleep.delays == pytest.approx([0.05, 0.1, 0.15])
