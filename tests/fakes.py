@@ -82,8 +82,10 @@ class FakeDynamoDB:
     - ``failures``: exceptions to raise, one per call, before answering normally.
     """
 
-    def __init__(self, key_attr: str = "pk") -> None:
+    def __init__(self, key_attr: str = "pk", table: str | None = None) -> None:
         self.key_attr = key_attr
+        #: When set, a request for any other table fails as DynamoDB's ResourceNotFoundException would.
+        self.table = table
         self.items: dict[Any, Item] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.unprocessed: deque[int] = deque()
@@ -114,6 +116,9 @@ class FakeDynamoDB:
         self.calls.append((operation, copy.deepcopy(payload)))
         if self.failures:
             raise self.failures.popleft()
+        names = set(payload["RequestItems"]) if "RequestItems" in payload else {payload.get("TableName")}
+        if self.table is not None and names != {self.table}:
+            raise TableNotFound(f"DynamoDB {operation}: no table {sorted(map(str, names))}")
         return self.handlers[operation](payload)
 
     def _project(self, item: Item, request: dict[str, Any]) -> Item:

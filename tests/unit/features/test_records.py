@@ -237,3 +237,18 @@ def test_a_malformed_forwarded_record_is_refused_naming_the_field(over, message)
 def test_a_forwarded_record_that_is_not_an_object_is_refused():
     with pytest.raises(RequestError, match=r"^records\[0\] must be a JSON object\.$"):
         forwarded_record(OPEN, ["k"], "records[0]")
+
+
+def test_a_value_dynamodb_cannot_store_is_refused_naming_its_feature():
+    with pytest.raises(RequestError, match=r"^Feature 'score' is not a finite number\.$"):
+        write_record(OPEN, "k", {"score": float("inf")}, None, None, NOW)
+
+
+def test_a_delete_without_an_event_time_happens_now():
+    assert delete_record(OPEN, "k", None, None, NOW).event_ms == NOW
+
+
+def test_a_forwarded_record_at_the_edges_is_accepted_for_its_view():
+    assert forwarded(event_ms=0).event_ms == 0 and forwarded().view is OPEN
+    room = 400 * 1024 - (1 + 320) - len("a")
+    assert forwarded(attributes={"a": {"S": "x" * room}}).size == 400 * 1024

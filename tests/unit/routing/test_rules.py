@@ -246,3 +246,10 @@ def test_a_new_rule_at_version_and_epoch_0_round_trips_as_it_is():
     fresh = rule("default")
     assert parse_rule(fresh.to_item(ts_us=1, region="us-east-1")) == replace(fresh, updated_by="-")
     assert parse_rule({**fresh.to_item(ts_us=1, region="us-east-1"), "updated_by": {"S": ""}}) == fresh
+
+
+def test_a_schedule_entry_that_is_not_a_map_is_a_malformed_item_not_a_crash():
+    item = rule("view#users").to_item(ts_us=1, region="us-east-1")
+    item["schedule"] = {"L": [{"S": "08:00=us-east-1"}]}
+    with pytest.raises(RuleError, match=r"schedule\[0\] needs 'at' and 'primary' strings"):
+        parse_rule(item)

@@ -329,8 +329,11 @@ async def test_a_batch_get_request_carries_consistency_and_the_projection_with_i
         "ConsistentRead": True, "ProjectionExpression": "#p0,#p1", "ExpressionAttributeNames": {"#p0": "v", "#p1": "pk"},
         "Keys": [key("u1"), key("u2")],
     }}})]
+    transport.answers["BatchGetItem"] = [{}]
     assert await store.batch_get_item(TABLE, [key("u3")]) == [None]  # an answer without Responses: nothing found
     assert transport.calls[1] == ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key("u3")]}}})
+    with pytest.raises(errors.StoreValidation, match="must name at least one attribute"):
+        await store.batch_get_item(TABLE, [key("u3")], projection=[])
 
 
 async def test_a_store_opened_for_an_endpoint_uses_it_and_the_credentials_given() -> None:
@@ -502,3 +505,26 @@ async def test_an_attempt_takes_its_whole_timeout_while_the_deadline_leaves_that
 def test_a_store_needs_at_least_one_attempt() -> None:
     with pytest.raises(ValueError, match="^max_attempts must be at least 1$"):
         lean(FakeDynamoDB(), RecordingSleep(), max_attempts=0)
+
+
+async def test_a_projection_over_more_than_100_keys_drops_the_key_attribute_from_every_batch() -> None:
+    ddb = FakeDynamoDB()
+    ddb.put(*(item(f"u{i}", f="v", g="w") for i in range(150)))
+    result = await lean(ddb, RecordingSleep()).batch_get_item(TABLE, [key(f"u{i}") for i in range(150)], projection=["f"])
+    assert result == [{"f": {"S": "v"}}] * 150 and ddb.operations() == ["BatchGetItem"] * 2
+
+
+async def test_a_store_closes_its_wire_once_however_often_it_is_closed() -> None:
+    store = LeanStore("http://127.0.0.1:1", "us-east-1", CredentialSource.static("a", "b"))
+    await store.close()
+    await store.close()
+
+
+async def test_a_conflicting_update_is_refused_naming_the_operation_and_table() -> None:
+    store = lean(Scripted(), RecordingSleep())
+    with pytest.raises(errors.StoreValidation) as refused:
+        await store.update_item(
+            TABLE, key("u1"), update="SET #v = :v", names={"#v": "v"}, values={},
+            condition=Condition("attribute_exists(#v)", names={"#v": "other"}),
+        )
+    assert str(refused.value).startswith("UpdateItem on table 'features': placeholder #v")

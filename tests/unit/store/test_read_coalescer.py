@@ -36,7 +36,7 @@ def item(key: str) -> dict:
 
 
 def setup(max_in_flight: int = 1, keys: int = 300, lane_after: float = 0.0, clock=None):
-    db = FakeDynamoDB()
+    db = FakeDynamoDB(table="tbl")
     db.put(*(item(f"k{i}") for i in range(keys)))
     transport = GatedTransport(db)
     store = LeanStore(
@@ -109,6 +109,19 @@ async def test_strong_and_eventual_reads_never_share_a_call():
     await asyncio.gather(blocker, eventual, strong)
     consistent = [p.get("ConsistentRead", False) for op, p in db.calls if op == "GetItem"]
     assert sorted(consistent) == [False, False, True]
+
+
+async def test_strong_reads_waiting_together_go_out_as_one_consistent_batch():
+    db, transport, reads = setup(max_in_flight=1)
+    blocker = asyncio.create_task(reads.get("tbl", "pk", "k0", True))
+    await settle()
+    batch = [asyncio.create_task(reads.get("tbl", "pk", k, True)) for k in ("k1", "k2")]
+    await settle()
+    transport.gate.set()
+    assert [await t for t in (blocker, *batch)] == [item("k0"), item("k1"), item("k2")]
+    assert [(op, p.get("ConsistentRead"), p.get("RequestItems", {}).get("tbl", {}).get("ConsistentRead")) for op, p in db.calls] == [
+        ("GetItem", True, None), ("BatchGetItem", None, True),
+    ]
 
 
 async def test_a_failed_call_fails_every_waiter_it_carried():

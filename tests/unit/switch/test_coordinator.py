@@ -100,7 +100,7 @@ class Peers:
                 raise PrimaryUnreachable("down")
             return {"instance": f"i-{address}", "complete": True, "acknowledged": [list(a) for a in self.acked]}
         if path == BUFFER_PATH:
-            assert set(body) == {"scope"} and timeout == 1.0
+            assert set(body) == {"scope"} and isinstance(body["scope"], str) and timeout == 1.0
             return {"held": self.buffered.pop(0) if self.buffered else 0, "outstanding": 0}
         raise AssertionError(path)
 
@@ -569,3 +569,27 @@ async def test_verification_asks_in_batches_of_100_per_view_until_every_key_is_t
 async def test_a_key_held_at_exactly_the_acknowledged_version_is_verified():
     peers = Peers(acked=[("items", "k1", "4.100.us-east-1")], held={"k1": "4.100.us-east-1"})
     assert (await coordinator(Control(rule(), fleet()), peers).switch("view#items", "eu-west-1")).committed
+
+
+async def test_an_aborted_switch_whose_drain_does_not_finish_says_so():
+    lines = []
+    control = Control(rule(), fleet())
+    peers = Peers(acked=[("items", "k1", "4.100.us-east-1")], held={}, buffered=[1, 0, 0] * 1000)
+    outcome = await coordinator(control, peers, lines=lines).switch("view#items", "eu-west-1", max_duration=0.3)
+    assert not outcome.committed and lines[-1][2] == "1 write(s) still held after 1s"
+
+
+async def test_the_loss_window_of_a_failover_is_the_new_primarys_lag():
+    members = [
+        Member("eu-west-1", "i-eu", "127.0.0.1:8711", replication_lag={"us-east-1": 0.2}),
+        Member("ap-southeast-1", "i-ap", "127.0.0.1:8721", replication_lag={"us-east-1": 4.0}),
+    ]
+    _, window = await coordinator(Control(rule(), members), Peers()).failover("view#items", "eu-west-1")
+    assert window == 0.2
+
+
+async def test_a_fence_request_waits_at_most_two_seconds_for_in_flight_writes():
+    peers = Peers(acked=[("items", "k1", "4.100.us-east-1")])
+    await coordinator(Control(rule(), fleet()), peers).switch("view#items", "eu-west-1", max_duration=5.0)
+    ((_, body, kw),) = peers.fenced
+    assert (body["timeout"], kw["timeout"]) == (2.0, 5.5)
