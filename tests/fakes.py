@@ -9,15 +9,17 @@ conditional writes, for control-plane code (``gatewayctl``).
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
+import decimal
 import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import ConditionFailed, TableNotFound
-from gateway.store.base import Item
+from gateway.store.base import Condition, Item
 
 
 class FakeClock:
@@ -80,8 +82,10 @@ class FakeDynamoDB:
     - ``failures``: exceptions to raise, one per call, before answering normally.
     """
 
-    def __init__(self, key_attr: str = "pk") -> None:
+    def __init__(self, key_attr: str = "pk", table: str | None = None) -> None:
         self.key_attr = key_attr
+        #: When set, a request for any other table fails as DynamoDB's ResourceNotFoundException would.
+        self.table = table
         self.items: dict[Any, Item] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.unprocessed: deque[int] = deque()
@@ -112,6 +116,9 @@ class FakeDynamoDB:
         self.calls.append((operation, copy.deepcopy(payload)))
         if self.failures:
             raise self.failures.popleft()
+        names = set(payload["RequestItems"]) if "RequestItems" in payload else {payload.get("TableName")}
+        if self.table is not None and names != {self.table}:
+            raise TableNotFound(f"DynamoDB {operation}: no table {sorted(map(str, names))}")
         return self.handlers[operation](payload)
 
     def _project(self, item: Item, request: dict[str, Any]) -> Item:
@@ -128,7 +135,11 @@ class FakeDynamoDB:
     def _put_item(self, payload: dict[str, Any]) -> dict[str, Any]:
         if "ConditionExpression" in payload:
             old = self.items.get(self._key(payload["Item"]))
-            if payload["ConditionExpression"] == "attribute_not_exists(pk)" and old is not None:
+            condition = Condition(
+                payload["ConditionExpression"], payload.get("ExpressionAttributeNames", {}),
+                payload.get("ExpressionAttributeValues", {}),
+            )
+            if not holds(condition, old):
                 raise ConditionFailed(copy.deepcopy(old))
         self.put(payload["Item"])
         return {}
@@ -230,11 +241,9 @@ class FakePeers:
 class FakeTables:
     """A ``Store`` over in-memory tables, for control-plane code such as ``gatewayctl``.
 
-    ``tables`` maps a table name to its items by ``pk`` string. Conditions are
-    evaluated the way DynamoDB does for the forms the control plane writes
-    (``attribute_not_exists(X)``, ``attribute_exists(X)``, ``X = :v``, ``X < :v``,
-    joined by ``AND`` and ``OR``); a failed one raises ``ConditionFailed``
-    carrying the stored item.
+    ``tables`` maps a table name to its items by ``pk`` string. Every condition is
+    evaluated from its expression text by ``holds``, the way DynamoDB would; a
+    failed one raises ``ConditionFailed`` carrying the stored item.
     A table that is not there raises ``TableNotFound``; ``failures`` are raised
     one per call before anything else happens.
     """
@@ -261,36 +270,15 @@ class FakeTables:
 
     @staticmethod
     def _check(condition: Any, old: Item | None) -> None:
-        if condition is not None and not FakeTables._holds(condition, old):
+        if condition is not None and not holds(condition, old):
             raise ConditionFailed(copy.deepcopy(old))
-
-    @staticmethod
-    def _holds(condition: Any, old: Item | None) -> bool:
-        """DynamoDB's reading of ``A AND B OR C`` (AND binds tighter; no parentheses in these forms)."""
-        return any(
-            all(FakeTables._clause(condition, clause.strip(), old) for clause in either.split(" AND "))
-            for either in condition.expression.split(" OR ")
-        )
-
-    @staticmethod
-    def _clause(condition: Any, clause: str, old: Item | None) -> bool:
-        exists = re.fullmatch(r"attribute_(not_)?exists\((\S+)\)", clause)
-        if exists:
-            name = condition.names.get(exists[2], exists[2])
-            return (old is not None and name in old) != bool(exists[1])
-        left, operator, right = re.fullmatch(r"(\S+) (=|<) (\S+)", clause).groups()  # type: ignore[union-attr]
-        stored = None if old is None else old.get(condition.names.get(left, left))
-        wanted = condition.values[right]
-        if stored is None:
-            return False  # a comparison with a missing attribute is false in DynamoDB
-        if operator == "=":
-            return stored == wanted
-        ((kind, value),) = stored.items()
-        ((_, bound),) = wanted.items()
-        return float(value) < float(bound) if kind == "N" else value < bound
 
     async def get_item(self, table: str, key: Item, *, consistent: bool = False, projection: Any = None) -> Item | None:
         return copy.deepcopy(self._table("GetItem", table).get(key["pk"]["S"]))
+
+    async def batch_get_item(self, table: str, keys: Any, *, consistent: bool = False, projection: Any = None) -> list[Item | None]:
+        items = self._table("BatchGetItem", table)
+        return [copy.deepcopy(items.get(key["pk"]["S"])) for key in keys]
 
     async def put_item(self, table: str, item: Item, *, condition: Any = None) -> None:
         items = self._table("PutItem", table)
@@ -310,3 +298,116 @@ class FakeTables:
 
     async def close(self) -> None:
         self.closed = True
+
+
+# -- DynamoDB condition expressions, evaluated from their text --------------------------------------
+
+_TOKEN = re.compile(r"\s*(<>|<=|>=|[()=<>,]|[#:]?[A-Za-z_][\w.]*)")
+_KEYWORDS = {"AND", "OR", "NOT"}
+
+
+def holds(condition: Any, item: Item | None) -> bool:
+    """Whether ``condition`` (a ``gateway.store.base.Condition``) holds for the stored ``item`` (``None``: no item).
+
+    The grammar of https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.OperatorsAndFunctions.html
+    for what the gateway writes: ``attribute_exists``/``attribute_not_exists``, the comparators
+    ``= <> < <= > >=``, ``NOT``, ``AND`` (binding tighter than ``OR``) and parentheses. As in DynamoDB,
+    a comparison with a missing attribute or a value of another type is false, except ``<>``, which is
+    true; numbers compare by value, strings and binaries by their bytes. An unknown placeholder, a
+    missing value or a token this grammar does not know raises ``AssertionError``, so a fake never
+    guesses at an expression DynamoDB would refuse.
+    """
+    tokens = _tokens(condition.expression)
+    at = 0
+
+    def peek() -> str | None:
+        return tokens[at] if at < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal at
+        token = peek()
+        assert token is not None and (expected is None or token.upper() == expected), (
+            f"condition {condition.expression!r}: expected {expected or 'more'} at token {at}, got {token!r}"
+        )
+        at += 1
+        return token
+
+    def either() -> bool:
+        value = both()
+        while (peek() or "").upper() == "OR":
+            take()
+            value = both() or value  # both sides are parsed whatever the first one says
+        return value
+
+    def both() -> bool:
+        value = negated()
+        while (peek() or "").upper() == "AND":
+            take()
+            value = negated() and value
+        return value
+
+    def negated() -> bool:
+        if (peek() or "").upper() == "NOT":
+            take()
+            return not negated()
+        return primary()
+
+    def primary() -> bool:
+        token = take()
+        if token == "(":
+            value = either()
+            take(")")
+            return value
+        if token in ("attribute_exists", "attribute_not_exists"):
+            take("(")
+            name = attribute(take())
+            take(")")
+            return (item is not None and name in item) == (token == "attribute_exists")
+        left = operand(token)
+        operator = take()
+        assert operator in ("=", "<>", "<", "<=", ">", ">="), f"condition {condition.expression!r}: {operator!r}"
+        return _compare(left, operator, operand(take()))
+
+    def attribute(token: str) -> str:
+        if token.startswith("#"):
+            assert token in condition.names, f"condition {condition.expression!r}: {token} is not in its names"
+            return condition.names[token]
+        assert token.upper() not in _KEYWORDS and token[0] != ":", f"condition {condition.expression!r}: {token!r}"
+        return token
+
+    def operand(token: str) -> dict[str, Any] | None:
+        if token.startswith(":"):
+            assert token in condition.values, f"condition {condition.expression!r}: {token} is not in its values"
+            return condition.values[token]
+        name = attribute(token)
+        return None if item is None else item.get(name)
+
+    value = either()
+    assert peek() is None, f"condition {condition.expression!r}: left over from token {at}: {tokens[at:]}"
+    return value
+
+
+def _tokens(expression: str) -> list[str]:
+    tokens, at = [], 0
+    while at < len(expression.rstrip()):
+        match = _TOKEN.match(expression, at)
+        assert match, f"condition {expression!r}: cannot read from {expression[at:]!r}"
+        tokens.append(match[1])
+        at = match.end()
+    return tokens
+
+
+def _compare(left: dict[str, Any] | None, operator: str, right: dict[str, Any] | None) -> bool:
+    if left is None or right is None or left.keys() != right.keys():
+        return operator == "<>"
+    ((kind, a),) = left.items()
+    ((_, b),) = right.items()
+    if kind == "N":
+        a, b = decimal.Decimal(a), decimal.Decimal(b)
+    elif kind == "S":
+        a, b = a.encode(), b.encode()
+    elif kind == "B":
+        a, b = base64.b64decode(a), base64.b64decode(b)
+    elif operator not in ("=", "<>"):
+        return False  # DynamoDB orders numbers, strings and binaries only
+    return {"=": a == b, "<>": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[operator]

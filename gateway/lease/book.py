@@ -31,7 +31,7 @@ class PromiseBook:
 
     def __init__(self, store: Store, table: str, region: str, clock: Clock, lease: float, max_drift: float) -> None:
         self._store = store
-        self._table = table
+        self._rules_table = table
         self._region = region
         self._clock = clock
         self._lease_ms = int(lease * 1000)
@@ -82,7 +82,7 @@ class PromiseBook:
         return (await self._read())[1]
 
     async def _read(self) -> tuple[int | None, dict[str, Promise]]:
-        item = await self._store.get_item(self._table, self._key, consistent=True)
+        item = await self._store.get_item(self._rules_table, self._key, consistent=True)
         if item is None:
             return None, {}
         promises = {
@@ -102,4 +102,4 @@ class PromiseBook:
             }},
         }
         condition = Condition(_CAS.expression, _CAS.names, {":v": {"N": str(version if version is not None else -1)}})
-        await self._store.put_item(self._table, item, condition=condition)
+        await self._store.put_item(self._rules_table, item, condition=condition)

@@ -103,6 +103,8 @@ class ReadCoalescer:
 
     def _flush(self, qkey: _QueueKey) -> None:
         self._scheduled.discard(qkey)
+        if self._closed:
+            return  # a flush scheduled before close() ran after it: close() fails what is queued, sends nothing
         queue = self._queues[qkey]
         started = self._started[qkey]
         while queue and self._in_flight[qkey] < self._max_in_flight:

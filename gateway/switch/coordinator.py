@@ -523,6 +523,8 @@ class SwitchCoordinator:
                     answered[answer["instance"]] = [tuple(a) for a in answer.get("acknowledged", [])]  # type: ignore[misc]
                 else:
                     problems.append(f"{answer.get('instance')}: writes still in flight or too many keys to prove")
+                    # An overflowed log answers at once: without a pause this would ask again in a busy loop.
+                    await self._sleep(FENCE_POLL)
         if progress is not None:
             progress.gateways_answered, progress.gateways_total = len(answered), len(expected)
         newest: dict[tuple[str, str], str] = {}

@@ -124,6 +124,9 @@ def test_operations_settings_and_their_defaults():
         ("logs", {"sample": 1}, "logs.sample"),
         ("peer", {"outlier_max_ejection_percent": 101}, "peer.outlier_max_ejection_percent"),
         ("peer", {"outlier_base_ejection": 10, "outlier_max_ejection": 5}, "peer.outlier_max_ejection"),
+        # The README promises a gateway re-reads its rules at least once a second.
+        ("routing", {"poll_interval": 1.5}, "routing.poll_interval: must be at most 1 second"),
+        ("routing", {"poll_interval": 0}, "routing.poll_interval: must be greater than 0"),
     ],
 )
 def test_bad_operations_settings_are_named(section, values, key):
@@ -131,6 +134,11 @@ def test_bad_operations_settings_are_named(section, values, key):
     raw[section] = {**raw.get(section, {}), **values}
     with pytest.raises(ConfigError, match=key):
         from_dict(raw)
+
+
+def test_a_poll_interval_of_one_second_is_accepted():
+    raw = {"gateway": {"region": "us-east-1"}, "views": {"v": {"table": "tbl"}}, "routing": {"poll_interval": 1}}
+    assert from_dict(raw).routing.poll_interval == 1.0
 
 
 def test_the_admin_listener_is_off_unless_configured_and_needs_its_own_port(tmp_path):

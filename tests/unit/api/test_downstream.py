@@ -91,11 +91,11 @@ def downstream_api(
 ) -> tuple[DownstreamApi, Health, Deadlines, Metrics]:
     """A ``DownstreamApi`` over ``store``, with the parts a test may need to reach."""
     clock = SystemClock()
-    health = Health(config, store, clock, interval=3600)
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, config.region, epoch=0))
+    health = Health(config, store, clock, routing, interval=3600)  # as gateway/server.py builds it
     deadlines = Deadlines(clock)
     metrics = Metrics()
     membership = Membership(config, store, clock, metrics)
-    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, config.region, epoch=0))
     dispatcher = Dispatcher(
         config, store, ReadCoalescer(store), clock, routing, FakePeers(), metrics, WriteBuffer(BufferConfig(), clock),
         AckLog(clock, config.switch.fence_window, config.switch.fence_max_keys),
@@ -177,6 +177,17 @@ async def test_readyz_follows_the_store_probe_and_draining(client):
     await health.probe()
     health.draining = True
     assert (await client.get("/readyz")).status == 503
+
+
+async def test_readyz_is_false_until_the_routing_rules_are_loaded(client):
+    # The README: "/readyz stays false until rules are loaded" (a gateway must not take writes it cannot route).
+    routing = client.health._routing
+    loaded, routing.table, routing.problem = routing.table, None, "rules not loaded yet"
+    await client.health.probe()  # the store answers: only the rules are missing
+    resp = await client.get("/readyz")
+    assert resp.status == 503 and (await resp.json())["reasons"] == ["routing: rules not loaded yet"]
+    routing.table = loaded
+    assert (await client.get("/readyz")).status == 200
 
 
 @pytest.mark.parametrize(

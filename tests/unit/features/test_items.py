@@ -1,5 +1,9 @@
 """System attributes, the write condition and versions (gateway/features/items.py)."""
 
+import re
+
+import pytest
+
 from gateway.config import ViewConfig
 from gateway.features.items import (
     Stamp,
@@ -65,3 +69,21 @@ def test_token_of_matches_version_token():
     item = put_item(record(), Stamp(ts=1_700_000_000_000_001, region="ap-southeast-1", epoch=12))
     assert token_of(item) == version_of(item).token() == "12.1700000000000001.ap-southeast-1"
     assert Version.parse(token_of({"_ts": {"N": "5"}})) == Version(0, 5, "")
+
+
+def test_an_item_stamped_past_the_gateway_has_epoch_0_and_no_region():
+    # The local cluster stamps writes that bypass the gateway with _ts only (README): they order before epoch 1.
+    assert version_of({"_ts": {"N": "5"}}) == Version(0, 5, "")
+    assert version_of({"_ts": {"N": "5"}, "_epoch": {"N": "2"}}) == Version(2, 5, "")
+    assert version_of({"_ts": {"N": "5"}, "_region": {"S": "eu-west-1"}}) == Version(0, 5, "eu-west-1")
+    assert version_of({"pk": {"S": "x"}}) is None
+
+
+def test_a_refusal_of_an_item_a_tool_wrote_without_an_idempotency_key_is_about_event_time():
+    assert not_applied_reason(record(req="r1"), {"_event_ts": {"N": "9"}}) == "stale_event_time"
+
+
+def test_a_token_that_is_not_a_version_is_refused_naming_it():
+    for token in ("", "1.2", "x.2.r", "1.y.r"):
+        with pytest.raises(ValueError, match=f"^{re.escape(repr(token))} is not a version token returned by this gateway$"):
+            Version.parse(token)

@@ -10,6 +10,7 @@ from gateway.features.records import (
     check_idempotency_key,
     check_key,
     delete_record,
+    forwarded_record,
     parse_event_time,
     view_of,
     write_record,
@@ -138,3 +139,133 @@ def test_an_integral_float_is_an_int_as_json_reads_it_and_a_float_event_time_too
 def test_event_time_text_must_be_rfc_3339_from_1970_with_a_zone(text):
     with pytest.raises(RequestError, match="RFC 3339"):
         parse_event_time(text, NOW)
+
+
+@pytest.mark.parametrize(
+    "value, kind", [(None, "null"), (True, "bool"), (1, "int"), (1.5, "float"), (["x"], "list"), ({"a": 1}, "map")]
+)
+def test_a_wrongly_typed_feature_names_the_json_type_it_got(value, kind):
+    with pytest.raises(RequestError) as refused:
+        write_record(TYPED, "u1", {"name": value}, None, None, NOW, "records[3].")
+    assert str(refused.value) == f"records[3].feature 'name' of view 'users' must be of type string, got {kind}."
+
+
+@pytest.mark.parametrize(
+    "kind, accepted, refused",
+    [
+        ("float", [1, 1.5, -0.0], [True, "1", None]),
+        ("int", [0, -7], [1.5, False]),
+        ("bool", [True, False], [0, 1, "true"]),
+        ("list", [[], [1, "a"]], [{}, "[]"]),
+        ("map", [{}, {"a": [1]}], [[], "{}"]),
+        ("string", ["", "x"], [1, None]),
+        ("any", [None, 1, "x", [1], {"a": 1}, True], []),
+    ],
+)
+def test_declared_feature_types_take_exactly_their_json_values(kind, accepted, refused):
+    view = ViewConfig("v", "t", "pk", {"f": kind})
+    for value in accepted:
+        assert write_record(view, "k", {"f": value}, None, None, NOW).attributes["f"]
+    for value in refused:
+        with pytest.raises(RequestError, match=f"must be of type {kind}"):
+            write_record(view, "k", {"f": value}, None, None, NOW)
+
+
+def test_a_records_size_counts_its_key_features_and_the_room_for_system_attributes():
+    record = write_record(OPEN, "k1", {"name": "abc", "n": 12}, 5, "i", NOW)
+    assert record.size == len("pk") + len("k1") + 64 + 256 + (4 + 3) + (1 + 2)
+    assert delete_record(OPEN, "k1", None, None, NOW).size == len("k1") + 64 + 256
+    near = 400 * 1024 - (len("pk") + len("k1") + 320) - len("blob")
+    assert write_record(OPEN, "k1", {"blob": "x" * near}, None, None, NOW).size == 400 * 1024  # exactly the limit
+    with pytest.raises(ItemTooLarge, match=r"item for key 'k1' is about 409601 bytes; DynamoDB items hold at most 409600"):
+        write_record(OPEN, "k1", {"blob": "x" * (near + 1)}, None, None, NOW)
+
+
+def test_event_times_span_1970_to_the_last_millisecond_of_9999():
+    assert parse_event_time(0, NOW) == 0 and parse_event_time(253402300799999, NOW) == 253402300799999
+    with pytest.raises(RequestError, match="event_time 253402300800000 is not an epoch-milliseconds time between 1970 and 9999"):
+        parse_event_time(253402300800000, NOW)
+    with pytest.raises(RequestError, match="with its time zone"):
+        parse_event_time("2026-01-01T00:00:00", NOW)
+    assert parse_event_time("2026-01-31T12:00:00.250Z", NOW) == 1769860800250
+
+
+def test_an_idempotency_key_of_the_longest_length_is_kept_and_an_empty_one_replaced():
+    assert check_idempotency_key("x" * 256) == "x" * 256
+    assert len(check_idempotency_key("")) == 32
+    with pytest.raises(RequestError, match="printable text of at most 256 characters"):
+        check_idempotency_key("x" * 257)
+
+
+def test_refusals_name_where_in_the_request_they_are():
+    with pytest.raises(RequestError, match=r"^records\[1\]\.key must be a non-empty string\.$"):
+        write_record(OPEN, "", {}, None, None, NOW, "records[1].")
+    with pytest.raises(RequestError, match=r"^records\[1\]\.features must be a JSON object"):
+        write_record(OPEN, "k", None, None, None, NOW, "records[1].")
+    with pytest.raises(RequestError, match=r"^records\[1\]\.feature name '_ts' is reserved"):
+        write_record(OPEN, "k", {"_ts": 1}, None, None, NOW, "records[1].")
+    with pytest.raises(UnknownView, match=r"View 'x' is not configured on this gateway; known views: items, users\.$"):
+        view_of({"users": TYPED, "items": OPEN}, "x")
+    with pytest.raises(RequestError, match="consistency must be 'eventual' or 'strong', got 'linear'"):
+        check_consistency("linear")
+    with pytest.raises(RequestError, match="'features' must be a list of feature names"):
+        check_feature_names(OPEN, ["a", 1])
+
+
+# -- forwarded records: the origin validated them; the receiver checks their shape again --------------
+
+
+def forwarded(**over):
+    rec = {"key": "k", "attributes": {"a": {"N": "1"}}, "event_ms": 5, "idempotency_key": "i1", **over}
+    return forwarded_record(OPEN, rec, "records[0]")
+
+
+def test_a_forwarded_record_keeps_what_the_origin_sent():
+    record = forwarded()
+    assert (record.key, record.attributes, record.event_ms, record.idempotency_key) == ("k", {"a": {"N": "1"}}, 5, "i1")
+    assert record.size == 1 + 320 + (1 + 2)
+    deleted = forwarded(attributes=None)
+    assert deleted.attributes is None and deleted.size == 1 + 320
+    assert forwarded(event_ms=253402300799999).event_ms == 253402300799999
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"key": ""}, "records[0].key must be a non-empty string."),
+        ({"attributes": [1]}, "records[0].attributes must be DynamoDB attribute values by feature name, or null for a delete."),
+        ({"attributes": {"_ts": {"N": "1"}}}, "records[0].feature name '_ts' is reserved"),
+        ({"attributes": {"a": {"N": "x"}}}, "Feature 'records[0].attributes.a' is not a DynamoDB number: 'x'."),
+        ({"event_ms": -1}, "records[0].event_ms must be epoch milliseconds."),
+        ({"event_ms": True}, "records[0].event_ms must be epoch milliseconds."),
+        ({"event_ms": "5"}, "records[0].event_ms must be epoch milliseconds."),
+        ({"event_ms": 253402300800000}, "records[0].event_ms 253402300800000 is after the year 9999."),
+        ({"idempotency_key": ""}, "records[0].idempotency_key is required on a forwarded write."),
+        ({"idempotency_key": None}, "records[0].idempotency_key is required on a forwarded write."),
+        ({"attributes": {"a": {"S": "x" * 409_600}}}, "records[0] item for key 'k' is about 409922 bytes"),
+    ],
+)
+def test_a_malformed_forwarded_record_is_refused_naming_the_field(over, message):
+    with pytest.raises(RequestError) as refused:
+        forwarded(**over)
+    assert str(refused.value).startswith(message)
+
+
+def test_a_forwarded_record_that_is_not_an_object_is_refused():
+    with pytest.raises(RequestError, match=r"^records\[0\] must be a JSON object\.$"):
+        forwarded_record(OPEN, ["k"], "records[0]")
+
+
+def test_a_value_dynamodb_cannot_store_is_refused_naming_its_feature():
+    with pytest.raises(RequestError, match=r"^Feature 'score' is not a finite number\.$"):
+        write_record(OPEN, "k", {"score": float("inf")}, None, None, NOW)
+
+
+def test_a_delete_without_an_event_time_happens_now():
+    assert delete_record(OPEN, "k", None, None, NOW).event_ms == NOW
+
+
+def test_a_forwarded_record_at_the_edges_is_accepted_for_its_view():
+    assert forwarded(event_ms=0).event_ms == 0 and forwarded().view is OPEN
+    room = 400 * 1024 - (1 + 320) - len("a")
+    assert forwarded(attributes={"a": {"S": "x" * room}}).size == 400 * 1024

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import RequestError
-from gateway.features.values import from_attribute, item_size, number_from_text, parse_json, to_attribute
+from gateway.features.values import (
+    check_attribute,
+    from_attribute,
+    item_size,
+    number_from_text,
+    parse_json,
+    to_attribute,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,6 +89,17 @@ def test_item_size_follows_dynamodb_rules():
     assert item_size({"s": {"S": "é"}}) == 1 + 2
 
 
+def test_item_size_counts_numbers_by_significant_digits_and_what_other_tools_write():
+    # 1 byte per two significant digits, plus 1; leading zeros and the sign do not count.
+    assert [item_size({"n": {"N": text}}) for text in ("12", "-0.0012", "123", "0")] == [1 + 2, 1 + 2, 1 + 3, 1 + 2]
+    # Binaries count their bytes (base64 on the wire, bytes from boto3); sets the sum of their members.
+    assert item_size({"b": {"B": "AAEC"}}) == 1 + 3 and item_size({"b": {"B": b"\x00\x01"}}) == 1 + 2
+    assert item_size({"s": {"SS": ["a", "bé"]}}) == 1 + 1 + 3
+    assert item_size({"s": {"NS": ["12", "3"]}}) == 1 + 2 + 2
+    assert item_size({"s": {"BS": ["AAEC", b"\x00"]}}) == 1 + 3 + 1
+    assert item_size({"x": {}}) == 1  # no value: only its name
+
+
 def test_sets_and_binary_from_other_tools_are_readable():
     assert from_attribute({"SS": ["a", "b"]}) == ["a", "b"]
     assert from_attribute({"NS": ["1", "2.5"]}) == [1, 2.5]
@@ -138,3 +156,61 @@ def test_any_json_number_is_refused_or_reads_back_equal_in_value(text: str) -> N
         assert abs(Decimal(text)) > Decimal("1.7976931348623157e308")  # orjson refuses numbers past float64
         return
     assert Decimal(repr(back) if isinstance(back, float) else back) == Decimal(text)
+
+
+# -- a peer's attribute values are checked as strictly as a caller's JSON ------------------------------
+
+
+@pytest.mark.parametrize(
+    "attr",
+    [{"S": ""}, {"N": "-1.5E+3"}, {"BOOL": False}, {"BOOL": True}, {"NULL": True}, {"M": {}}, {"L": []},
+     {"L": [{"S": "a"}, {"M": {"k": {"N": "1"}, "j": {"L": [{"NULL": True}]}}}]}],
+)
+def test_the_attribute_values_the_gateway_writes_are_accepted_as_they_are(attr):
+    assert check_attribute(attr, "f") is attr
+
+
+@pytest.mark.parametrize(
+    "attr, message",
+    [
+        ({}, "Feature 'f' is not a DynamoDB attribute value (one type tag and its value)."),
+        ({"S": "a", "N": "1"}, "Feature 'f' is not a DynamoDB attribute value (one type tag and its value)."),
+        ("S", "Feature 'f' is not a DynamoDB attribute value (one type tag and its value)."),
+        ({"S": 1}, "Feature 'f' holds 'S' '1', which is not a value the gateway writes."),
+        ({"N": 1}, "Feature 'f' holds 'N' '1', which is not a value the gateway writes."),
+        ({"N": "x"}, "Feature 'f' is not a DynamoDB number: 'x'."),
+        ({"N": "NaN"}, "Feature 'f' is not a DynamoDB number: 'NaN'."),
+        ({"N": "-Infinity"}, "Feature 'f' is not a DynamoDB number: '-Infinity'."),
+        ({"N": "\uff11"}, "Feature 'f' is not a DynamoDB number: '\uff11'."),  # a full-width 1: Decimal takes it, DynamoDB not
+        ({"N": "1" * 39}, "Feature 'f' has more than 38 significant digits, DynamoDB's limit."),
+        ({"N": "1E+126"}, "Feature 'f' is 1E+126, outside DynamoDB's number range (1E-130 to 9.99E+125 in magnitude)."),
+        ({"BOOL": 1}, "Feature 'f' holds 'BOOL' '1', which is not a value the gateway writes."),
+        ({"BOOL": "true"}, "Feature 'f' holds 'BOOL' 'true', which is not a value the gateway writes."),
+        ({"NULL": False}, "Feature 'f' holds 'NULL' 'False', which is not a value the gateway writes."),
+        ({"NULL": 1}, "Feature 'f' holds 'NULL' '1', which is not a value the gateway writes."),
+        ({"L": {}}, "Feature 'f' holds 'L' '{}', which is not a value the gateway writes."),
+        ({"M": []}, "Feature 'f' holds 'M' '[]', which is not a value the gateway writes."),
+        ({"SS": ["a"]}, "Feature 'f' holds 'SS' \"['a']\", which is not a value the gateway writes."),
+        ({"S ": "a"}, "Feature 'f' holds 'S ' 'a', which is not a value the gateway writes."),
+        ({"BOOL": "x" * 40}, f"Feature 'f' holds 'BOOL' '{'x' * 32}', which is not a value the gateway writes."),
+        ({"L": [{"S": "a"}, {"N": "x"}]}, "Feature 'f[1]' is not a DynamoDB number: 'x'."),
+        ({"M": {"k": {"BOOL": 0}}}, "Feature 'f.k' holds 'BOOL' '0', which is not a value the gateway writes."),
+        ({"M": {"k": {"L": [{"N": "1" * 39}]}}}, "Feature 'f.k[0]' has more than 38 significant digits, DynamoDB's limit."),
+        ({"M": {"": {"S": "a"}}}, "Feature 'f' has an empty map key; DynamoDB refuses them."),
+        ({"N": "y" * 70}, f"Feature 'f' is not a DynamoDB number: '{'y' * 64}'."),
+    ],
+)
+def test_a_malformed_attribute_value_is_refused_naming_where_it_is(attr, message):
+    with pytest.raises(RequestError) as refused:
+        check_attribute(attr, "f")
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("tag", ["L", "M"])
+def test_attribute_values_nest_at_most_32_levels(tag):
+    attr: dict = {"S": "a"}
+    for _ in range(32):
+        attr = {"L": [attr]} if tag == "L" else {"M": {"k": attr}}
+    assert check_attribute(attr, "f") is attr
+    with pytest.raises(RequestError, match="nests deeper than 32 levels, DynamoDB's limit"):
+        check_attribute({"L": [attr]} if tag == "L" else {"M": {"k": attr}}, "f")

@@ -265,8 +265,12 @@ async def test_callers_beyond_the_limit_wait_their_turn():
     async with server as url:
         pool = Http1Pool(url, limit=2)
         tasks = [asyncio.create_task(pool.post(HEADERS, b"{}")) for _ in range(6)]
-        await asyncio.sleep(0.05)
-        assert server.connections == 2 and len(server.requests) == 2
+        async with asyncio.timeout(5):  # until the first two requests are at the server
+            while len(server.requests) < 2:
+                await asyncio.sleep(0.001)
+        for _ in range(20):  # a pool past its limit would have connected in these turns, as the first two did
+            await asyncio.sleep(0)
+        assert server.connections == 2 and len(server.requests) == 2 and not any(t.done() for t in tasks)
         gate.opened.set()
         assert [await t for t in tasks] == [(200, b"{}")] * 6
         await pool.close()

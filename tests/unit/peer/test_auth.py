@@ -184,3 +184,89 @@ def test_the_head_is_checked_without_the_body_and_the_body_must_be_the_signed_on
     forged = dict(headers, **{DIGEST: hashlib.sha256(b'{"a": 2}').hexdigest()})
     with pytest.raises(Unauthorized, match="does not match"):
         verifier(clock).verify_head("POST", PATH, forged)
+
+
+# -- forgeries that come close: every hex digit of the signature and of the digest counts ------------
+
+
+def flip(hex_text: str, position: int) -> str:
+    """``hex_text`` with the digit at ``position`` changed to another hex digit."""
+    digit = hex_text[position]
+    return hex_text[:position] + ("0" if digit != "0" else "1") + hex_text[position + 1:]
+
+
+@pytest.mark.parametrize("position", [0, 7, 8, 31, 32, 62, 63])
+def test_a_signature_off_by_one_hex_digit_anywhere_is_refused(clock, position):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    forged = dict(headers, **{SIGNATURE: flip(headers[SIGNATURE], position)})
+    with pytest.raises(Unauthorized, match="signature does not match"):
+        verifier(clock).verify("POST", PATH, forged, b"{}")
+
+
+@pytest.mark.parametrize("keep", [8, 16, 32, 63])
+def test_a_signature_that_only_starts_like_the_right_one_is_refused(clock, keep):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    right = headers[SIGNATURE]
+    for forged in (right[:keep] + "0" * (64 - keep), right[:keep], right + "0"):
+        if forged == right:
+            continue
+        # A forgery of the right length is compared and refused; one of another length never gets that far.
+        with pytest.raises(Unauthorized, match="signature does not match" if len(forged) == 64 else "malformed"):
+            verifier(clock).verify("POST", PATH, dict(headers, **{SIGNATURE: forged}), b"{}")
+
+
+@pytest.mark.parametrize("position", [0, 8, 63])
+def test_a_body_whose_digest_is_off_by_one_hex_digit_is_refused(clock, position):
+    body = b'{"view":"items"}'
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, body, to=REGION)
+    near = dict(headers, **{DIGEST: flip(headers[DIGEST], position)})
+    with pytest.raises(Unauthorized, match="not the one that was signed"):
+        PeerVerifier.verify_body(near, body)
+    with pytest.raises(Unauthorized, match="not the one that was signed"):
+        PeerVerifier.verify_body({}, body)  # no digest at all: refused, never a crash
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [(DIGEST, "a" * 63), (DIGEST, "a" * 65), (NONCE, "n" * 65), (TIMESTAMP, "1" * 16)],
+)
+def test_signature_headers_of_the_wrong_length_are_malformed(clock, name, value):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    headers[name] = value
+    with pytest.raises(Unauthorized) as refused:
+        verifier(clock).verify_head("POST", PATH, headers)
+    assert str(refused.value) == "The peer request's signature headers are malformed."
+
+
+def test_the_longest_nonce_and_timestamp_are_read_not_refused_as_malformed(clock):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    headers[NONCE] = "n" * 64
+    with pytest.raises(Unauthorized, match="signature does not match"):  # read and checked: the nonce was changed
+        verifier(clock).verify_head("POST", PATH, headers)
+    headers[TIMESTAMP] = "1" * 15  # about the year 5490: read, then refused as outside the window
+    with pytest.raises(Unauthorized, match="from this gateway's clock"):
+        verifier(clock).verify_head("POST", PATH, headers)
+
+
+@pytest.mark.parametrize("offset", [-30.0, 30.0])
+def test_a_request_signed_exactly_max_skew_away_is_accepted(clock, offset):
+    headers = PeerSigner(SECRET, FakeClock(clock.now + offset)).headers("POST", PATH, b"{}", to=REGION)
+    verifier(clock).verify("POST", PATH, headers, b"{}")
+
+
+def test_a_refusal_for_the_clock_says_how_far_off_the_sender_was(clock):
+    headers = PeerSigner(SECRET, FakeClock(clock.now - 31.25)).headers("POST", PATH, b"{}", to=REGION)
+    with pytest.raises(Unauthorized) as refused:
+        verifier(clock).verify("POST", PATH, headers, b"{}")
+    assert str(refused.value) == (
+        "The peer request was signed +31.2s from this gateway's clock; "
+        "at most ±30s is accepted (expired, or the clocks differ)."
+    )
+
+
+def test_the_age_of_a_verified_request_is_in_seconds_by_the_receivers_clock(clock):
+    headers = PeerSigner(SECRET, clock).headers("POST", PATH, b"{}", to=REGION)
+    check = verifier(clock)
+    check.verify_head("POST", PATH, headers)
+    clock.advance(2.5)
+    assert check.age(headers) == 2.5

@@ -64,3 +64,17 @@ def test_a_forward_is_accepted_only_by_the_active_primary_at_that_epoch():
     assert not accepts_forward(active, "eu-west-1", 3)
     switching = rule("default", "us-east-1", epoch=3, state=SWITCHING, next_primary="eu-west-1", switch_id="s")
     assert not accepts_forward(switching, "us-east-1", 3)
+
+
+def test_an_any_region_scope_accepts_forwards_at_its_epoch_in_every_region():
+    everywhere = rule("default", None, mode=ANY_REGION, epoch=2)
+    assert accepts_forward(everywhere, "eu-west-1", 2) and accepts_forward(everywhere, "us-east-1", 2)
+    assert not accepts_forward(everywhere, "eu-west-1", 1) and not accepts_forward(everywhere, "eu-west-1", 3)
+
+
+def test_a_snapshot_lists_its_rules_by_scope_and_keeps_when_it_was_read():
+    table = RoutingTable.build([rule("view#users", "eu-west-1"), rule(DEFAULT_SCOPE)], loaded_at=12.5)
+    assert [r["scope"] for r in table.describe()] == ["default", "view#users"] and table.loaded_at == 12.5
+    assert table.describe()[1] == rule("view#users", "eu-west-1").to_json()
+    with pytest.raises(AssertionError, match="no route for Rule"):
+        decide(Rule("default", SINGLE_PRIMARY, "us-east-1", 0, state="paused"), "us-east-1")

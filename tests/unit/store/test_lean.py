@@ -10,7 +10,7 @@ import pytest
 from gateway import errors
 from gateway.store.base import Condition
 from gateway.store.credentials import CredentialSource
-from gateway.store.lean import LeanStore
+from gateway.store.lean import LeanStore, open_lean_store
 from tests.fakes import AdvancingSleep, FakeDynamoDB, RecordingSleep
 
 TABLE = "features"
@@ -259,6 +259,94 @@ async def test_update_merges_condition_placeholders_and_rejects_conflicts() -> N
 
 
 
+class Scripted:
+    """A transport that records every request and answers each operation from a script of bodies."""
+
+    def __init__(self, **answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call(self, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((operation, payload))
+        return self.answers[operation].pop(0)
+
+
+async def test_each_single_item_request_is_exactly_what_dynamodb_documents() -> None:
+    transport = Scripted(
+        GetItem=[{"Item": item("u1", v="a")}, {}], PutItem=[{}, {}], DeleteItem=[{"Attributes": item("u1")}, {}],
+        UpdateItem=[{}, {"Attributes": {"v": {"N": "2"}}}],
+    )
+    store = lean(transport, RecordingSleep())
+    condition = Condition("#ts < :ts", names={"#ts": "_ts"}, values={":ts": {"N": "5"}})
+    assert await store.get_item(TABLE, key("u1"), consistent=True, projection=["v", "_ts"]) == item("u1", v="a")
+    assert await store.get_item(TABLE, key("u2")) is None
+    await store.put_item(TABLE, item("u1", v="b"), condition=condition)
+    await store.put_item(TABLE, item("u1", v="c"))
+    assert await store.delete_item(TABLE, key("u1"), condition=condition, return_old=True) == item("u1")
+    assert await store.delete_item(TABLE, key("u1")) is None
+    assert await store.update_item(TABLE, key("u1"), update="SET #v = :v", names={"#v": "v"}, values={":v": {"N": "2"}}) is None
+    assert await store.update_item(
+        TABLE, key("u1"), update="REMOVE #v", names={"#v": "v"}, values={}, return_values="ALL_NEW"
+    ) == {"v": {"N": "2"}}
+    cond = {"ConditionExpression": "#ts < :ts", "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            "ExpressionAttributeNames": {"#ts": "_ts"}, "ExpressionAttributeValues": {":ts": {"N": "5"}}}
+    assert transport.calls == [
+        ("GetItem", {"TableName": TABLE, "Key": key("u1"), "ConsistentRead": True, "ProjectionExpression": "#p0,#p1",
+                     "ExpressionAttributeNames": {"#p0": "v", "#p1": "_ts"}}),
+        ("GetItem", {"TableName": TABLE, "Key": key("u2")}),
+        ("PutItem", {"TableName": TABLE, **cond, "Item": item("u1", v="b")}),
+        ("PutItem", {"TableName": TABLE, "Item": item("u1", v="c")}),
+        ("DeleteItem", {"TableName": TABLE, **cond, "Key": key("u1"), "ReturnValues": "ALL_OLD"}),
+        ("DeleteItem", {"TableName": TABLE, "Key": key("u1")}),
+        ("UpdateItem", {"TableName": TABLE, "ExpressionAttributeNames": {"#v": "v"},
+                        "ExpressionAttributeValues": {":v": {"N": "2"}}, "Key": key("u1"), "UpdateExpression": "SET #v = :v"}),
+        ("UpdateItem", {"TableName": TABLE, "ExpressionAttributeNames": {"#v": "v"}, "Key": key("u1"),
+                        "UpdateExpression": "REMOVE #v", "ReturnValues": "ALL_NEW"}),
+    ]
+
+
+async def test_a_scan_reads_every_page_with_the_same_settings() -> None:
+    pages = [{"Items": [item("a"), item("b")], "LastEvaluatedKey": key("b")}, {"Items": [item("c")], "LastEvaluatedKey": key("c")}, {}]
+    transport = Scripted(Scan=pages)
+    assert await lean(transport, RecordingSleep()).scan(TABLE, consistent=True, page_size=2) == [item("a"), item("b"), item("c")]
+    first = {"TableName": TABLE, "ConsistentRead": True, "Limit": 2}
+    assert transport.calls == [
+        ("Scan", first), ("Scan", {**first, "ExclusiveStartKey": key("b")}), ("Scan", {**first, "ExclusiveStartKey": key("c")}),
+    ]
+    transport = Scripted(Scan=[{"Items": [item("a")]}])
+    assert await lean(transport, RecordingSleep()).scan(TABLE) == [item("a")]
+    assert transport.calls == [("Scan", {"TableName": TABLE})]
+
+
+async def test_a_batch_get_request_carries_consistency_and_the_projection_with_its_keys() -> None:
+    answer = {"Responses": {TABLE: [item("u1", v="1", w="x")]}, "UnprocessedKeys": {}}
+    transport = Scripted(BatchGetItem=[answer, {"Responses": {}}])
+    store = lean(transport, RecordingSleep())
+    assert await store.batch_get_item(TABLE, [key("u1"), key("u2")], consistent=True, projection=["v", "v"]) == [
+        {"v": {"S": "1"}, "w": {"S": "x"}}, None,  # the key attribute, not asked for, is dropped again
+    ]
+    assert transport.calls == [("BatchGetItem", {"RequestItems": {TABLE: {
+        "ConsistentRead": True, "ProjectionExpression": "#p0,#p1", "ExpressionAttributeNames": {"#p0": "v", "#p1": "pk"},
+        "Keys": [key("u1"), key("u2")],
+    }}})]
+    transport.answers["BatchGetItem"] = [{}]
+    assert await store.batch_get_item(TABLE, [key("u3")]) == [None]  # an answer without Responses: nothing found
+    assert transport.calls[1] == ("BatchGetItem", {"RequestItems": {TABLE: {"Keys": [key("u3")]}}})
+    with pytest.raises(errors.StoreValidation, match="must name at least one attribute"):
+        await store.batch_get_item(TABLE, [key("u3")], projection=[])
+
+
+async def test_a_store_opened_for_an_endpoint_uses_it_and_the_credentials_given() -> None:
+    transport = Scripted(GetItem=[{}])
+    store = await open_lean_store(
+        "eu-west-1", "http://127.0.0.1:1", credentials=CredentialSource.static("a", "b"), transport=transport,
+        max_attempts=2,
+    )
+    assert (store.endpoint, store.region) == ("http://127.0.0.1:1", "eu-west-1")
+    assert await store.get_item(TABLE, key("u1")) is None and transport.calls == [("GetItem", {"TableName": TABLE, "Key": key("u1")})]
+    await store.close()
+
+
 # --- the request's deadline, the observer and spans ---
 
 
@@ -368,3 +456,75 @@ async def test_every_call_is_one_client_span_under_the_current_one() -> None:
     assert get_ok.parent.span_id == request.context.span_id and get_ok.attributes["aws.dynamodb.table_names"] == (TABLE,)
     assert get_ok.status.status_code is StatusCode.UNSET
     assert get_throttled.status.status_code is StatusCode.ERROR and get_throttled.attributes["gateway.outcome"] == "throttled"
+
+
+async def test_spans_carry_the_semantic_attributes_and_mark_only_failures_as_errors() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ddb = FakeDynamoDB()
+    ddb.put(item("u1"))
+    timings: list[tuple[str, str, float]] = []
+    store = lean(ddb, RecordingSleep(), max_attempts=1, tracer=provider.get_tracer("test"),
+                 observer=lambda op, outcome, seconds: timings.append((op, outcome, seconds)))
+    with pytest.raises(errors.ConditionFailed):
+        await store.put_item(TABLE, item("u1"), condition=Condition("attribute_not_exists(pk)"))
+    ddb.failures.append(errors.StoreTimeout("slow"))
+    with pytest.raises(errors.StoreTimeout):
+        await store.get_item(TABLE, key("u1"))
+    refused, slow = exporter.get_finished_spans()
+    assert dict(refused.attributes) == {
+        "db.system": "dynamodb", "db.operation": "PutItem", "aws.dynamodb.table_names": (TABLE,),
+        "gateway.outcome": "condition_failed",
+    }
+    assert refused.status.status_code is StatusCode.UNSET  # a refused condition is an answer, not a failure
+    assert (slow.attributes["gateway.outcome"], slow.status.status_code, slow.status.description) == (
+        "timeout", StatusCode.ERROR, "timeout",
+    )
+    assert [(op, outcome) for op, outcome, _ in timings] == [("PutItem", "condition_failed"), ("GetItem", "timeout")]
+    assert all(0 <= seconds < 1 for _, _, seconds in timings)
+
+
+async def test_an_attempt_takes_its_whole_timeout_while_the_deadline_leaves_that_much() -> None:
+    from tests.fakes import FakeClock
+
+    clock = FakeClock()
+    transport = Scripted(GetItem=[{}])
+    store = lean(transport, RecordingSleep(), max_attempts=1, attempt_timeout=2.0)
+    assert await in_request(clock, 2.0, store.get_item(TABLE, key("u1"))) is None  # exactly the attempt timeout left
+    with pytest.raises(errors.StoreTimeout, match="was not tried: the request's deadline had passed"):
+        await in_request(clock, 0.0, store.get_item(TABLE, key("u1")))
+    assert len(transport.calls) == 1  # the second was never sent
+
+
+def test_a_store_needs_at_least_one_attempt() -> None:
+    with pytest.raises(ValueError, match="^max_attempts must be at least 1$"):
+        lean(FakeDynamoDB(), RecordingSleep(), max_attempts=0)
+
+
+async def test_a_projection_over_more_than_100_keys_drops_the_key_attribute_from_every_batch() -> None:
+    ddb = FakeDynamoDB()
+    ddb.put(*(item(f"u{i}", f="v", g="w") for i in range(150)))
+    result = await lean(ddb, RecordingSleep()).batch_get_item(TABLE, [key(f"u{i}") for i in range(150)], projection=["f"])
+    assert result == [{"f": {"S": "v"}}] * 150 and ddb.operations() == ["BatchGetItem"] * 2
+
+
+async def test_a_store_closes_its_wire_once_however_often_it_is_closed() -> None:
+    store = LeanStore("http://127.0.0.1:1", "us-east-1", CredentialSource.static("a", "b"))
+    await store.close()
+    await store.close()
+
+
+async def test_a_conflicting_update_is_refused_naming_the_operation_and_table() -> None:
+    store = lean(Scripted(), RecordingSleep())
+    with pytest.raises(errors.StoreValidation) as refused:
+        await store.update_item(
+            TABLE, key("u1"), update="SET #v = :v", names={"#v": "v"}, values={},
+            condition=Condition("attribute_exists(#v)", names={"#v": "other"}),
+        )
+    assert str(refused.value).startswith("UpdateItem on table 'features': placeholder #v")

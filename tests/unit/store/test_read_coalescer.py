@@ -36,7 +36,7 @@ def item(key: str) -> dict:
 
 
 def setup(max_in_flight: int = 1, keys: int = 300, lane_after: float = 0.0, clock=None):
-    db = FakeDynamoDB()
+    db = FakeDynamoDB(table="tbl")
     db.put(*(item(f"k{i}") for i in range(keys)))
     transport = GatedTransport(db)
     store = LeanStore(
@@ -109,6 +109,19 @@ async def test_strong_and_eventual_reads_never_share_a_call():
     await asyncio.gather(blocker, eventual, strong)
     consistent = [p.get("ConsistentRead", False) for op, p in db.calls if op == "GetItem"]
     assert sorted(consistent) == [False, False, True]
+
+
+async def test_strong_reads_waiting_together_go_out_as_one_consistent_batch():
+    db, transport, reads = setup(max_in_flight=1)
+    blocker = asyncio.create_task(reads.get("tbl", "pk", "k0", True))
+    await settle()
+    batch = [asyncio.create_task(reads.get("tbl", "pk", k, True)) for k in ("k1", "k2")]
+    await settle()
+    transport.gate.set()
+    assert [await t for t in (blocker, *batch)] == [item("k0"), item("k1"), item("k2")]
+    assert [(op, p.get("ConsistentRead"), p.get("RequestItems", {}).get("tbl", {}).get("ConsistentRead")) for op, p in db.calls] == [
+        ("GetItem", True, None), ("BatchGetItem", None, True),
+    ]
 
 
 async def test_a_failed_call_fails_every_waiter_it_carried():
@@ -186,6 +199,26 @@ async def test_close_fails_waiters_of_batches_that_never_started():
     await reads.close()
     with pytest.raises(StoreUnavailable):
         await waiting
+
+
+async def test_close_fails_reads_in_flight_started_and_queued_and_answers_none_of_them_not_found():
+    db, transport, reads = setup(max_in_flight=2, lane_after=0.0)
+    in_flight = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    assert transport.in_flight == 1  # k0's GetItem is at DynamoDB
+    not_started = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await asyncio.sleep(0)  # k1 queued, its flush scheduled
+    queued = [asyncio.create_task(reads.get("tbl", "pk", k, False)) for k in ("k2", "k3")]
+    # One turn: the flush puts k1 in the second lane (its fetch task exists and has not run its first step),
+    # then k2 and k3 queue behind both busy lanes.
+    await asyncio.sleep(0)
+    assert (len(reads._tasks), transport.in_flight, db.operations()) == (2, 1, [])
+    await reads.close()
+    assert transport.in_flight == 0  # close() returns once the call in flight is cancelled and over
+    outcomes = await asyncio.gather(in_flight, not_started, *queued, return_exceptions=True)
+    assert [type(o) for o in outcomes] == [StoreUnavailable] * 4, outcomes  # never None: that would say "not found"
+    assert {str(o) for o in outcomes} == {"The gateway is shutting down; retry on another instance."}
+    assert db.operations() == []  # and nothing was sent after it
 
 
 class DeadlineRecordingStore:

@@ -23,10 +23,12 @@ SWITCHING_AWAY = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", 3, state=SWITC
                       switch_id="s1", version=6)
 
 
-def participant(*rules: Rule) -> tuple[SwitchParticipant, StaticRouting, AckLog, WriteBuffer, ConditionalStore]:
+def participant(
+    *rules: Rule, max_keys: int = 100
+) -> tuple[SwitchParticipant, StaticRouting, AckLog, WriteBuffer, ConditionalStore]:
     clock = FakeClock()
     routing = StaticRouting(*(rules or (ACTIVE_HERE,)))
-    acks = AckLog(clock, window=300.0, max_keys=100)
+    acks = AckLog(clock, window=300.0, max_keys=max_keys)
     buffer = WriteBuffer(BufferConfig(), clock)
     store = ConditionalStore()
     return SwitchParticipant("us-east-1", routing, store, acks, buffer), routing, acks, buffer, store
@@ -75,6 +77,15 @@ async def test_a_fence_with_a_write_still_in_flight_at_its_timeout_is_not_comple
     acks.begin(DEFAULT_SCOPE)
     acknowledged, complete = await part.accept_fence(SWITCHING_AWAY, timeout=0.01)
     assert acknowledged == [] and not complete
+
+
+async def test_a_fence_whose_log_forgot_keys_for_space_is_not_complete() -> None:
+    part, _, acks, _, _ = participant(max_keys=1)
+    for key in ("k1", "k2"):
+        acks.begin(DEFAULT_SCOPE)
+        acks.end(DEFAULT_SCOPE, "items", key, f"3.1{key[1]}.us-east-1")
+    acknowledged, complete = await part.accept_fence(SWITCHING_AWAY, timeout=1.0)
+    assert acknowledged == [("items", "k2", "3.12.us-east-1")] and not complete  # nothing in flight, yet unproven
 
 
 @pytest.mark.parametrize(

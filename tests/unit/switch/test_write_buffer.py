@@ -438,25 +438,28 @@ async def test_invariant_holds_after_every_step_of_a_random_run(seed: int):
     )
 
 
-async def test_sweeper_task_expires_on_its_own(monkeypatch: pytest.MonkeyPatch):
-    buffer, clock, _ = make(window=1.0)
+async def test_the_sweeper_expires_a_held_write_when_its_window_ends(monkeypatch: pytest.MonkeyPatch):
+    buffer, clock, _ = make(window=1.02)  # not a multiple of the 0.05 s resolution
     task = await hold(buffer)
-    ticks = 0
+    held_at = clock.now
+    delays: list[float] = []
 
-    async def tick(_: float) -> None:
-        nonlocal ticks
-        ticks += 1
-        clock.advance(0.5)
-        if ticks > 3:
-            raise asyncio.CancelledError
+    async def sleep(delay: float) -> None:  # the time the sweeper asks for passes at once
+        delays.append(delay)
+        if buffer.stats("s").expired:
+            raise asyncio.CancelledError  # stop the sweeper one wake-up after the expiry
+        clock.advance(delay)
 
-    monkeypatch.setattr("gateway.switch.write_buffer.asyncio.sleep", tick)
+    monkeypatch.setattr("gateway.switch.write_buffer.asyncio.sleep", sleep)
     with pytest.raises(asyncio.CancelledError):
         await buffer.run()
     monkeypatch.undo()
     await settle()
     assert isinstance(task.exception(), PrimarySwitching)
-    assert buffer.stats("s").expired == 1
+    # Expired by the sweep that ended its window, not a sweep period later, and not before.
+    assert clock.now - held_at == pytest.approx(1.02) and sum(delays[:-1]) == pytest.approx(1.02)
+    assert max(delays) == pytest.approx(0.05)  # woken at least every resolution
+    assert delays[-1] == pytest.approx(0.05)  # nothing held: back to the resolution
 
 
 async def test_a_held_write_costs_under_640_bytes_beside_its_record():
@@ -484,3 +487,77 @@ async def test_a_held_write_costs_under_640_bytes_beside_its_record():
     for coroutine in waiting:
         coroutine.close()
     buffer.close()
+
+
+async def test_evictions_reach_every_scope_holding_writes_and_carry_the_buffers_retry_after():
+    clock = FakeClock(1000.0)
+    buffer = WriteBuffer(BufferConfig(), clock, retry_after=2.5)
+    buffer.switch_started("idle")  # a scope with nothing held comes first
+    held = [await hold(buffer, "b"), await hold(buffer, "c")]
+    assert buffer.evict_all("the rule was deleted") == 2
+    await settle()
+    messages = [str(task.exception()) for task in held]
+    assert messages == [
+        "write held for the switch of scope 'b' was evicted: the rule was deleted",
+        "write held for the switch of scope 'c' was evicted: the rule was deleted",
+    ]
+    assert [task.exception().retry_after for task in held] == [2.5, 2.5]
+    task = await hold(buffer, "b")
+    buffer.close()
+    await settle()
+    assert str(task.exception()).endswith("was evicted: the gateway is shutting down")
+
+
+async def test_the_next_expiry_is_the_oldest_held_writes_window_end():
+    buffer, clock, _ = make(window=4.0)
+    assert buffer.next_expiry() is None
+    await hold(buffer, "a")
+    clock.advance(1.0)
+    await hold(buffer, "b")
+    assert buffer.next_expiry() == 1004.0
+    buffer.evict_all("test over")
+    await settle()
+
+
+async def test_a_sweep_expires_every_scopes_overdue_writes_with_the_buffers_retry_after():
+    clock = FakeClock(1000.0)
+    buffer = WriteBuffer(BufferConfig(window=5.0), clock, retry_after=2.5)
+    assert buffer.sweep() == 0  # nothing held
+    buffer.switch_started("quiet")  # a switching scope holding nothing comes first
+    overdue = [await hold(buffer, "s"), await hold(buffer, "s"), await hold(buffer, "t")]
+    clock.advance(5.0)
+    assert buffer.sweep() == 3
+    await settle()
+    assert [task.exception().retry_after for task in overdue] == [2.5, 2.5, 2.5]
+    assert buffer.stats("s").expired == 2 and buffer.stats("t").expired == 1
+
+
+async def test_refusals_at_once_carry_the_buffers_retry_after_and_are_all_counted():
+    clock = FakeClock(1000.0)
+    buffer = WriteBuffer(BufferConfig(max_entries=1), clock, retry_after=2.5)
+    buffer.switch_started("s")
+    held = await hold(buffer, "s", 0)  # a write of no bytes is held like any other
+    for _ in range(2):
+        with pytest.raises(PrimarySwitching) as full:
+            buffer.hold("s", 1).send(None)
+        assert full.value.retry_after == 2.5
+    assert buffer.stats("s").refused == 2
+    with pytest.raises(ValueError, match="^nbytes must be >= 0, not -1$"):
+        buffer.hold("s", -1).send(None)
+    buffer.close()
+    with pytest.raises(Draining) as closed:
+        buffer.hold("s", 1).send(None)
+    assert (str(closed.value), closed.value.retry_after) == ("the gateway is shutting down", 2.5)
+    await settle()
+    assert isinstance(held.exception(), Draining)
+
+
+async def test_a_held_write_whose_caller_gave_up_counts_as_evicted():
+    buffer, _, metrics = make()
+    buffer.switch_started("s")
+    task = await hold(buffer, "s")
+    task.cancel()
+    await settle()
+    stats = buffer.stats("s")
+    assert (stats.held, stats.evicted) == (0, 1) and sample(metrics, "gateway_buffer_released_total", scope="s", reason="evicted") == 1
+    assert_balanced(stats)
