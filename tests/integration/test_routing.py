@@ -106,6 +106,9 @@ async def test_a_forward_to_a_stale_primary_gets_409_and_is_rerouted_exactly_onc
     await cluster.put_rules([new], ["us-east-1", "ap-southeast-1"])
     await obeyed_everywhere(http, cluster, new, 5, ["us-east-1", "ap-southeast-1"])
     assert (await obeyed_everywhere(http, cluster, old, 1, ["eu-west-1"])) is None
+    # Moved without a switch's fence, the new primary first outwaits the regions' promises to the old one
+    # (at most a lease plus the drift, gateway/lease/): this write, in its own region, waits for that.
+    await put(http, cluster, "ap-southeast-1", f"{p}taken-over", {"v": 0})
 
     refused_before = await metric(http, cluster, "eu-west-1", "gateway_forward_total", to_region="us-east-1", outcome="not_primary")
     key, idem = f"{p}k1", uuid.uuid4().hex
