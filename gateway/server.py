@@ -175,7 +175,7 @@ async def open_gateway(
         )
         peer_api = PeerApi(
             config, dispatcher, participant, verifier, metrics, deadlines, routing, membership.instance,
-            book=book, limit=ConcurrencyLimit(config.peer.max_concurrent_requests), **listener,
+            leases=keeper, limit=ConcurrencyLimit(config.peer.max_concurrent_requests), **listener,
         )
         admin_api = None
         if config.admin_listen is not None:

@@ -53,8 +53,7 @@ from gateway.deadlines import TIMEOUT_HEADER, Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import MethodNotAllowed, RequestError, RequestTimeout, RouteNotFound
 from gateway.features import records
-from gateway.lease.book import PromiseBook
-from gateway.lease.promises import Known
+from gateway.lease.keeper import LeaseKeeper
 from gateway.obs.logs import AccessLog
 from gateway.obs.metrics import Metrics
 from gateway.obs.tracing import Tracer
@@ -98,14 +97,14 @@ class PeerApi(Frontend):
         routing: RoutingLoader,
         instance: str,
         *,
-        book: PromiseBook | None = None,
+        leases: LeaseKeeper | None = None,
         limit: ConcurrencyLimit | None = None,
         tracer: Tracer | None = None,
         access_log: AccessLog | None = None,
     ) -> None:
-        """``book``: this region's promises, for the lease route (without it the route answers 404)."""
+        """``leases``: this gateway's lease keeper, which answers the lease route (without it the route is 404)."""
         super().__init__(config, metrics, deadlines, limit=limit, tracer=tracer, access_log=access_log)
-        self._book = book
+        self._leases = leases
         self._dispatcher = dispatcher
         self._participant = participant
         self._verifier = verifier
@@ -117,7 +116,7 @@ class PeerApi(Frontend):
             FENCE_PATH: self.fence, VERSIONS_PATH: self.versions, BUFFER_PATH: self.buffer,
             openapi.PEER_OPENAPI_PATH: self.openapi,
         }
-        if book is not None:
+        if leases is not None:
             self._routes[LEASE_PATH] = self.lease
         self._openapi = orjson.dumps(openapi.peer(config))
 
@@ -188,7 +187,7 @@ class PeerApi(Frontend):
 
     async def lease(self, request: web.BaseRequest) -> web.Response:
         """Confirm what this region may confirm of the asker's primacy leases (gateway/lease/)."""
-        assert self._book is not None
+        assert self._leases is not None
         body = await self._json_object(request)
         asker = body.get("region")
         if not isinstance(asker, str) or (self._config.regions and asker not in self._config.regions):
@@ -198,7 +197,7 @@ class PeerApi(Frontend):
             if not isinstance(released, dict) or not all(isinstance(e, int) and not isinstance(e, bool) for e in released.values()):
                 raise RequestError("'release' must map scopes to the epochs given up.")
             for scope, epoch in released.items():
-                await self._book.release(asker, _field(check_scope, {"scope": scope}, "scope"), epoch)
+                await self._leases.release(asker, _field(check_scope, {"scope": scope}, "scope"), epoch)
             return json_response({"region": self._config.region, "released": sorted(released)})
         scopes = body.get("scopes")
         if not isinstance(scopes, dict) or not all(
@@ -207,13 +206,8 @@ class PeerApi(Frontend):
             raise RequestError("'scopes' must map scopes to their epochs (integers from 0).")
         for scope in scopes:
             _field(check_scope, {"scope": scope}, "scope")
-        granted, refused = await self._book.grant(asker, scopes, self._known)
+        granted, refused = await self._leases.confirm(asker, scopes)
         return json_response({"region": self._config.region, "granted": granted, "refused": refused})
-
-    def _known(self, scope: str) -> Known | None:
-        table = self._routing.table
-        rule = table.rules.get(scope) if table is not None else None
-        return None if rule is None else Known(rule.epoch, rule.primary)
 
     async def openapi(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")

@@ -114,7 +114,7 @@ class LeaseKeeper:
             try:
                 async with asyncio.timeout(self._lease / ROUNDS_PER_LEASE):
                     if region == self.region:
-                        granted, refused = await self._book.grant(self.region, scopes, self.known)
+                        granted, refused = await self.confirm(self.region, scopes)
                     else:
                         answer = await self._call(region, LEASE_PATH, body)
                         granted, refused = list(answer.get("granted", [])), dict(answer.get("refused", {}))
@@ -143,13 +143,21 @@ class LeaseKeeper:
             try:
                 async with asyncio.timeout(self._lease / ROUNDS_PER_LEASE):
                     if region == self.region:
-                        await self._book.release(self.region, scope, epoch)
+                        await self.release(self.region, scope, epoch)
                     else:
                         await self._call(region, LEASE_PATH, body)
             except (GatewayError, TimeoutError) as exc:
                 log.info("%s keeps its promise on %s until it expires: %s", region, scope, getattr(exc, "message", exc))
 
         await asyncio.gather(*(release(region) for region in self.regions))
+
+    async def confirm(self, asker: str, scopes: Mapping[str, int]) -> tuple[list[str], dict[str, str]]:
+        """As this region's acceptor: what it confirms of ``asker``'s leases (the peer route and its own rounds)."""
+        return await self._book.grant(asker, scopes, self.known)
+
+    async def release(self, holder: str, scope: str, epoch: int) -> None:
+        """As this region's acceptor: ``holder`` gives its lease on ``scope`` up (a switch's handover)."""
+        await self._book.release(holder, scope, epoch)
 
     def known(self, scope: str) -> Known | None:
         """What this gateway's snapshot says of ``scope`` (for the acceptor's rule)."""
