@@ -43,6 +43,8 @@ from gateway.api.protocol import GatewayServer, give_memory_back
 from gateway.background import background
 from gateway.clock import SystemClock
 from gateway.config import Config, require_peer_secret
+from gateway.consensus.acceptor import Acceptor
+from gateway.consensus.proposer import Proposer
 from gateway.deadlines import Deadlines
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError
@@ -146,7 +148,7 @@ async def open_gateway(
         book = PromiseBook(store, config.routing.table, config.region, clock, lease, drift)
         keeper = LeaseKeeper(
             config.region, list(config.regions) or [config.region], book, peers.call,
-            lambda: routing.table.rules if routing.table is not None else {}, clock, lease, drift,
+            lambda: routing.table.rules if routing.table is not None else {}, clock, lease, drift, learn=routing.learn,
         )
         await stack.enter_async_context(background(keeper.run(), "lease-keeper"))
         dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer, acks, leases=keeper)
@@ -187,17 +189,31 @@ async def open_scheduler(
     config: Config, store: LeanStore, stack: contextlib.AsyncExitStack, peers: PeerClient, clock: SystemClock, instance: str
 ) -> Scheduler:
     """The follow-the-sun scheduler, writing rules and its lease in the control region's replica."""
+    stores = {config.region: store}
+
+    async def replica(region: str) -> LeanStore:
+        if region not in stores:
+            endpoint = config.regions[region].dynamodb_endpoint if region in config.regions else None
+            stores[region] = await open_lean_store(
+                region, endpoint, attempt_timeout=config.dynamodb.attempt_timeout,
+                max_attempts=config.dynamodb.max_attempts, source_address=config.source_address,
+            )
+            stack.push_async_callback(stores[region].close)
+        return stores[region]
+
     region = control_region(config)
-    if region != config.region:
-        endpoint = config.regions[region].dynamodb_endpoint if region in config.regions else None
-        store = await open_lean_store(
-            region, endpoint, attempt_timeout=config.dynamodb.attempt_timeout, max_attempts=config.dynamodb.max_attempts,
-            source_address=config.source_address,
-        )
-        stack.push_async_callback(store.close)
-    control = ControlTable(store, region, store.endpoint, config, clock)
+    home = await replica(region)
+    proposer = None
+    if len(config.regions) > 1:
+        # Its switches are decided by a majority of the regions (gateway/consensus/), like gatewayctl's edits.
+        for name in config.regions:
+            await replica(name)
+        proposer = Proposer({r: Acceptor(stores[r], config.routing.table, r) for r in config.regions}, clock,
+                            f"scheduler-{instance}")
+    control = ControlTable(home, region, home.endpoint, config, clock, proposer=proposer,
+                           replicas=stores if proposer is not None else None)
     coordinator = SwitchCoordinator(config, control, peers, clock, by=f"scheduler {instance}")
-    return Scheduler(config, store, control, coordinator, clock, instance)
+    return Scheduler(config, home, control, coordinator, clock, instance)
 
 
 async def learn_from_peers(config: Config, routing: RoutingLoader, peers: PeerClient, timeout: float = 1.0) -> int:

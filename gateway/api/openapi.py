@@ -140,7 +140,8 @@ def peer(config: Config) -> dict[str, Any]:
         LEASE_PATH: ("Confirm the asker region's primacy leases on these scopes, as far as this region's promises allow.",
                      _object({"region": _STRING, "scopes": {"type": "object", "additionalProperties": _EPOCH}}),
                      _object({"region": _STRING, "granted": {"type": "array", "items": _STRING},
-                              "refused": {"type": "object", "additionalProperties": _STRING}})),
+                              "refused": {"type": "object", "additionalProperties": _STRING},
+                              "newer": {"type": "array", "items": _ref("Rule")}})),
         PEER_OPENAPI_PATH: ("This document.", {"type": "object"}, {"type": "object", "required": ["openapi", "paths"]}),
     }
     signed = [{"signature": []}]

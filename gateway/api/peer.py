@@ -25,7 +25,8 @@ gateway/switch/participant.py answers them):
   gateway still holds or is sending on (a switch ends once every buffer drained).
 - ``/internal/v1/openapi.json``: → this API's OpenAPI 3.1 description (gateway/api/openapi.py).
 - ``/internal/v1/lease``: ``{"region", "scopes": {scope: epoch}}`` → the scopes this region confirms as that
-  region's primacy leases and why it refuses the others (gateway/lease/).
+  region's primacy leases, why it refuses the others, and its rules of those it knows at a higher epoch
+  (``newer``: the asker was deposed while it was cut off) (gateway/lease/).
 
 Invariants: every request is authenticated (gateway/peer/auth.py) before it
 is routed, whatever its path, and its head before its body is read: an
@@ -207,7 +208,8 @@ class PeerApi(Frontend):
         for scope in scopes:
             _field(check_scope, {"scope": scope}, "scope")
         granted, refused = await self._leases.confirm(asker, scopes)
-        return json_response({"region": self._config.region, "granted": granted, "refused": refused})
+        newer = [rule.to_json() for rule in self._leases.newer({s: scopes[s] for s in refused})]
+        return json_response({"region": self._config.region, "granted": granted, "refused": refused, "newer": newer})
 
     async def openapi(self, request: web.BaseRequest) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")

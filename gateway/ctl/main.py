@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.clock import Clock, SystemClock
+from gateway.consensus.acceptor import Acceptor
+from gateway.consensus.proposer import Proposer
 from gateway.ctl import members, rules, switch
 from gateway.ctl.session import (
     Confirm,
@@ -29,7 +31,8 @@ from gateway.ctl.session import (
     OpenStore,
     Session,
     Target,
-    open_botocore_store,
+    default_editor,
+    open_target_store,
     resolve_target,
 )
 from gateway.routing.control_table import ControlTable, ControlTableError
@@ -152,6 +155,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "views and tables rules are checked against)")
     return args
 
+#: The commands that change rules: they go through the majority control plane.
+CHANGING = {("rules", "set"), ("rules", "delete"), ("switch", None), ("failover", None)}
+
 COMMANDS: dict[tuple[str, str | None], Callable[[Session], Awaitable[int]]] = {
     ("rules", "list"): rules.rules_list,
     ("rules", "get"): rules.rules_get,
@@ -176,19 +182,31 @@ def ask_on_terminal(question: str) -> bool:
 async def _session(args: argparse.Namespace, target: Target, confirm: Confirm | None, open_store: OpenStore,
                    clock: Clock, open_peers: OpenPeers | None) -> int:
     store, endpoint = await open_store(target)
+    stores = {target.region: store}
     try:
-        control = ControlTable(store, target.region, endpoint, target.config, clock)
-        command = COMMANDS[(args.command, getattr(args, "action", None))]
-        return await command(Session(args, target, control, clock, confirm, open_peers or switch.peer_client))
+        key = (args.command, getattr(args, "action", None))
+        proposer = None
+        if key in CHANGING and len(target.config.regions) > 1:
+            # A change is decided by a majority of the regions (gateway/consensus/): reach every region's replica.
+            for region in target.config.regions:
+                if region not in stores:
+                    stores[region] = (await open_store(target.of(region)))[0]
+            table = target.config.routing.table
+            proposer = Proposer({r: Acceptor(stores[r], table, r) for r in target.config.regions}, clock,
+                                f"gatewayctl-{default_editor()}-{os.getpid()}")
+        control = ControlTable(store, target.region, endpoint, target.config, clock, proposer=proposer,
+                               replicas=stores if proposer is not None else None)
+        return await COMMANDS[key](Session(args, target, control, clock, confirm, open_peers or switch.peer_client))
     finally:
-        await store.close()
+        for each in {id(s): s for s in stores.values()}.values():
+            await each.close()
 
 
 def run(
     argv: list[str] | None = None,
     *,
     confirm: Confirm | None = None,
-    open_store: OpenStore = open_botocore_store,
+    open_store: OpenStore = open_target_store,
     clock: Clock | None = None,
     open_peers: OpenPeers | None = None,
 ) -> int:

@@ -96,8 +96,8 @@ async def rules_set(session: Session) -> int:
               f"--to {new.primary}`)")
     if not await session.confirmed():
         return 0 if args.dry_run else 1
-    await session.control.put(new, expect=None if current is None else current.version)
-    session.say(f"written: {new.scope} version {new.version}, epoch {new.epoch}, in {session.control.where()}")
+    new = await session.control.put(new, expect=None if current is None else current.version)
+    session.say(f"written: {new.scope} version {new.version}, epoch {new.epoch}, {session.control.written()}")
     if args.json:
         session.emit(new.to_json())
     return 0
@@ -114,7 +114,7 @@ async def rules_delete(session: Session) -> int:
         if not await session.confirmed():
             return 0 if session.args.dry_run else 1
         await session.control.delete(scope, expect=None)
-        session.say(f"deleted: {scope}")
+        session.say(f"deleted: {scope}, {session.control.written()}")
         return 0
     refuse_switching(current)
     check_expected(scope, current, session.args.expect_version)
@@ -124,7 +124,7 @@ async def rules_delete(session: Session) -> int:
     if not await session.confirmed():
         return 0 if session.args.dry_run else 1
     await session.control.delete(scope, expect=current.version)
-    session.say(f"deleted: {scope} (was version {current.version}, epoch {current.epoch})")
+    session.say(f"deleted: {scope} (was version {current.version}, epoch {current.epoch}), {session.control.written()}")
     if session.args.json:
         session.emit(current.to_json())
     return 0

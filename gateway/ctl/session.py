@@ -24,8 +24,8 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,23 @@ class Target:
     endpoint_url: str | None
     profile: str | None
     config: Config
+    #: Every region's DynamoDB endpoint (``None``: AWS's), for the majority control plane's acceptors.
+    endpoints: Mapping[str, str | None] = field(default_factory=dict)
+    #: The local cluster's: connect from ``region``'s own loopback address, so its network partitions apply.
+    source_address: str | None = None
+
+    def of(self, region: str) -> Target:
+        """The same operator and config, aimed at ``region``'s replica."""
+        return replace(self, region=region, endpoint_url=self.endpoints.get(region, self.endpoint_url if region ==
+                                                                            self.region else None))
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
     """Region, endpoint, credentials and config from the arguments (and the local cluster's state file)."""
     if not args.local:
-        return Target(args.region, args.endpoint_url, args.profile, _config(args.config, args.region))
+        config = _config(args.config, args.region)
+        endpoints = {name: r.dynamodb_endpoint for name, r in config.regions.items()}
+        return Target(args.region, args.endpoint_url, args.profile, config, {**endpoints, args.region: args.endpoint_url})
     state_file = Path(args.state_dir) / "cluster.json"
     try:
         state = json.loads(state_file.read_text())
@@ -93,7 +104,9 @@ def resolve_target(args: argparse.Namespace) -> Target:
     secret_file = state_file.parent / PEER_SECRET_FILE
     if secret_file.exists() and not os.environ.get("FGW_PEER_SECRET"):
         os.environ["FGW_PEER_SECRET"] = secret_file.read_text().strip()  # the cluster's, for switch and failover
-    return Target(region, info["dynamodb"], None, _config(config_path, region))
+    config = _config(config_path, region)
+    endpoints = {name: each.get("dynamodb") for name, each in regions.items() if isinstance(each, dict)}
+    return Target(region, info["dynamodb"], None, config, endpoints, config.source_address)
 
 
 def _config(path: str, region: str) -> Config:
@@ -103,11 +116,19 @@ def _config(path: str, region: str) -> Config:
         raise CtlError(f"bad configuration: {exc}") from None
 
 
-async def open_botocore_store(target: Target) -> tuple[Any, str]:
+async def open_target_store(target: Target) -> tuple[Any, str]:
+    """The target replica's store: botocore's (profiles, SSO), or, from the local cluster's region address, the
+    gateway's own client bound to it (botocore cannot choose the address it connects from)."""
     from botocore.exceptions import BotoCoreError
 
     from gateway.store.botocore import BotocoreStore
 
+    if target.source_address is not None:
+        from gateway.store.lean import open_lean_store
+
+        store = await open_lean_store(target.region, target.endpoint_url, source_address=target.source_address,
+                                      attempt_timeout=1.0, max_attempts=2)
+        return store, store.endpoint
     try:
         # Few attempts: an operator waiting on an unreachable endpoint wants the error, not a minute of retries.
         store = await BotocoreStore.open(target.region, target.endpoint_url, profile=target.profile, max_attempts=3)

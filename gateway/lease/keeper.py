@@ -26,7 +26,7 @@ from gateway.lease.book import PromiseBook
 from gateway.lease.holder import LeaseHolder
 from gateway.lease.promises import Known
 from gateway.peer.routes import LEASE_PATH
-from gateway.routing.rules import ACTIVE, SINGLE_PRIMARY
+from gateway.routing.rules import ACTIVE, SINGLE_PRIMARY, Rule, RuleError, rule_from_json
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,12 @@ class LeaseKeeper:
         lease: float,
         max_drift: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        learn: Callable[[list[Rule]], object] = lambda rules: None,
     ) -> None:
         """``call(region, path, body)`` reaches a gateway of ``region`` (``PeerClient.call``); ``rules()`` is the
-        routing snapshot's rules by scope."""
+        routing snapshot's rules by scope; ``learn(rules)`` (``RoutingLoader.learn``) takes the newer rules a
+        refusing region answers with: a deposed primary that was cut off learns its successor at the first
+        round after the cut heals, before its replica has caught up."""
         self.region = region
         self.regions = regions
         self.holder = LeaseHolder(region, regions, lease, max_drift)
@@ -59,6 +62,7 @@ class LeaseKeeper:
         self._clock = clock
         self._lease = lease
         self._sleep = sleep
+        self._learn = learn
         #: Set after every round: writes waiting for a lease look again.
         self._round_done = asyncio.Event()
         #: The round under way, if any (a handover waits for it: its answers must not renew what it gives up).
@@ -118,9 +122,12 @@ class LeaseKeeper:
                     else:
                         answer = await self._call(region, LEASE_PATH, body)
                         granted, refused = list(answer.get("granted", [])), dict(answer.get("refused", {}))
-            except (GatewayError, TimeoutError) as exc:
+                        newer = [rule_from_json(r) for r in answer.get("newer", [])]
+            except (GatewayError, TimeoutError, RuleError) as exc:
                 log.debug("no lease confirmation from %s: %s", region, getattr(exc, "message", exc) or "timeout")
                 return
+            if region != self.region and newer:
+                self._learn(newer)
             if refused:
                 log.debug("%s refused leases: %s", region, refused)
             self.holder.confirmed(round_id, region, granted)
@@ -158,6 +165,11 @@ class LeaseKeeper:
     async def release(self, holder: str, scope: str, epoch: int) -> None:
         """As this region's acceptor: ``holder`` gives its lease on ``scope`` up (a switch's handover)."""
         await self._book.release(holder, scope, epoch)
+
+    def newer(self, scopes: Mapping[str, int]) -> list[Rule]:
+        """The rules this gateway holds of ``scopes`` at a higher epoch than asked (the asker is behind)."""
+        rules = self._rules()
+        return [rules[s] for s, epoch in scopes.items() if s in rules and rules[s].epoch > epoch]
 
     def known(self, scope: str) -> Known | None:
         """What this gateway's snapshot says of ``scope`` (for the acceptor's rule)."""

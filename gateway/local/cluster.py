@@ -346,6 +346,8 @@ class LocalCluster:
         For tests and benchmarks that time a switch: no interpreter start-up (a second or more
         of CPU on two cores) lands in the window they measure.
         """
+        from gateway.consensus.acceptor import Acceptor
+        from gateway.consensus.proposer import Proposer
         from gateway.obs.metrics import Metrics
         from gateway.peer.auth import PeerSigner
         from gateway.peer.client import PeerClient
@@ -356,16 +358,17 @@ class LocalCluster:
         name = next(iter(self.regions))  # the control region: the first of the config
         config, endpoint = self.configs[name], self._region(name).dynamodb.endpoint
         clock = SystemClock()
-        store = await BotocoreStore.open(name, endpoint)
+        stores = {r: await BotocoreStore.open(r, self._region(r).dynamodb.endpoint) for r in self.regions}
+        proposer = Proposer({r: Acceptor(stores[r], config.routing.table, r) for r in stores}, clock, f"local-{by}")
         peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
         try:
-            yield SwitchCoordinator(
-                config, ControlTable(store, name, endpoint, config, clock), peers, clock, by=by,
-                report=report or (lambda step, seconds, detail: None),
-            )
+            control = ControlTable(stores[name], name, endpoint, config, clock, proposer=proposer, replicas=stores)
+            yield SwitchCoordinator(config, control, peers, clock, by=by,
+                                    report=report or (lambda step, seconds, detail: None))
         finally:
             await peers.close()
-            await store.close()
+            for store in stores.values():
+                await store.close()
 
     async def _start_gateway(self, region: Region) -> None:
         gateway = GatewayProcess(

@@ -25,6 +25,8 @@ item that is not a valid rule is returned as ``Malformed``, never raised.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,15 +36,24 @@ from botocore.exceptions import BotoCoreError
 
 from gateway.clock import Clock
 from gateway.config import Config
+from gateway.consensus.acceptor import ACCEPTOR_PREFIX
+from gateway.consensus.ballots import Deleted, Value
+from gateway.consensus.proposer import Decision, NotDecided, Proposer, gather_until
 from gateway.errors import ConditionFailed, GatewayError, StoreTimeout, StoreUnavailable, TableNotFound
+from gateway.lease.book import PROMISES_PREFIX
 from gateway.members import Member, MemberRow
 from gateway.routing.rules import RULE_PREFIX, Rule, RuleError, parse_rule
 from gateway.store.base import Condition, Item, Store
 
 #: The item that holds a scope's latest switch progress (``switch#SCOPE``); gateways' rule loaders skip it.
 SWITCH_PREFIX = "switch#"
-#: Keys of the items that share the control table with the rules (the scheduler's lease, switch progress).
-OTHER_PREFIXES = ("lease#", SWITCH_PREFIX)
+#: Keys of the items that share the control table with the rules: the scheduler's lease, switch progress,
+#: the regions' primacy promises (gateway/lease/book.py) and their acceptor slots (gateway/consensus/acceptor.py).
+OTHER_PREFIXES = ("lease#", SWITCH_PREFIX, PROMISES_PREFIX, ACCEPTOR_PREFIX)
+log = logging.getLogger(__name__)
+
+#: Seconds a decided change's write to one replica's rule item may take before that replica is left to replication.
+PUBLISH_TIMEOUT = 2.0
 #: Seconds a switch progress item lives (the table's TTL attribute ``expires_at``).
 SWITCH_PROGRESS_TTL = 7 * 24 * 3600
 
@@ -53,6 +64,10 @@ class ControlTableError(Exception):
 
 class RuleConflict(ControlTableError):
     """A conditional write found the rule changed since it was read; nothing was written."""
+
+
+class NoMajority(ControlTableError):
+    """A change no majority of the regions decided (gateway/consensus/proposer.py): the message names each region."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +108,32 @@ def _version_condition(expect: int) -> Condition:
 class ControlTable:
     """The rule items of the control table and the members table, in one region's replica (``where()``)."""
 
-    def __init__(self, store: Store, region: str, endpoint: str, config: Config, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, region: str, endpoint: str, config: Config, clock: Clock, *,
+        proposer: Proposer | None = None, replicas: dict[str, Store] | None = None,
+    ) -> None:
+        """``proposer``: the fleet's majority control plane; with it, every rule change is decided by a majority
+        of the regions and then written to the rule item of every replica of ``replicas`` (region -> its
+        store) that answers. Without it (a one-region fleet, unit tests), changes are written to this replica."""
         self.store = store
         self.region = region
         self.endpoint = endpoint
         self.rules_table = config.routing.table
         self.members_table = config.members.table
         self._clock = clock
+        self.proposer = proposer
+        self._replicas = replicas or {region: store}
+        #: The latest decision of a change made through this table (``gatewayctl`` reports who accepted it).
+        self.decision: Decision | None = None
 
     def where(self) -> str:
         return f"the control table {self.rules_table} in {self.region}"
+
+    def written(self) -> str:
+        """Where the last change was made: the regions that decided it, or this replica."""
+        if self.decision is None or self.proposer is None:
+            return f"in {self.where()}"
+        return f"decided by a majority of the regions, {self.decision.summary(len(self.proposer.acceptors))}"
 
     @contextlib.contextmanager
     def _reaching(self, kind: str, table: str) -> Iterator[None]:
@@ -151,17 +182,90 @@ class ControlTable:
             item = await self.store.get_item(self.rules_table, {"pk": {"S": RULE_PREFIX + scope}}, consistent=True)
         return None if item is None else _parse(item)
 
-    async def put(self, rule: Rule, *, expect: int | None) -> None:
-        """Write ``rule`` if the stored one is still version ``expect`` (``None``: if there is none)."""
+    async def put(self, rule: Rule, *, expect: int | None) -> Rule:
+        """Write ``rule`` if the stored one is still version ``expect`` (``None``: if there is none); the rule written.
+
+        A rule made again after its scope's was deleted continues from the deleted one's version, so the
+        written rule's version may be above ``rule``'s.
+        """
+        if self.proposer is not None:
+            value = await self._decide(rule.scope, expect, lambda current: _renumbered(rule, current))
+            assert isinstance(value, Rule)
+            return value
         condition = Condition("attribute_not_exists(pk)") if expect is None else _version_condition(expect)
         item = rule.to_item(ts_us=self._clock.wall_us(), region=self.region)
         await self._write(rule.scope, expect, lambda: self.store.put_item(self.rules_table, item, condition=condition))
+        return rule
 
     async def delete(self, scope: str, *, expect: int | None) -> None:
         """Delete if the stored rule is still version ``expect`` (``None``: whatever is there, for malformed items)."""
+        if self.proposer is not None:
+            await self._decide(scope, expect, lambda current: Deleted(scope, _version(current), self._by(current)),
+                               deleting=True)
+            return
         condition = Condition("attribute_exists(pk)") if expect is None else _version_condition(expect)
         key = {"pk": {"S": RULE_PREFIX + scope}}
         await self._write(scope, expect, lambda: self.store.delete_item(self.rules_table, key, condition=condition))
+
+    @staticmethod
+    def _by(current: Value | None) -> str:
+        return current.updated_by if current is not None else ""
+
+    async def _decide(self, scope: str, expect: int | None, make: Callable[[Value | None], Value], *,
+                      deleting: bool = False) -> Value:
+        """Decide a change of ``scope`` with a majority, then write it to every replica that answers."""
+        assert self.proposer is not None
+
+        def change(current: Value | None) -> Value:
+            found = current if isinstance(current, Rule) else None
+            if expect is None and found is not None and not deleting:
+                raise RuleConflict(conflict_message(scope, found.version, found.updated_by))
+            if expect is not None and (found is None or found.version != expect):
+                raise RuleConflict(conflict_message(
+                    scope, None if found is None else found.version, None if found is None else found.updated_by, expect))
+            return make(current)
+
+        try:
+            decision = await self.proposer.change(scope, change)
+        except NotDecided as exc:
+            raise NoMajority(str(exc)) from None
+        self.decision = decision
+        await self._publish(scope, decision)
+        return decision.value
+
+    async def _publish(self, scope: str, decision: Decision) -> None:
+        """Write a decided value to the rule item of every replica that answers (the gateways route by those);
+        a replica that does not answer gets it by replication. A write lands only over an older decision's."""
+        key = {"pk": {"S": RULE_PREFIX + scope}}
+        values = {":b": {"S": decision.ballot}}
+        older = "attribute_not_exists(#ballot) OR #ballot < :b"
+
+        async def one(region: str, store: Store) -> bool:
+            value = decision.value
+            try:
+                if isinstance(value, Deleted):
+                    await store.delete_item(self.rules_table, key, condition=Condition(
+                        f"attribute_exists(pk) AND ({older})", {"#ballot": "ballot"}, values))
+                else:
+                    item = {**value.to_item(ts_us=self._clock.wall_us(), region=self.region),
+                            "ballot": {"S": decision.ballot}}
+                    await store.put_item(self.rules_table, item, condition=Condition(
+                        f"attribute_not_exists(pk) OR {older}", {"#ballot": "ballot"}, values))
+            except ConditionFailed:
+                pass  # a later decision is there already (or, for a delete, no rule is)
+            except (GatewayError, BotoCoreError, OSError) as exc:
+                log.info("decided %s not written to %s's replica now (it replicates there): %s", scope, region,
+                         getattr(exc, "message", exc))
+                return False
+            return True
+
+        majority = len(self._replicas) // 2 + 1
+        written = await gather_until(
+            {region: one(region, store) for region, store in self._replicas.items()},
+            lambda done: sum(1 for ok in done.values() if ok is True) >= majority, PUBLISH_TIMEOUT,
+        )
+        for region in (r for r, ok in written.items() if isinstance(ok, str)):
+            log.info("decided %s not written to %s's replica now (it replicates there): %s", scope, region, written[region])
 
     async def _write(self, scope: str, expect: int | None, write: Callable[[], Awaitable[Any]]) -> None:
         try:
@@ -231,6 +335,17 @@ class ControlTable:
         except ControlTableError:
             return []  # the members table is advice here; the control table's answer decides
         return [m.epochs[scope] for m in map(_member, items) if m is not None and scope in m.epochs]
+
+
+def _version(value: Value | None) -> int:
+    return 0 if value is None else value.version
+
+
+def _renumbered(rule: Rule, current: Value | None) -> Rule:
+    """A scope's versions never repeat: a rule made after a delete continues from the deleted rule's version."""
+    if isinstance(current, Deleted) and rule.version <= current.version:
+        return dataclasses.replace(rule, version=current.version + 1)
+    return rule
 
 
 def _parse(item: Item) -> Rule | Malformed:

@@ -101,7 +101,9 @@ class ControlPlane(Protocol):
 
     async def rule(self, scope: str) -> Any: ...
 
-    async def put(self, rule: Rule, *, expect: int | None) -> None: ...
+    async def put(self, rule: Rule, *, expect: int | None) -> Rule: ...
+
+    def written(self) -> str: ...
 
     async def members(self, *, now_us: int, expiry: float) -> list[Any]: ...
 
@@ -291,7 +293,7 @@ class SwitchCoordinator:
         progress = SwitchProgress(scope, rule.primary or "", to, switching.switch_id or "", self._by,
                                   switching.switch_started_at or 0)
         await self.step("switching", self._control.put(switching, expect=rule.version),
-                        lambda _: f"switch_id {switching.switch_id}")
+                        lambda _: f"switch_id {switching.switch_id}, {self._control.written()}")
         await self._publish(progress, started, "push")
         await self.step("push", self.push(switching, members), lambda n: f"{n}/{len(members)} gateways buffering")
         try:
@@ -317,7 +319,7 @@ class SwitchCoordinator:
         await self._publish(progress, started, "commit")
         try:
             await self.step("commit", self._control.put(committed, expect=switching.version),
-                            lambda _: f"{to} is primary at epoch {committed.epoch}")
+                            lambda _: f"{to} is primary at epoch {committed.epoch}, {self._control.written()}")
         except RuleConflict:
             return await self._overtaken(switching, await self._stored(scope), progress, started)
         await self._publish(progress, started, "push")
@@ -420,8 +422,15 @@ class SwitchCoordinator:
             rule, primary=to, epoch=rule.epoch + 1, state=ACTIVE, next_primary=None, switch_id=None, switch_started_at=None,
         )
         await self.step("failover", self._control.put(moved, expect=rule.version),
-                        lambda _: f"{to} is primary at epoch {moved.epoch} (no fence)")
+                        lambda _: f"{to} is primary at epoch {moved.epoch} (no fence), {self._control.written()}")
         await self.step("push", self.push(moved, members), lambda n: f"{n}/{len(members)} gateways routing to {to}")
+        # The old primary's gateways may hold a lease the regions promised before they knew of the new epoch: it
+        # ends within a lease (and the clocks' drift) of now, and only then can the new primary take its own.
+        routing = self._config.routing
+        wait = routing.lease + routing.max_drift
+        await self.step("lease", self._sleep(wait), lambda _: (
+            f"waited out {rule.primary}'s lease ({routing.lease:g} s + {routing.max_drift:g} s drift): it acknowledges "
+            f"no more writes of {scope}, and {to} takes them"))
         return Outcome(moved, True, self._clock.monotonic() - started), loss_window
 
     @staticmethod

@@ -7,20 +7,44 @@ nft's own reason, where they cannot run. Only 127.0.0.0/8 addresses and the test
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import itertools
 import os
 import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 import pytest
 
+from gateway.clock import SystemClock
+from gateway.ctl import main as ctl_main
+from gateway.errors import NotPrimary
+from gateway.features.items import Version
 from gateway.local.cluster import LocalCluster
 from gateway.local.dynamodb_local import free_port
 from gateway.local.partitions import Endpoint, Partitions, find_nft
-from tests.support.cluster_http import clear_faults, eventually, get, put, running_cluster, url
+from gateway.obs.metrics import Metrics
+from gateway.peer.auth import PeerSigner
+from gateway.peer.client import PeerClient
+from gateway.routing.rules import SINGLE_PRIMARY, Rule
+from tests.support.cluster_http import (
+    REGIONS,
+    clear_faults,
+    converge,
+    eventually,
+    get,
+    obeyed_everywhere,
+    put,
+    running_cluster,
+    state_of,
+    url,
+)
+from tests.support.convergence import Write, check, lost_count
 
 A, B, C = "127.0.1.1", "127.0.2.1", "127.0.3.1"
 
@@ -186,3 +210,149 @@ async def _restarted(cluster: LocalCluster, name: str, killed: int, restarts: in
     region = cluster.regions[name]
     gateway = region.gateway
     return region.restarts > restarts and gateway is not None and gateway.pid != killed and gateway.answers()
+
+
+# -- failover from the majority side ---------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One write as a writer saw it: where it was sent, when, and what came back."""
+
+    region: str
+    key: str
+    features: dict
+    sent: float
+    answered: float
+    status: int
+    version: str | None = None
+
+    @property
+    def applied_by(self) -> str | None:
+        """The region that applied it as primary (the version token names it), for an acknowledged write."""
+        return None if self.version is None else Version.parse(self.version).region
+
+
+async def writer(http, cluster, region: str, prefix: str, stop: asyncio.Event, log: list[Attempt]) -> None:
+    """Writes until ``stop``: every third key is written once, the others cycle over five keys per region."""
+    loop = asyncio.get_running_loop()
+    for i in itertools.count():
+        if stop.is_set():
+            return
+        key = f"{prefix}{region}-once-{i}" if i % 3 == 0 else f"{prefix}{region}-cycled-{i % 5}"
+        features = {"n": i, "from": region}
+        sent = loop.time()
+        async with http.put(f"{url(cluster, region)}/v1/features/items/{key}", data=orjson.dumps({"features": features}),
+                            headers={"Idempotency-Key": f"{key}-{i}"}) as resp:
+            body = await resp.json()
+        attempt = Attempt(region, key, features, sent, loop.time(), resp.status)
+        if resp.status == 200:
+            assert body["applied"] is True, body
+            attempt.version = body["version"]
+        else:
+            assert resp.status == 503 and body["error"]["code"] == "primary_unreachable", body
+        log.append(attempt)
+
+
+def gatewayctl_here(cluster: LocalCluster, *args: str) -> tuple[int, str]:
+    """``gatewayctl --local`` in this process (the time an interpreter takes to start on two busy cores would land
+    in what the test times); its exit code, and what it said on stdout and stderr."""
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        code = ctl_main.run(["--local", "--state-dir", str(cluster.state_dir), *args])
+    return code, said.getvalue()
+
+
+def acknowledgement_intervals(log: list[Attempt]) -> dict[str, tuple[float, float]]:
+    """Per region that applied writes as primary: from the sending of its first to the answer of its last."""
+    spans: dict[str, tuple[float, float]] = {}
+    for a in log:
+        if a.applied_by is not None:
+            first, last = spans.get(a.applied_by, (a.sent, a.answered))
+            spans[a.applied_by] = (min(first, a.sent), max(last, a.answered))
+    return spans
+
+
+async def test_failover_from_the_majority_side_while_the_primary_is_cut_off_acknowledges_no_write_twice(cluster, http):
+    """us-east-1, primary and old control region, is cut off while writers in every region write; gatewayctl
+    run in eu-west-1 fails the scope over; no two regions acknowledge at once, and after heal nothing is lost."""
+    lease = cluster.configs["us-east-1"].routing.lease
+    prefix = f"fo{os.urandom(3).hex()}-"
+    scope = f"view#items#prefix#{prefix}"
+    rule = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="us-east-1", epoch=1, version=1, updated_by="test")
+    await cluster.put_rules([rule])
+    await obeyed_everywhere(http, cluster, rule, 10)
+    loop = asyncio.get_running_loop()
+    stop, log = asyncio.Event(), []
+    # Two writers per region: a write refused after waiting out its deadline does not hide the first that is not.
+    writers = [asyncio.create_task(writer(http, cluster, r, f"{prefix}{n}", stop, log)) for r in REGIONS for n in (0, 1)]
+    try:
+        await asyncio.sleep(1.0)  # writes flow in every region before the cut
+        await cluster.partition("us-east-1")
+        cut = loop.time()
+        await asyncio.sleep(lease + 1.0)
+        command = loop.time()
+        code, said = await asyncio.to_thread(
+            gatewayctl_here, cluster, "--region", "eu-west-1", "failover", scope, "--to", "eu-west-1", "--yes")
+        print(said)
+        assert code == 0, said
+        assert "accepted by eu-west-1, ap-southeast-1 (2 of 3 regions); no answer from us-east-1" in said
+        assert "waited out us-east-1's lease" in said
+        for sender in ("eu-west-1", "ap-southeast-1"):
+            await eventually(lambda: _acknowledged_by(log, "eu-west-1", sender, after=command), lease + 2.0,
+                             f"writes in {sender} acknowledged by eu-west-1")
+        resumed = max(
+            min(a.answered for a in log if a.applied_by == "eu-west-1" and a.region == sender and a.sent > command)
+            for sender in ("eu-west-1", "ap-southeast-1")
+        ) - command
+        assert resumed <= lease + 2.0, f"writes acknowledged again {resumed:.2f}s after the command"
+        await asyncio.sleep(0.5)
+        await cluster.heal()
+        healed = loop.time()
+        moved = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="eu-west-1", epoch=2, version=2)
+        await obeyed_everywhere(http, cluster, moved, 2.0, regions=["us-east-1"])
+        routed = loop.time() - healed
+        # A write forwarded under the old epoch is refused: the old primary's view is over.
+        with pytest.raises(NotPrimary):
+            await _forward_under(cluster, "eu-west-1", scope, epoch=1, key=f"{prefix}stale")
+        await asyncio.sleep(1.0)  # writes flow again in every region after heal
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+    # Within lease + 1 s of the cut, us-east-1 answers its callers only 503s until the heal; and no region's
+    # write was applied by it as primary after that.
+    late = [a for a in log if a.region == "us-east-1" and cut + lease + 1.0 < a.answered < healed]
+    assert late and all(a.status == 503 for a in late), [a for a in late if a.status != 503]
+    late_acks = [a for a in log if a.applied_by == "us-east-1" and a.answered > cut + lease + 1.0]
+    assert not late_acks, f"us-east-1 acknowledged {len(late_acks)} write(s) more than a lease after it was cut off"
+    spans = acknowledgement_intervals(log)
+    print(f"acknowledged by {sorted(spans)}; spans after the cut {({r: (s - cut, e - cut) for r, (s, e) in spans.items()})}; "
+          f"writes resumed {resumed:.2f}s after the command; old primary routed by the new rule {routed:.2f}s after heal")
+    assert set(spans) == {"us-east-1", "eu-west-1"}
+    ordered = sorted(spans.items(), key=lambda span: span[1][0])
+    for (one, (_, one_last)), (then, (then_first, _)) in itertools.pairwise(ordered):
+        assert one_last < then_first, (f"{one} acknowledged until {one_last - cut:.2f}s after the cut, "
+                                       f"{then} from {then_first - cut:.2f}s: two primaries at once")
+    acknowledged = [Write(a.key, a.features, a.version) for a in log if a.version is not None]
+    keys = sorted({a.key for a in log})
+    await converge(http, cluster, acknowledged, keys, 20)
+    reports = check(acknowledged, await state_of(http, cluster, keys))
+    assert lost_count(reports) == 0 and all(not r.stale for r in reports.values())
+
+
+async def _acknowledged_by(log: list[Attempt], primary: str, sender: str, *, after: float) -> bool:
+    return any(a.applied_by == primary and a.region == sender and a.sent > after for a in log)
+
+
+async def _forward_under(cluster: LocalCluster, region: str, scope: str, *, epoch: int, key: str) -> None:
+    config = cluster.configs["us-east-1"]
+    clock = SystemClock()
+    peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
+    try:
+        await peers.write(region, {
+            "view": "items", "scope": scope, "epoch": epoch, "origin": "us-east-1",
+            "records": [{"key": key, "attributes": {"n": {"N": "1"}}, "event_ms": clock.wall_ms(),
+                         "idempotency_key": f"{key}-old-epoch"}],
+        })
+    finally:
+        await peers.close()

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"gateway.http1"},
     {"gateway.store", "gateway.peer"},
     {"gateway.features", "gateway.members"},
-    {"gateway.routing", "gateway.lease"},
+    {"gateway.routing", "gateway.lease", "gateway.consensus"},
     {"gateway.switch"},
     {"gateway.dispatcher"},
     {"gateway.api"},

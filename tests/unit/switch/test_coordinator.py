@@ -39,6 +39,9 @@ class Member:
     replication_lag_sampled: dict = field(default_factory=dict)
 
 
+DECIDED = "decided by a majority of the regions, accepted by us-east-1, eu-west-1, ap-southeast-1 (3 of 3 regions)"
+
+
 class Control:
     def __init__(self, rule, members, clock=None):
         self.stored = rule
@@ -53,6 +56,10 @@ class Control:
         assert self.stored.version == expect, "conditional on the version read"
         self.writes.append(rule)
         self.stored = rule
+        return rule
+
+    def written(self):
+        return DECIDED
 
     async def members(self, *, now_us, expiry):
         assert expiry == CONFIG.members.expiry
@@ -400,11 +407,11 @@ async def test_a_switch_reports_every_step_with_its_duration_as_the_readme_shows
     switching, committed = control.writes
     assert lines == [
         ("preflight", 0.0, "us-east-1 -> eu-west-1, epoch 4 -> 5, 1 gateway(s) in eu-west-1"),
-        ("switching", 0.0, f"switch_id {switching.switch_id}"),
+        ("switching", 0.0, f"switch_id {switching.switch_id}, {DECIDED}"),
         ("push", 0.3, "3/3 gateways buffering"),
         ("fence", 0.1, "1 key(s) acknowledged by us-east-1"),
         ("verify", 0.1, "every acknowledged write is in eu-west-1"),
-        ("commit", 0.0, "eu-west-1 is primary at epoch 5"),
+        ("commit", 0.0, f"eu-west-1 is primary at epoch 5, {DECIDED}"),
         ("push", 0.3, "3/3 gateways routing to eu-west-1"),
         ("drain", 0.3, "every held write sent on"),
     ]
@@ -575,10 +582,16 @@ async def test_failover_reports_its_steps_and_clears_a_switch_in_progress():
     members = [m for m in fleet(lag=0.35) if m.region != "us-east-1"]
     control = Control(rule(state=SWITCHING, next_primary="ap-southeast-1", switch_id="s1", switch_started_at=5), members)
     outcome, window = await coordinator(control, Peers(), lines=lines).failover("view#items", "eu-west-1")
-    assert lines == [("failover", 0.0, "eu-west-1 is primary at epoch 5 (no fence)"), ("push", 0.0, "2/2 gateways routing to eu-west-1")]
+    # The old primary's lease (3 s + 0.5 s drift in CONFIG) is waited out before the failover says it is done.
+    assert lines == [
+        ("failover", 0.0, f"eu-west-1 is primary at epoch 5 (no fence), {DECIDED}"),
+        ("push", 0.0, "2/2 gateways routing to eu-west-1"),
+        ("lease", 3.5, "waited out us-east-1's lease (3 s + 0.5 s drift): it acknowledges no more writes of view#items, "
+                       "and eu-west-1 takes them"),
+    ]
     moved = control.stored
     assert (moved.state, moved.next_primary, moved.switch_id, moved.switch_started_at) == (ACTIVE, None, None, None)
-    assert outcome.committed is True and outcome.seconds == 0.0 and window == 0.35
+    assert outcome.committed is True and outcome.seconds == 3.5 and window == 0.35
 
 
 async def test_failover_back_to_the_old_primary_ends_a_stuck_switch_and_a_missing_lag_is_no_window():
