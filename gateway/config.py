@@ -275,7 +275,8 @@ class SwitchConfig:
     #: Schedules: seconds a coordinator lease lasts, and between the holder's checks.
     lease_seconds: float = setting(10.0, positive)
     schedule_interval: float = setting(1.0, positive)
-    #: The region whose control-table replica takes every rule and lease write (default: the first region).
+    #: No longer used: rule changes are decided by a majority of the regions (gateway/consensus/), and each
+    #: region's scheduler keeps its lease in its own replica. Kept so that configs which name it still load.
     control_region: str | None = setting(None, region_name)
 
 

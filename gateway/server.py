@@ -67,7 +67,7 @@ from gateway.store.read_coalescer import ReadCoalescer
 from gateway.switch.coordinator import SwitchCoordinator
 from gateway.switch.fence import AckLog
 from gateway.switch.participant import SwitchParticipant
-from gateway.switch.scheduler import Scheduler, control_region
+from gateway.switch.scheduler import Scheduler
 from gateway.switch.write_buffer import WriteBuffer
 
 log = logging.getLogger(__name__)
@@ -188,32 +188,26 @@ async def open_gateway(
 async def open_scheduler(
     config: Config, store: LeanStore, stack: contextlib.AsyncExitStack, peers: PeerClient, clock: SystemClock, instance: str
 ) -> Scheduler:
-    """The follow-the-sun scheduler, writing rules and its lease in the control region's replica."""
+    """The scheduler (follow-the-sun, automatic failover): its lease in this region's replica, its rule changes
+    decided by a majority of the regions, every region's promise book read in that region's replica."""
     stores = {config.region: store}
-
-    async def replica(region: str) -> LeanStore:
+    for region in config.regions:
         if region not in stores:
-            endpoint = config.regions[region].dynamodb_endpoint if region in config.regions else None
             stores[region] = await open_lean_store(
-                region, endpoint, attempt_timeout=config.dynamodb.attempt_timeout,
+                region, config.regions[region].dynamodb_endpoint, attempt_timeout=config.dynamodb.attempt_timeout,
                 max_attempts=config.dynamodb.max_attempts, source_address=config.source_address,
             )
             stack.push_async_callback(stores[region].close)
-        return stores[region]
-
-    region = control_region(config)
-    home = await replica(region)
+    table, lease, drift = config.routing.table, config.routing.lease, config.routing.max_drift
     proposer = None
-    if len(config.regions) > 1:
+    if len(stores) > 1:
         # Its switches are decided by a majority of the regions (gateway/consensus/), like gatewayctl's edits.
-        for name in config.regions:
-            await replica(name)
-        proposer = Proposer({r: Acceptor(stores[r], config.routing.table, r) for r in config.regions}, clock,
-                            f"scheduler-{instance}")
-    control = ControlTable(home, region, home.endpoint, config, clock, proposer=proposer,
+        proposer = Proposer({r: Acceptor(stores[r], table, r) for r in stores}, clock, f"scheduler-{instance}")
+    control = ControlTable(store, config.region, store.endpoint, config, clock, proposer=proposer,
                            replicas=stores if proposer is not None else None)
     coordinator = SwitchCoordinator(config, control, peers, clock, by=f"scheduler {instance}")
-    return Scheduler(config, home, control, coordinator, clock, instance)
+    books = {r: PromiseBook(stores[r], table, r, clock, lease, drift) for r in stores}
+    return Scheduler(config, store, control, coordinator, clock, instance, books=books)
 
 
 async def learn_from_peers(config: Config, routing: RoutingLoader, peers: PeerClient, timeout: float = 1.0) -> int:

@@ -79,18 +79,38 @@ def plan_set(
     by: str,
     now_ms: int,
     epoch: int = 0,
+    failover_order: tuple[str, ...] | None = None,
+    failover_after: float | None = None,
 ) -> Rule | None:
-    """The rule ``rules set`` would write, validated; ``None`` when it would change nothing."""
+    """The rule ``rules set`` would write, validated; ``None`` when it would change nothing.
+
+    ``failover_order`` ``()`` turns automatic failover off (``failover_after`` goes with it); ``None`` leaves it.
+    """
+    order = current.failover_order if current is not None else ()
+    after = current.failover_after if current is not None else None
+    if failover_order == ():
+        if failover_after is not None:
+            raise CtlError("--failover-order '' turns automatic failover off; it takes no --failover-after")
+        order, after = (), None
+    else:
+        order = failover_order if failover_order is not None else order
+        after = failover_after if failover_after is not None else after
+        if after is not None and not order:
+            raise CtlError("--failover-after needs --failover-order REGION,REGION (the regions to fail over to, in order)")
+        if order and after is None:
+            raise CtlError("--failover-order needs --failover-after S (how long the primary must be unreachable first)")
     try:
         if current is None:
             mode = mode or SINGLE_PRIMARY
             if primary is None and mode == SINGLE_PRIMARY:
                 raise CtlError(f"there is no rule for {scope} yet: --primary REGION is required to create it")
             new = Rule(scope=scope, mode=mode, primary=primary, epoch=epoch, schedule=schedule or (),
-                       version=1, updated_by=by, updated_at=now_ms)
+                       failover_order=order, failover_after=after, version=1, updated_by=by, updated_at=now_ms)
         else:
             wanted = {"primary": primary, "mode": mode, "schedule": schedule}
             changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(current, k)}
+            if (order, after) != (current.failover_order, current.failover_after):
+                changes.update(failover_order=order, failover_after=after)
             if not changes:
                 return None
             new = edited(current, by=by, at_ms=now_ms, **changes)

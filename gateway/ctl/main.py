@@ -80,6 +80,11 @@ def parse_schedule(text: str) -> tuple[ScheduleEntry, ...]:
     return tuple(sorted(entries, key=lambda e: e.at))
 
 
+def parse_regions(text: str) -> tuple[str, ...]:
+    """``REGION,REGION``; an empty string is none."""
+    return tuple(filter(None, (p.strip() for p in text.split(","))))
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _target_options(common)
@@ -104,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
     put.add_argument("--primary", help="the region that accepts writes (required to create a single_primary rule)")
     put.add_argument("--mode", choices=MODES, help="default: single_primary for a new rule, unchanged for an edit")
     put.add_argument("--schedule", type=parse_schedule, help="follow-the-sun, UTC: HH:MM=REGION,HH:MM=REGION ('' clears)")
+    put.add_argument("--failover-order", type=parse_regions, metavar="REGION,REGION",
+                     help="automatic failover, to the first reachable of these regions ('' turns it off)")
+    put.add_argument("--failover-after", type=float, metavar="S",
+                     help="with --failover-order: once the primary has been unreachable from a majority for S seconds")
     delete = rules_sub.add_parser("delete", parents=[common], help="delete a rule (shows it first)")
     delete.add_argument("scope", type=scope_arg, help="default, view#VIEW or view#VIEW#prefix#PREFIX")
     for edit in (put, delete):

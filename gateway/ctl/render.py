@@ -24,7 +24,7 @@ RULE_COLUMNS = (
 )
 
 #: Fields an edit can change, in the order the diff shows them.
-DIFF_FIELDS = ("mode", "primary", "schedule", "state", "epoch", "version")
+DIFF_FIELDS = ("mode", "primary", "schedule", "failover", "state", "epoch", "version")
 
 
 def iso_ms(ms: int | None) -> str:
@@ -82,12 +82,19 @@ def malformed_json(malformed: Iterable[Malformed]) -> list[dict[str, Any]]:
             for m in sorted(malformed, key=_malformed_order)]
 
 
+def failover_text(rule: Rule) -> str:
+    """Automatic failover as ``--failover-order``/``--failover-after`` say it."""
+    if not rule.failover_order:
+        return NONE
+    return f"{','.join(rule.failover_order)} after {rule.failover_after:g}s unreachable"
+
+
 def rule_text(rule: Rule) -> str:
     fields = [
         ("scope", rule.scope), ("mode", rule.mode), ("primary", _text(rule.primary)), ("epoch", str(rule.epoch)),
         ("state", rule.state), ("next_primary", _text(rule.next_primary)), ("switch_id", _text(rule.switch_id)),
         ("switch_started_at", iso_ms(rule.switch_started_at)), ("schedule", schedule_text(rule.schedule)),
-        ("version", str(rule.version)), ("updated_by", _text(rule.updated_by)), ("updated_at", iso_ms(rule.updated_at)),
+        ("failover", failover_text(rule)), ("version", str(rule.version)), ("updated_by", _text(rule.updated_by)), ("updated_at", iso_ms(rule.updated_at)),
     ]
     width = max(len(name) for name, _ in fields) + 1
     return "\n".join(f"{(name + ':').ljust(width)} {value}" for name, value in fields)
@@ -98,6 +105,8 @@ def _field(rule: Rule | None, name: str) -> str:
         return NONE
     if name == "schedule":
         return schedule_text(rule.schedule)
+    if name == "failover":
+        return failover_text(rule)
     return _text(getattr(rule, name))
 
 

@@ -73,6 +73,8 @@ async def rules_set(session: Session) -> int:
     regions = known_regions(config)
     check_view(args.scope, config)
     check_regions(args.scope, args.primary, args.schedule, regions)
+    for region in args.failover_order or ():
+        check_regions(args.scope, region, None, regions)
     current = await session.control.rule(args.scope)
     if isinstance(current, Malformed):
         raise CtlError(f"the rule item of {args.scope} is malformed ({current.reason}); "
@@ -85,7 +87,8 @@ async def rules_set(session: Session) -> int:
         rules, _ = await session.control.rules()
         epoch = initial_epoch(args.scope, rules, await session.control.observed_epochs(args.scope))
     new = plan_set(current, args.scope, primary=args.primary, mode=args.mode, schedule=args.schedule,
-                   regions=regions, by=args.by or default_editor(), now_ms=session.clock.wall_ms(), epoch=epoch)
+                   regions=regions, by=args.by or default_editor(), now_ms=session.clock.wall_ms(), epoch=epoch,
+                   failover_order=args.failover_order, failover_after=args.failover_after)
     if new is None:  # only an edit can change nothing
         session.say(f"no change: the rule for {args.scope} already says that (version {current.version if current else '-'})")
         return 0

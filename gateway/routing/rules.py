@@ -35,6 +35,8 @@ ACTIVE = "active"
 SWITCHING = "switching"
 STATES = (ACTIVE, SWITCHING)
 
+#: Longest ``failover_after``, seconds (a day): past it an operator has long been paged.
+MAX_FAILOVER_AFTER = 86_400
 _AT_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -61,6 +63,10 @@ class Rule:
     switch_id: str | None = None
     switch_started_at: int | None = None
     schedule: tuple[ScheduleEntry, ...] = ()
+    #: Automatic failover: when the primary has been unreachable from a majority of the regions for
+    #: ``failover_after`` seconds, the scheduler fails the scope over to the first reachable region of the order.
+    failover_order: tuple[str, ...] = ()
+    failover_after: float | None = None
     #: Bumped by every edit; edits are conditional on it (optimistic concurrency).
     version: int = 0
     updated_by: str = ""
@@ -80,6 +86,9 @@ class Rule:
             body["switch_started_at"] = self.switch_started_at
         if self.schedule:
             body["schedule"] = [{"at": e.at, "primary": e.primary} for e in self.schedule]
+        if self.failover_order:
+            body["failover_order"] = list(self.failover_order)
+            body["failover_after"] = self.failover_after
         return body
 
     def to_item(self, *, ts_us: int, region: str) -> dict[str, dict[str, Any]]:
@@ -108,6 +117,9 @@ class Rule:
         # An empty list is left out: DynamoDB Local's stream images render empty collections without a type.
         if self.schedule:
             item["schedule"] = {"L": [{"M": {"at": {"S": e.at}, "primary": {"S": e.primary}}} for e in self.schedule]}
+        if self.failover_order:
+            item["failover_order"] = {"L": [{"S": r} for r in self.failover_order]}
+            item["failover_after"] = {"N": repr(float(self.failover_after or 0))}
         return item
 
 
@@ -189,6 +201,18 @@ def validate(rule: Rule, regions: Iterable[str] | None = None) -> Rule:
         raise RuleError(f"{where}: only single_primary scopes have a schedule")
     if len({e.at for e in rule.schedule}) != len(rule.schedule):
         raise RuleError(f"{where}: schedule has two entries at the same time")
+    if rule.failover_order or rule.failover_after is not None:
+        if rule.mode != SINGLE_PRIMARY:
+            raise RuleError(f"{where}: only single_primary scopes fail over")
+        if not rule.failover_order or rule.failover_after is None:
+            raise RuleError(f"{where}: automatic failover needs both failover_order and failover_after")
+        after = rule.failover_after
+        if isinstance(after, bool) or not isinstance(after, (int, float)) or not 0 < after <= MAX_FAILOVER_AFTER:
+            raise RuleError(f"{where}: failover_after must be seconds above 0 and at most {MAX_FAILOVER_AFTER}, got {after!r}")
+        for i, region in enumerate(rule.failover_order):
+            region_ok(f"failover_order[{i}]", region, required=True)
+        if len(set(rule.failover_order)) != len(rule.failover_order):
+            raise RuleError(f"{where}: failover_order names a region twice")
     return rule
 
 
@@ -237,11 +261,31 @@ def parse_rule(item: Mapping[str, Mapping[str, Any]]) -> Rule:
         switch_id=s("switch_id", required=False),
         switch_started_at=n("switch_started_at", required=False),
         schedule=tuple(schedule),
+        failover_order=tuple(_strings(item.get("failover_order"), scope)),
+        failover_after=_seconds(item.get("failover_after"), scope),
         version=n("version") or 0,
         updated_by=s("updated_by", required=False) or "",
         updated_at=n("updated_at", required=False) or 0,
     )
     return validate(rule)
+
+
+def _strings(attr: Mapping[str, Any] | None, scope: str) -> list[str]:
+    if attr is None:
+        return []
+    try:
+        return [entry["S"] for entry in attr["L"]]
+    except (KeyError, TypeError):
+        raise RuleError(f"rule {scope!r}: failover_order must be a list of region names") from None
+
+
+def _seconds(attr: Mapping[str, Any] | None, scope: str) -> float | None:
+    if attr is None:
+        return None
+    try:
+        return float(attr["N"])
+    except (KeyError, TypeError, ValueError):
+        raise RuleError(f"rule {scope!r}: failover_after must be a number of seconds") from None
 
 
 def rule_from_json(body: Any, regions: Iterable[str] | None = None) -> Rule:
@@ -250,7 +294,7 @@ def rule_from_json(body: Any, regions: Iterable[str] | None = None) -> Rule:
         raise RuleError(f"a rule must be a JSON object, got {type(body).__name__}")
     known = {
         "scope", "mode", "primary", "epoch", "state", "next_primary", "switch_id", "switch_started_at",
-        "schedule", "version", "updated_by", "updated_at",
+        "schedule", "failover_order", "failover_after", "version", "updated_by", "updated_at",
     }
     unknown = sorted(set(body) - known)
     if unknown:
@@ -258,6 +302,9 @@ def rule_from_json(body: Any, regions: Iterable[str] | None = None) -> Rule:
     schedule = body.get("schedule") or []
     if not isinstance(schedule, list) or not all(isinstance(e, dict) for e in schedule):
         raise RuleError("schedule must be a list of {\"at\": \"HH:MM\", \"primary\": REGION}")
+    failover_order = body.get("failover_order") or []
+    if not isinstance(failover_order, list) or not all(isinstance(r, str) for r in failover_order):
+        raise RuleError("failover_order must be a list of region names")
     try:
         rule = Rule(
             scope=check_scope(body.get("scope")),
@@ -269,6 +316,8 @@ def rule_from_json(body: Any, regions: Iterable[str] | None = None) -> Rule:
             switch_id=body.get("switch_id"),
             switch_started_at=body.get("switch_started_at"),
             schedule=tuple(ScheduleEntry(str(e.get("at")), e.get("primary")) for e in schedule),
+            failover_order=tuple(failover_order),
+            failover_after=body.get("failover_after"),
             version=body.get("version", 0),
             updated_by=str(body.get("updated_by", "")),
             updated_at=body.get("updated_at", 0),

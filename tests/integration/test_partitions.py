@@ -23,6 +23,7 @@ import pytest
 
 from gateway.clock import SystemClock
 from gateway.ctl import main as ctl_main
+from gateway.deadlines import TIMEOUT_HEADER
 from gateway.errors import NotPrimary
 from gateway.features.items import Version
 from gateway.local.cluster import LocalCluster
@@ -40,6 +41,7 @@ from tests.support.cluster_http import (
     get,
     obeyed_everywhere,
     put,
+    routing_of,
     running_cluster,
     state_of,
     url,
@@ -242,15 +244,16 @@ async def writer(http, cluster, region: str, prefix: str, stop: asyncio.Event, l
         key = f"{prefix}{region}-once-{i}" if i % 3 == 0 else f"{prefix}{region}-cycled-{i % 5}"
         features = {"n": i, "from": region}
         sent = loop.time()
+        # A deadline of 1 s: a write that cannot be acknowledged is refused soon, and the next one tries again.
         async with http.put(f"{url(cluster, region)}/v1/features/items/{key}", data=orjson.dumps({"features": features}),
-                            headers={"Idempotency-Key": f"{key}-{i}"}) as resp:
+                            headers={"Idempotency-Key": f"{key}-{i}", TIMEOUT_HEADER: "1"}) as resp:
             body = await resp.json()
         attempt = Attempt(region, key, features, sent, loop.time(), resp.status)
         if resp.status == 200:
             assert body["applied"] is True, body
             attempt.version = body["version"]
-        else:
-            assert resp.status == 503 and body["error"]["code"] == "primary_unreachable", body
+        else:  # not acknowledged: refused, or its deadline passed before an answer (it may have landed)
+            assert (resp.status, body["error"]["code"]) in {(503, "primary_unreachable"), (504, "upstream_timeout")}, body
         log.append(attempt)
 
 
@@ -273,20 +276,84 @@ def acknowledgement_intervals(log: list[Attempt]) -> dict[str, tuple[float, floa
     return spans
 
 
+@contextlib.asynccontextmanager
+async def writing(http, cluster, prefix: str) -> AsyncIterator[list[Attempt]]:
+    """Two writers per region (a write refused after waiting out its deadline does not hide the first that is
+    not), until the block ends; the attempts, as they happen."""
+    stop, log = asyncio.Event(), []
+    writers = [asyncio.create_task(writer(http, cluster, r, f"{prefix}{n}", stop, log)) for r in REGIONS for n in (0, 1)]
+    try:
+        yield log
+    finally:
+        stop.set()
+        await asyncio.gather(*writers)
+
+
+async def cut_off_primary_scope(http, cluster, prefix: str, **rule: object) -> tuple[str, Rule]:
+    """A scope of its own, primary us-east-1, obeyed everywhere."""
+    scope = f"view#items#prefix#{prefix}"
+    made = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="us-east-1", epoch=1, version=1, updated_by="test", **rule)
+    await cluster.put_rules([made])
+    await obeyed_everywhere(http, cluster, made, 10)
+    return scope, made
+
+
+async def resumed_after(log: list[Attempt], since: float, timeout: float) -> float:
+    """Seconds from ``since`` until writes sent in eu-west-1 and in ap-southeast-1 were both acknowledged by
+    eu-west-1 as primary (waited for up to ``timeout``)."""
+    for sender in ("eu-west-1", "ap-southeast-1"):
+        await eventually(lambda: _acknowledged_by(log, "eu-west-1", sender, after=since), timeout,
+                         f"writes in {sender} acknowledged by eu-west-1")
+    return max(
+        min(a.answered for a in log if a.applied_by == "eu-west-1" and a.region == sender and a.sent > since)
+        for sender in ("eu-west-1", "ap-southeast-1")
+    ) - since
+
+
+async def heal_and_check(http, cluster, scope: str, healed: float) -> str:
+    """After the heal: us-east-1 routes by the new rule within 2 s, and a write forwarded under the old epoch
+    gets 409."""
+    loop = asyncio.get_running_loop()
+    moved = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="eu-west-1", epoch=2, version=2)
+    await obeyed_everywhere(http, cluster, moved, 2.0, regions=["us-east-1"])
+    routed = loop.time() - healed
+    with pytest.raises(NotPrimary):  # the old primary's view is over
+        await _forward_under(cluster, "eu-west-1", scope, epoch=1, key=f"{scope}-stale")
+    return f"the old primary routed by the new rule {routed:.2f}s after heal"
+
+
+def check_acknowledgements(log: list[Attempt], cut: float, lease: float, healed: float) -> dict[str, tuple[float, float]]:
+    # Within lease + 1 s of the cut, us-east-1 acknowledges none of its callers' writes until the heal (503s, and
+    # 504s for writes whose 1 s deadline passed first); and no region's write was applied by it as primary after.
+    late = [a for a in log if a.region == "us-east-1" and cut + lease + 1.0 < a.answered < healed]
+    assert late and all(a.status in (503, 504) for a in late), [a for a in late if a.status not in (503, 504)]
+    late_acks = [a for a in log if a.applied_by == "us-east-1" and a.answered > cut + lease + 1.0]
+    assert not late_acks, f"us-east-1 acknowledged {len(late_acks)} write(s) more than a lease after it was cut off"
+    spans = acknowledgement_intervals(log)
+    assert set(spans) == {"us-east-1", "eu-west-1"}
+    ordered = sorted(spans.items(), key=lambda span: span[1][0])
+    for (one, (_, one_last)), (then, (then_first, _)) in itertools.pairwise(ordered):
+        assert one_last < then_first, (f"{one} acknowledged until {one_last - cut:.2f}s after the cut, "
+                                       f"{then} from {then_first - cut:.2f}s: two primaries at once")
+    return {r: (round(first - cut, 2), round(last - cut, 2)) for r, (first, last) in spans.items()}
+
+
+async def check_converged(http, cluster, log: list[Attempt]) -> None:
+    acknowledged = [Write(a.key, a.features, a.version) for a in log if a.version is not None]
+    keys = sorted({a.key for a in log})
+    await converge(http, cluster, acknowledged, keys, 20)
+    reports = check(acknowledged, await state_of(http, cluster, keys))
+    assert lost_count(reports) == 0 and all(not r.stale for r in reports.values())
+
+
 async def test_failover_from_the_majority_side_while_the_primary_is_cut_off_acknowledges_no_write_twice(cluster, http):
     """us-east-1, primary and old control region, is cut off while writers in every region write; gatewayctl
     run in eu-west-1 fails the scope over; no two regions acknowledge at once, and after heal nothing is lost."""
     lease = cluster.configs["us-east-1"].routing.lease
     prefix = f"fo{os.urandom(3).hex()}-"
-    scope = f"view#items#prefix#{prefix}"
-    rule = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="us-east-1", epoch=1, version=1, updated_by="test")
-    await cluster.put_rules([rule])
-    await obeyed_everywhere(http, cluster, rule, 10)
+    scope, _ = await cut_off_primary_scope(http, cluster, prefix)
     loop = asyncio.get_running_loop()
-    stop, log = asyncio.Event(), []
-    # Two writers per region: a write refused after waiting out its deadline does not hide the first that is not.
-    writers = [asyncio.create_task(writer(http, cluster, r, f"{prefix}{n}", stop, log)) for r in REGIONS for n in (0, 1)]
-    try:
+    async with writing(http, cluster, prefix) as log:
         await asyncio.sleep(1.0)  # writes flow in every region before the cut
         await cluster.partition("us-east-1")
         cut = loop.time()
@@ -298,46 +365,43 @@ async def test_failover_from_the_majority_side_while_the_primary_is_cut_off_ackn
         assert code == 0, said
         assert "accepted by eu-west-1, ap-southeast-1 (2 of 3 regions); no answer from us-east-1" in said
         assert "waited out us-east-1's lease" in said
-        for sender in ("eu-west-1", "ap-southeast-1"):
-            await eventually(lambda: _acknowledged_by(log, "eu-west-1", sender, after=command), lease + 2.0,
-                             f"writes in {sender} acknowledged by eu-west-1")
-        resumed = max(
-            min(a.answered for a in log if a.applied_by == "eu-west-1" and a.region == sender and a.sent > command)
-            for sender in ("eu-west-1", "ap-southeast-1")
-        ) - command
+        resumed = await resumed_after(log, command, lease + 2.0)
         assert resumed <= lease + 2.0, f"writes acknowledged again {resumed:.2f}s after the command"
         await asyncio.sleep(0.5)
         await cluster.heal()
         healed = loop.time()
-        moved = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="eu-west-1", epoch=2, version=2)
-        await obeyed_everywhere(http, cluster, moved, 2.0, regions=["us-east-1"])
-        routed = loop.time() - healed
-        # A write forwarded under the old epoch is refused: the old primary's view is over.
-        with pytest.raises(NotPrimary):
-            await _forward_under(cluster, "eu-west-1", scope, epoch=1, key=f"{prefix}stale")
+        routed = await heal_and_check(http, cluster, scope, healed)
         await asyncio.sleep(1.0)  # writes flow again in every region after heal
-    finally:
-        stop.set()
-        await asyncio.gather(*writers)
-    # Within lease + 1 s of the cut, us-east-1 answers its callers only 503s until the heal; and no region's
-    # write was applied by it as primary after that.
-    late = [a for a in log if a.region == "us-east-1" and cut + lease + 1.0 < a.answered < healed]
-    assert late and all(a.status == 503 for a in late), [a for a in late if a.status != 503]
-    late_acks = [a for a in log if a.applied_by == "us-east-1" and a.answered > cut + lease + 1.0]
-    assert not late_acks, f"us-east-1 acknowledged {len(late_acks)} write(s) more than a lease after it was cut off"
-    spans = acknowledgement_intervals(log)
-    print(f"acknowledged by {sorted(spans)}; spans after the cut {({r: (s - cut, e - cut) for r, (s, e) in spans.items()})}; "
-          f"writes resumed {resumed:.2f}s after the command; old primary routed by the new rule {routed:.2f}s after heal")
-    assert set(spans) == {"us-east-1", "eu-west-1"}
-    ordered = sorted(spans.items(), key=lambda span: span[1][0])
-    for (one, (_, one_last)), (then, (then_first, _)) in itertools.pairwise(ordered):
-        assert one_last < then_first, (f"{one} acknowledged until {one_last - cut:.2f}s after the cut, "
-                                       f"{then} from {then_first - cut:.2f}s: two primaries at once")
-    acknowledged = [Write(a.key, a.features, a.version) for a in log if a.version is not None]
-    keys = sorted({a.key for a in log})
-    await converge(http, cluster, acknowledged, keys, 20)
-    reports = check(acknowledged, await state_of(http, cluster, keys))
-    assert lost_count(reports) == 0 and all(not r.stale for r in reports.values())
+    spans = check_acknowledgements(log, cut, lease, healed)
+    print(f"acknowledged (s after the cut) {spans}; writes resumed {resumed:.2f}s after the command; {routed}")
+    await check_converged(http, cluster, log)
+
+
+async def test_automatic_failover_moves_a_cut_off_primary_without_an_operator(cluster, http):
+    """The rule fails over by itself after ``failover_after``: writes are acknowledged again within
+    failover_after + lease + 2 s of the cut, with no overlap and nothing lost."""
+    lease = cluster.configs["us-east-1"].routing.lease
+    prefix = f"af{os.urandom(3).hex()}-"
+    after = 2.0
+    long_ago = SystemClock().wall_ms() - 3_600_000  # the anti-flap interval has passed
+    scope, _ = await cut_off_primary_scope(http, cluster, prefix, failover_order=("eu-west-1", "ap-southeast-1"),
+                                           failover_after=after, updated_at=long_ago)
+    loop = asyncio.get_running_loop()
+    async with writing(http, cluster, prefix) as log:
+        await asyncio.sleep(1.0)
+        await cluster.partition("us-east-1")
+        cut = loop.time()
+        resumed = await resumed_after(log, cut, after + lease + 2.0 + 5.0)
+
+        assert resumed <= after + lease + 2.0, f"writes acknowledged again {resumed:.2f}s after the cut"
+        await asyncio.sleep(0.5)
+        await cluster.heal()
+        healed = loop.time()
+        routed = await heal_and_check(http, cluster, scope, healed)
+        await asyncio.sleep(1.0)
+    spans = check_acknowledgements(log, cut, lease, healed)
+    print(f"acknowledged (s after the cut) {spans}; writes resumed {resumed:.2f}s after the cut; {routed}")
+    await check_converged(http, cluster, log)
 
 
 async def _acknowledged_by(log: list[Attempt], primary: str, sender: str, *, after: float) -> bool:
@@ -356,3 +420,22 @@ async def _forward_under(cluster: LocalCluster, region: str, scope: str, *, epoc
         })
     finally:
         await peers.close()
+
+
+async def test_a_failover_that_no_majority_answers_is_refused_naming_the_regions_and_changes_nothing(cluster, http):
+    prefix = f"nm{os.urandom(3).hex()}-"
+    scope = f"view#items#prefix#{prefix}"
+    rule = Rule(scope=scope, mode=SINGLE_PRIMARY, primary="us-east-1", epoch=1, version=1, updated_by="test")
+    await cluster.put_rules([rule])
+    await obeyed_everywhere(http, cluster, rule, 10)
+    await cluster.partition("eu-west-1")  # eu-west-1 alone: one region of three
+    code, said = await asyncio.to_thread(
+        gatewayctl_here, cluster, "--region", "eu-west-1", "failover", scope, "--to", "eu-west-1", "--yes")
+    assert code == 1, said
+    assert (f"no majority of the regions answered for {scope} (1 of 3, 2 needed; promised: eu-west-1; no answer "
+            "from us-east-1") in said, said
+    assert "nothing was decided" in said
+    await cluster.heal()
+    assert (await routing_of(http, cluster, "eu-west-1"))[scope]["primary"] == "us-east-1"
+    code, said = await asyncio.to_thread(gatewayctl_here, cluster, "--json", "rules", "get", scope)
+    assert code == 0 and orjson.loads(said[said.index("{"):])["epoch"] == 1, said

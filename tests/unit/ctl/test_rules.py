@@ -236,3 +236,25 @@ def test_rules_get_text_json_and_unknown(ctl: Ctl, capsys: pytest.CaptureFixture
     assert json.loads(capsys.readouterr().out) == users.to_json()
     assert ctl("rules", "get", "view#items") == 1
     assert capsys.readouterr().err.startswith("gatewayctl: no rule for view#items in the control table routing_t")
+
+
+def test_automatic_failover_is_set_shown_and_turned_off_and_half_of_it_is_refused(
+    ctl: Ctl, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctl.seed(rule("view#users", epoch=4, version=7))
+    assert ctl("rules", "set", "view#users", "--failover-order", "eu-west-1,ap-southeast-1", "--failover-after", "5",
+               "--yes") == 0
+    out = capsys.readouterr().out
+    assert "  failover: - -> eu-west-1,ap-southeast-1 after 5s unreachable" in out
+    stored = ctl.stored("view#users")
+    assert (stored.failover_order, stored.failover_after, stored.epoch, stored.version) == (
+        ("eu-west-1", "ap-southeast-1"), 5.0, 4, 8)  # no new epoch: the primary stays
+    assert ctl("rules", "get", "view#users") == 0
+    assert "failover:" in capsys.readouterr().out
+    assert ctl("rules", "set", "view#users", "--failover-order", "", "--yes") == 0
+    assert (ctl.stored("view#users").failover_order, ctl.stored("view#users").failover_after) == ((), None)
+    capsys.readouterr()
+    assert ctl("rules", "set", "view#users", "--failover-after", "5", "--yes") == 1
+    assert "--failover-after needs --failover-order REGION,REGION" in capsys.readouterr().err
+    assert ctl("rules", "set", "view#users", "--failover-order", "sa-east-1", "--failover-after", "5", "--yes") == 1
+    assert "'sa-east-1' is not a known region" in capsys.readouterr().err

@@ -106,7 +106,7 @@ async def test_the_lease_passes_to_another_instance_only_once_it_expired():
     clock.advance(0.002)  # the holder stopped renewing: expired
     assert await second.lease() and (second.holding, first.holding) == (True, True)
     assert not await first.lease() and not first.holding
-    assert store.item(CONFIG.routing.table, "lease#scheduler")["holder"] == {"S": "b"}
+    assert store.item(CONFIG.routing.table, "lease#scheduler#" + CONFIG.region)["holder"] == {"S": "b"}
 
 
 async def test_an_instance_waits_for_the_lease_then_switches_once_per_due_entry():
@@ -138,3 +138,114 @@ async def test_an_instance_waits_for_the_lease_then_switches_once_per_due_entry(
     # The first turn after the other lease expired took it and switched; later turns found the rule moved.
     assert len(switched_at) == 1 and started + CONFIG.switch.lease_seconds < switched_at[0] <= started + CONFIG.switch.lease_seconds + 1
     assert ours.holding and control.list[0].primary == "eu-west-1"
+
+
+# -- automatic failover -------------------------------------------------------------------------------
+
+REGIONS3 = ("us-east-1", "eu-west-1", "ap-southeast-1")
+FLEET = from_dict({
+    "gateway": {"region": "eu-west-1"}, "switch": {"min_interval": 60.0},
+    "routing": {"lease": 2.0, "max_drift": 0.2},
+    "regions": {r: {"downstream": f"127.0.0.1:{8700 + 10 * i}", "peer": f"127.0.0.1:{8701 + 10 * i}"}
+                for i, r in enumerate(REGIONS3)},
+    "views": {"items": {"table": "features_items"}},
+})
+
+
+class Failing:
+    """A coordinator that records failovers; ``live`` regions have gateways with fresh heartbeats."""
+
+    def __init__(self, live=REGIONS3):
+        self.failed_over, self.live_regions = [], live
+
+    async def failover(self, scope, to):
+        self.failed_over.append((scope, to))
+
+        class Outcome:
+            rule = Rule(scope, SINGLE_PRIMARY, to, 8)
+        return Outcome(), 0.1
+
+    async def live(self):
+        class Member:
+            def __init__(self, region):
+                self.region = region
+        return [Member(r) for r in self.live_regions]
+
+
+class Unreachable(FakeTables):
+    async def get_item(self, *a, **kw):
+        from gateway.errors import StoreUnavailable
+        raise StoreUnavailable("cut off")
+
+
+async def fleet_scheduler(clock, rule, *, cut=("us-east-1",), live=REGIONS3):
+    """eu-west-1's scheduler; each region's book in its own replica; the regions in ``cut`` cannot be read."""
+    from gateway.lease.book import PromiseBook
+    tables = {r: (Unreachable if r in cut else FakeTables)(FLEET.routing.table) for r in REGIONS3}
+    books = {r: PromiseBook(tables[r], FLEET.routing.table, r, clock, 2.0, 0.2) for r in REGIONS3}
+    for region in REGIONS3:
+        if region not in cut:  # every region promised the primary its lease, at epoch 7
+            await books[region].grant("us-east-1", {rule.scope: 7}, lambda scope: None)
+    coordinator = Failing(live)
+    lease_store = FakeTables(FLEET.routing.table)
+    return Scheduler(FLEET, lease_store, Control(rule), coordinator, clock, "i", books=books), coordinator, books
+
+
+def auto(clock, **kw):
+    return Rule("view#items", SINGLE_PRIMARY, "us-east-1", 7, version=3, failover_order=("eu-west-1", "ap-southeast-1"),
+                failover_after=5.0, updated_at=clock.wall_ms() - 3_600_000, **kw)
+
+
+async def test_a_primary_silent_to_a_majority_for_failover_after_is_failed_over_once_to_the_first_of_the_order():
+    clock = FakeClock()
+    rule = auto(clock)
+    sched, coordinator, _ = await fleet_scheduler(clock, rule)
+    clock.advance(2.0 + 4.9)  # the promises ended (a lease after they were given) 4.9 s ago: not yet failover_after
+    await sched.tick()
+    assert coordinator.failed_over == []
+    clock.advance(0.1)
+    await sched.tick()
+    await sched.tick()  # once per epoch, whatever the next ticks see
+    assert coordinator.failed_over == [("view#items", "eu-west-1")] and sched.failovers == 1
+
+
+async def test_a_primary_that_still_renews_with_one_other_region_is_not_failed_over():
+    clock = FakeClock()
+    rule = auto(clock)
+    sched, coordinator, books = await fleet_scheduler(clock, rule)
+    clock.advance(7.5)
+    await books["ap-southeast-1"].grant("us-east-1", {rule.scope: 7}, lambda scope: None)  # ap still hears it
+    await sched.tick()
+    assert coordinator.failed_over == []
+
+
+async def test_the_order_skips_a_region_without_live_gateways_and_the_anti_flap_interval_holds_it_back():
+    clock = FakeClock()
+    sched, coordinator, _ = await fleet_scheduler(clock, auto(clock), live=("ap-southeast-1",))
+    clock.advance(7.5)
+    await sched.tick()
+    assert coordinator.failed_over == [("view#items", "ap-southeast-1")]
+    clock = FakeClock()
+    recent = replace(auto(clock), updated_at=clock.wall_ms() - 30_000)  # changed 30 s ago; min_interval 60 s
+    sched, coordinator, _ = await fleet_scheduler(clock, recent)
+    clock.advance(7.5)
+    await sched.tick()
+    assert coordinator.failed_over == []
+    clock.advance(30.0)
+    await sched.tick()
+    assert coordinator.failed_over == [("view#items", "eu-west-1")]
+
+
+async def test_a_region_that_never_promised_counts_as_silent_only_from_when_the_scheduler_first_saw_it():
+    clock = FakeClock()
+    rule = auto(clock)
+    sched, coordinator, _ = await fleet_scheduler(clock, rule, cut=("us-east-1", "eu-west-1", "ap-southeast-1"))
+    for region, book in sched._books.items():  # readable, but nobody promised anything yet (a new scope)
+        book._store = FakeTables(FLEET.routing.table)
+    await sched.tick()
+    clock.advance(4.9)
+    await sched.tick()
+    assert coordinator.failed_over == []  # the rule is an hour old, but the silence is 4.9 s
+    clock.advance(0.1)
+    await sched.tick()
+    assert coordinator.failed_over == [("view#items", "eu-west-1")]
