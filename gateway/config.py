@@ -189,6 +189,8 @@ class RegionConfig:
     downstream: Address = setting()
     peer: Address = setting()
     dynamodb_endpoint: str | None = setting(None, http_url)
+    #: The admin listener of this region's gateways (``gateway.admin_listen``, when not set there).
+    admin: Address | None = setting(None)
     #: The local address this region's gateways connect from (``gateway.source_address``, when not set there).
     source_address: str | None = setting(None, ip_address)
 
@@ -361,6 +363,15 @@ class AuthConfig:
             raise fail("tokens_file", 'is required with mode = "tokens"')
 
 
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    """``[local]``: read by ``feature-gateway local up`` only (gateways ignore it), so one file describes the cluster."""
+
+    #: Where the cluster serves its control endpoint (faults, ``local status``, ``local down``) and the status
+    #: page of all its regions; default: a free port on 127.0.0.1, named in the state directory's cluster.json.
+    control_listen: Address | None = setting(None)
+
+
 def is_loopback(host: str) -> bool:
     """Whether only this machine can reach ``host`` (a listen address)."""
     if host == "localhost":
@@ -372,7 +383,7 @@ def is_loopback(host: str) -> bool:
 
 
 #: The sections of the file beside ``[gateway]``, ``[views.*]`` and ``[regions.*]``, as ``Config`` field names.
-_SECTIONS = ("dynamodb", "members", "routing", "peer", "tracing", "logs", "buffer", "switch", "auth")
+_SECTIONS = ("dynamodb", "members", "routing", "peer", "tracing", "logs", "buffer", "switch", "auth", "local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +433,7 @@ class Config:
     buffer: BufferConfig = internal(factory=BufferConfig)
     switch: SwitchConfig = internal(factory=SwitchConfig)
     auth: AuthConfig = internal(factory=AuthConfig)
+    local: LocalConfig = internal(factory=LocalConfig)
     views: Mapping[str, ViewConfig] = internal(factory=dict)
     regions: Mapping[str, RegionConfig] = internal(factory=dict)
     #: The file this was loaded from, for messages.
@@ -558,6 +570,8 @@ def from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Config:
         gateway = {"listen": str(own.downstream), "peer_listen": str(own.peer), **gateway}
         if own.source_address:
             gateway = {"source_address": own.source_address, **gateway}
+        if own.admin is not None:
+            gateway = {"admin_listen": str(own.admin), **gateway}
         if own.dynamodb_endpoint and not sections["dynamodb"].endpoint_url:
             sections["dynamodb"] = replace(sections["dynamodb"], endpoint_url=own.dynamodb_endpoint)
     config = read(

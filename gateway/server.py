@@ -40,6 +40,7 @@ from gateway.api.health import Health
 from gateway.api.overload import ConcurrencyLimit
 from gateway.api.peer import PeerApi
 from gateway.api.protocol import GatewayServer, give_memory_back
+from gateway.api.status import StatusReport
 from gateway.background import background
 from gateway.clock import SystemClock
 from gateway.config import Config, require_peer_secret
@@ -181,7 +182,12 @@ async def open_gateway(
         )
         admin_api = None
         if config.admin_listen is not None:
-            admin_api = AdminApi(config, api, metrics, deadlines, tracer=tracer, access_log=access_log)
+            # The status page reads switch progress from this region's replica of the control table.
+            status = StatusReport(
+                config, health, routing, membership, buffer, metrics,
+                ControlTable(store, config.region, store.endpoint, config, clock), clock,
+            )
+            admin_api = AdminApi(config, api, status, metrics, deadlines, tracer=tracer, access_log=access_log)
         yield Gateway(api, peer_api, admin_api, health, deadlines, metrics)
 
 

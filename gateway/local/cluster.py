@@ -40,7 +40,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from gateway.clock import SystemClock
 from gateway.config import MIN_SECRET_BYTES, Config, PeerConfig
 from gateway.config import load as load_config
+from gateway.local import faults
 from gateway.local.dynamodb_local import DynamoDBLocal, free_port
 from gateway.local.emulator import GlobalTableEmulator
 from gateway.local.gateway_process import GatewayProcess, GatewayProcessError
 from gateway.local.partitions import Endpoint, PartitionError, Partitions, remove_stale
+from gateway.obs.status_page import render as render_status_page
 from gateway.routing.rules import DEFAULT_SCOPE, SINGLE_PRIMARY, Rule, view_scope
 
 #: A few entities so the curl examples of the README answer something.
@@ -174,9 +176,17 @@ class _EmulatorFigures:
 
 class LocalCluster:
     def __init__(
-        self, config_path: str, regions: list[str] | None = None, state_dir: str | Path = ".local", *, replicate: bool = True
+        self,
+        config_path: str,
+        regions: list[str] | None = None,
+        state_dir: str | Path = ".local",
+        *,
+        replicate: bool = True,
+        say: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.config_path = str(config_path)
+        #: Where ``up`` reports its progress, one line per step (``local up`` prints them; tests stay quiet).
+        self._say = say
         #: False: no emulator (benchmarks that measure something else than replication).
         self.replicate = replicate
         base = load_config(self.config_path)
@@ -213,7 +223,7 @@ class LocalCluster:
         if live:
             raise ClusterError(
                 f"a local cluster is already running (PIDs {', '.join(map(str, live))}, see {self.state_file}); "
-                "stop it with Ctrl-C in its terminal or `kill` its first PID"
+                "stop it with Ctrl-C in its terminal or `feature-gateway local down`"
             )
 
     async def up(self) -> None:
@@ -235,20 +245,29 @@ class LocalCluster:
                 if endpoint.port is None or endpoint.hostname is None:
                     raise ClusterError(f"region {name} has no dynamodb_endpoint with a port in {self.config_path}")
                 # On the region's own address: a partition cuts what reaches it from the other regions' addresses.
-                ddb = DynamoDBLocal(endpoint.port, host=endpoint.hostname, log_path=self.logs / f"dynamodb-{name}.log")
+                ddb = DynamoDBLocal(
+                    endpoint.port, host=endpoint.hostname, log_path=self.logs / f"dynamodb-{name}.log", name=name
+                )
                 if await asyncio.to_thread(ddb.ping):
                     raise ClusterError(f"port {endpoint.port} already answers as DynamoDB; is another cluster running?")
                 self.regions[name] = Region(name, config, ddb)
+            self._say("starting DynamoDB Local: " + ", ".join(
+                f"{r.name} on {r.dynamodb.host}:{r.dynamodb.port}" for r in self.regions.values()))
             # JVMs start in parallel: three take about as long as one.
-            await asyncio.gather(*(asyncio.to_thread(r.dynamodb.start) for r in self.regions.values()))
+            await asyncio.gather(*(self._start_dynamodb(r) for r in self.regions.values()))
+            tables = [t for t, _ in cluster_tables(self.configs[self.region_names[0]])]
             await self._create_tables()
+            self._say(f"tables: {', '.join(tables)} in {len(self.regions)} region(s); rules "
+                      f"{', '.join(r.scope for r in example_rules(self.configs[self.region_names[0]], '', 0))} "
+                      f"with {self.region_names[0]} primary (epoch 0)")
             if len(self.regions) > 1 and self.replicate:
-                tables = [t for t, _ in cluster_tables(self.configs[self.region_names[0]])]
                 self.emulator = GlobalTableEmulator(
                     {r.name: r.dynamodb.endpoint for r in self.regions.values()}, tables
                 )
                 await self.emulator.start()
-            await asyncio.gather(*(self._start_gateway(r) for r in self.regions.values()))
+                self._say(f"global-table emulator: replicating {len(tables)} tables between {len(self.regions)} regions")
+            self._say("starting gateways: " + ", ".join(self.regions))
+            await asyncio.gather(*(self._start_gateway(r, announce=True) for r in self.regions.values()))
             await self._seed()
             await self._start_control()
             self._supervisor = asyncio.create_task(self._supervise(), name="gateway-supervisor")
@@ -370,12 +389,21 @@ class LocalCluster:
             for store in stores.values():
                 await store.close()
 
-    async def _start_gateway(self, region: Region) -> None:
+    async def _start_dynamodb(self, region: Region) -> None:
+        started = time.monotonic()
+        await asyncio.to_thread(region.dynamodb.start)
+        self._say(f"DynamoDB Local {region.name} answers on {region.dynamodb.endpoint} "
+                  f"(pid {region.dynamodb.pid}, {time.monotonic() - started:.1f} s)")
+
+    async def _start_gateway(self, region: Region, *, announce: bool = False) -> None:
         gateway = GatewayProcess(
             self.config_path, region=region.name, log_path=self.logs / f"gateway-{region.name}.log"
         )
         region.gateway = gateway
+        started = time.monotonic()
         await asyncio.to_thread(gateway.start)
+        if announce:
+            self._say(f"gateway {region.name} ready on {gateway.url} (pid {gateway.pid}, {time.monotonic() - started:.1f} s)")
 
     async def _seed(self) -> None:
         first = self.regions[self.region_names[0]]
@@ -472,35 +500,12 @@ class LocalCluster:
         self._write_state()
         return healed
 
-    async def fault(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One fault-control command, as ``feature-gateway local fault`` sends it."""
-        if action == "stop-region":
-            await self.stop_region(body["region"])
-        elif action == "start-region":
-            await self.start_region(body["region"])
-        elif action == "partition":
-            source = body.get("from")
-            await self.partition(body["region"], [source] if source else None)
-        elif action == "heal":
-            await self.heal(body.get("region"))
-        elif action == "status":
-            pass
-        else:
-            emulator = self._emulator()
-            source, target = body["from"], body["to"]
-            if action == "lag":
-                emulator.set_lag(source, target, float(body["seconds"]), float(body.get("jitter", 0.0)))
-            elif action == "pause":
-                emulator.pause(source, target)
-            elif action == "resume":
-                emulator.resume(source, target)
-            elif action == "reorder":
-                emulator.set_reorder(source, target, bool(body["enabled"]))
-            else:
-                raise ClusterError(f"unknown fault {action!r}")
-        return self.status()
+    def status_partitions(self) -> list[tuple[str, str]]:
+        """The region pairs cut off from each other now."""
+        return self._partitions.cuts if self._partitions is not None else []
 
     def status(self) -> dict[str, Any]:
+        """The cluster's processes and faults (``local fault status``, ``local status``)."""
         backlog = {}
         if self.emulator is not None:
             backlog = {
@@ -512,35 +517,91 @@ class LocalCluster:
                 f"{s}->{t}": self.emulator.stats(s, t).failed for s in self.regions for t in self.regions if s != t
             }
         return {
-            "regions": {name: {"stopped": r.stopped, "restarts": r.restarts} for name, r in self.regions.items()},
-            "partitions": [list(pair) for pair in self._partitions.cuts] if self._partitions is not None else [],
+            "pid": os.getpid(),
+            "regions": {
+                name: {
+                    "stopped": r.stopped, "restarts": r.restarts,
+                    "downstream": f"http://{r.config.listen}", "peer": f"http://{r.config.peer_listen}",
+                    "admin": f"http://{r.config.admin_listen}" if r.config.admin_listen else None,
+                    "dynamodb": r.dynamodb.endpoint,
+                    "gateway_pid": r.gateway.pid if r.gateway else None, "dynamodb_pid": r.dynamodb.pid,
+                }
+                for name, r in self.regions.items()
+            },
+            "partitions": [list(pair) for pair in self.status_partitions()],
+            "faults": faults.active(self),
             "backlog": backlog,
             # Changes a target refused for good: the regions differ for those items until they are written again.
             "dropped": dropped,
+            "status_page": f"{self.control_url}/status" if self.control_url else None,
         }
 
-    async def _start_control(self) -> None:
-        """A loopback endpoint through which ``feature-gateway local fault`` reaches this process."""
+    async def reports(self, timeout: float = 1.0) -> tuple[dict[str, dict[str, Any] | None], dict[str, str]]:
+        """Each region's gateway's status report (its admin listener's ``/status.json``), and why one is missing."""
+        problems: dict[str, str] = {}
 
-        async def handle(request: web.Request) -> web.Response:
+        async def one(http: aiohttp.ClientSession, region: Region) -> dict[str, Any] | None:
+            if region.stopped:
+                problems[region.name] = "stopped (`feature-gateway local fault start-region` brings it back)"
+                return None
+            if region.config.admin_listen is None:
+                problems[region.name] = f"no admin listener (regions.{region.name}.admin in {self.config_path})"
+                return None
+            url = f"http://{region.config.admin_listen}/status.json"
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                    if resp.status == 200:
+                        return await resp.json()  # type: ignore[no-any-return]
+                    problems[region.name] = f"{url} answered HTTP {resp.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problems[region.name] = f"unreachable: {url} ({type(exc).__name__})"
+            return None
+
+        async with aiohttp.ClientSession() as http:
+            found = await asyncio.gather(*(one(http, r) for r in self.regions.values()))
+        return dict(zip(self.regions, found)), problems
+
+    async def _start_control(self) -> None:
+        """A loopback endpoint through which other terminals reach this process, and the cluster's status page."""
+
+        async def fault(request: web.Request) -> web.Response:
             try:
                 body = await request.json() if request.can_read_body else {}
-                answer = await self.fault(request.match_info["action"], body)
+                outcome = await faults.apply(self, request.match_info["action"], body)
             except (ClusterError, PartitionError, ValueError, KeyError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
-            return web.json_response(answer)
+            return web.json_response({"changed": outcome.changed, "message": outcome.message, "status": self.status()})
+
+        async def cluster(request: web.Request) -> web.Response:
+            return web.json_response(self.status())
 
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self._metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+        async def page(request: web.Request) -> web.Response:
+            reports, problems = await self.reports()
+            body = render_status_page(reports, title="Feature Gateway local cluster", problems=problems)
+            return web.Response(text=body, content_type="text/html", charset="utf-8")
+
+        async def page_data(request: web.Request) -> web.Response:
+            reports, problems = await self.reports()
+            return web.json_response({"reports": reports, "problems": problems})
+
         app = web.Application()
-        app.router.add_post("/fault/{action}", handle)
+        app.router.add_post("/fault/{action}", fault)
+        app.router.add_get("/cluster", cluster)
         app.router.add_get("/metrics", metrics)
+        app.router.add_get("/status", page)
+        app.router.add_get("/status.json", page_data)
         self._control = web.AppRunner(app, access_log=None)
         await self._control.setup()
-        port = free_port()
-        await web.TCPSite(self._control, "127.0.0.1", port).start()
-        self.control_url = f"http://127.0.0.1:{port}"
+        listen = self.configs[self.region_names[0]].local.control_listen
+        host, port = (listen.host, listen.port) if listen is not None else ("127.0.0.1", free_port())
+        try:
+            await web.TCPSite(self._control, host, port).start()
+        except OSError as exc:
+            raise ClusterError(f"cannot listen on {host}:{port} (local.control_listen): {exc.strerror}") from None
+        self.control_url = f"http://{host}:{port}"
 
     # -- supervision -----------------------------------------------------------------------------
 
@@ -575,12 +636,16 @@ class LocalCluster:
     def _write_state(self) -> None:
         state = {
             "config": str(Path(self.config_path).resolve()),
+            #: The ``local up`` process: ``local down`` signals it.
+            "pid": os.getpid(),
             "pids": self.pids(),
             "control": self.control_url,
+            "status_page": f"{self.control_url}/status" if self.control_url else None,
             "regions": {
                 r.name: {
                     "downstream": f"http://{r.config.listen}",
                     "peer": f"http://{r.config.peer_listen}",
+                    "admin": f"http://{r.config.admin_listen}" if r.config.admin_listen else None,
                     "dynamodb": r.dynamodb.endpoint,
                     "gateway_pid": r.gateway.pid if r.gateway else None,
                     "dynamodb_pid": r.dynamodb.pid,
@@ -592,21 +657,32 @@ class LocalCluster:
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     def describe(self) -> str:
-        rows = [("region", "gateway", "dynamodb", "gateway pid", "dynamodb pid")]
-        for r in self.regions.values():
-            rows.append(
-                (r.name, f"http://{r.config.listen}", r.dynamodb.endpoint,
-                 str(r.gateway.pid if r.gateway else "-"), str(r.dynamodb.pid))
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+        """The endpoint table ``local up`` ends with (and ``local status`` prints)."""
+        return endpoint_table(self.status()["regions"])
+
+
+def endpoint_table(regions: dict[str, dict[str, Any]]) -> str:
+    """Region, gateway, peer and admin addresses, DynamoDB Local, PIDs: one row per region of a status."""
+    rows = [("region", "gateway", "peer", "admin (status page)", "dynamodb", "gateway pid", "dynamodb pid")]
+    for name, r in regions.items():
+        rows.append((name, r["downstream"], r["peer"], r.get("admin") or "-", r["dynamodb"],
+                     "stopped" if r.get("stopped") else str(r.get("gateway_pid") or "-"), str(r.get("dynamodb_pid"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+#: What stops ``local up``: Ctrl-C, ``kill``/``local down``, and the terminal closing (its children, in sessions of
+#: their own, would outlive it otherwise).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def run_until_signalled(cluster: LocalCluster) -> int:
+    """``local up``: start, print the endpoints, run until a stop signal, stop everything it started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    started = time.monotonic()
     up = asyncio.create_task(cluster.up())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({up, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -618,31 +694,13 @@ async def run_until_signalled(cluster: LocalCluster) -> int:
         return 0
     stopping.cancel()
     up.result()
+    print(f"state: {cluster.state_file}   logs: {cluster.logs}/", flush=True)
+    print(f"ready: {len(cluster.regions)} region(s) in {time.monotonic() - started:.1f} s; status page "
+          f"{cluster.control_url}/status; stop with Ctrl-C or `feature-gateway local down`", flush=True)
     print(cluster.describe(), flush=True)
-    print(f"\nstate: {cluster.state_file}   logs: {cluster.logs}   stop: Ctrl-C", flush=True)
     try:
         await stop.wait()  # a gateway that dies meanwhile is restarted by the cluster's supervisor
     finally:
         print("stopping the local cluster", flush=True)
         await cluster.down()
     return 0
-
-
-async def send_fault(state_file: Path, action: str, body: dict[str, Any]) -> dict[str, Any]:
-    """``feature-gateway local fault``: send one command to the running cluster."""
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        raise ClusterError(f"no running local cluster found ({state_file} is missing); start one with `make run`") from None
-    url = state.get("control")
-    if not url:
-        raise ClusterError(f"{state_file} names no control endpoint; is the cluster still starting?")
-    async with aiohttp.ClientSession() as http:
-        try:
-            async with http.post(f"{url}/fault/{action}", json=body) as resp:
-                answer = await resp.json()
-        except aiohttp.ClientError as exc:
-            raise ClusterError(f"the local cluster at {url} did not answer ({exc}); is it still running?") from None
-    if resp.status != 200:
-        raise ClusterError(answer.get("error", f"HTTP {resp.status}"))
-    return answer

@@ -85,8 +85,11 @@ class DynamoDBLocal:
         log_path: Path | None = None,
         install_dir: Path | None = None,
         host: str = "127.0.0.1",
+        name: str | None = None,
     ) -> None:
         self.host = host
+        #: Shown in ``ps`` as ``-Dfeature-gateway.dynamodb-local=NAME`` (the local cluster passes the region).
+        self.name = name
         self.port = port or free_port()
         self.heap_mb = heap_mb
         self.log_path = log_path
@@ -106,6 +109,8 @@ class DynamoDBLocal:
         libraries = jar.parent / "DynamoDBLocal_lib"
         return [
             find_java(),
+            # First on the command line, so `ps` says what this java is (a JVM ignores properties it does not read).
+            f"-Dfeature-gateway.dynamodb-local={self.name or self.port}",
             f"-Xmx{self.heap_mb}m",
             *JVM_FLAGS,
             # The native sqlite4java libraries live beside the jar.

@@ -137,6 +137,20 @@ class PairStats:
     delays: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
+@dataclass(frozen=True, slots=True)
+class PairFaults:
+    """The faults set on one (source, target): added lag (+ jitter), a pause, out-of-order delivery."""
+
+    lag: float = 0.0
+    jitter: float = 0.0
+    paused: bool = False
+    reorder: bool = False
+
+    @property
+    def any(self) -> bool:
+        return bool(self.lag or self.jitter or self.paused or self.reorder)
+
+
 @dataclass(slots=True)
 class _Pair:
     """The backlog of one (source, target). Only its applier task pops from it; readers append.
@@ -305,6 +319,11 @@ class GlobalTableEmulator:
         self._pair(source, target).reorder = enabled
 
     # --- observation ---
+
+    def faults(self, source: str, target: str) -> PairFaults:
+        """What is injected between ``source`` and ``target`` now (``local fault status``)."""
+        pair = self._pair(source, target)
+        return PairFaults(pair.lag, pair.jitter, pair.paused, pair.reorder)
 
     def backlog(self, source: str, target: str) -> int:
         """Changes from ``source`` not yet applied to ``target`` (queued or in flight)."""

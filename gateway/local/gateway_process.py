@@ -2,6 +2,11 @@
 
 ``start()`` returns once ``/readyz`` answers 200; ``stop()`` sends SIGTERM to
 that PID (never by name), waits, and kills only if the grace runs out.
+
+The process runs the ``feature-gateway`` entry point beside this interpreter
+when there is one (a venv, an install), so ``ps`` and ``top`` show
+``feature-gateway serve --region us-east-1 …`` (and ``comm`` is
+``feature-gateway``) rather than one more ``python``; else ``python -m gateway.cli``.
 """
 
 from __future__ import annotations
@@ -52,9 +57,12 @@ class GatewayProcess:
         return self._proc.poll() if self._proc else None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", self.config_path]
+        script = Path(sys.executable).parent / "feature-gateway"
+        cmd = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+        cmd.append("serve")
         if self.region:
             cmd += ["--region", self.region]
+        cmd += ["--config", self.config_path]
         if self.workers:
             cmd += ["--workers", str(self.workers)]
         return cmd

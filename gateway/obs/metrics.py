@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -269,6 +270,28 @@ class Metrics:
             return generate_latest(self.registry)
         # Reads one file per process: off the event loop.
         return await asyncio.to_thread(self._merged, self.multiprocess_dir)
+
+    async def forward_counts(self) -> dict[str, dict[str, int]]:
+        """``gateway_forward_total`` as ``{to_region: {outcome: count}}`` (the status page); merged over workers."""
+        if self.multiprocess_dir is None:
+            families = list(self.forward_total.collect())
+        else:
+            families = await asyncio.to_thread(self._merged_families, self.multiprocess_dir)
+        counts: dict[str, dict[str, int]] = {}
+        for family in families:
+            if family.name != "gateway_forward":
+                continue
+            for sample in family.samples:
+                if sample.name == "gateway_forward_total":
+                    to_region, outcome = sample.labels["to_region"], sample.labels["outcome"]
+                    counts.setdefault(to_region, {})[outcome] = int(sample.value)
+        return counts
+
+    @staticmethod
+    def _merged_families(directory: str) -> list[Metric]:
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=directory)
+        return list(registry.collect())
 
     @staticmethod
     def _merged(directory: str) -> bytes:

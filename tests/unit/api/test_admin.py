@@ -1,4 +1,5 @@
-"""The admin listener answers the probes and the metrics, and nothing of the data API (gateway/api/admin.py)."""
+"""The admin listener answers the probes, the metrics and the status page, and nothing of the data API
+(gateway/api/admin.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiohttp import web
 from gateway.api.admin import AdminApi
 from gateway.api.frontend import create_server
 from tests.unit.api.test_downstream import CONFIG, ScriptedStore, downstream_api
+from tests.unit.api.test_status import status_report
 
 
 @pytest.fixture
@@ -17,7 +19,8 @@ async def admin():
     store = ScriptedStore()
     api, health, deadlines, metrics = downstream_api(store)
     await health.probe()
-    runner = web.ServerRunner(create_server(AdminApi(CONFIG, api, metrics, deadlines), CONFIG))
+    status, _ = status_report()
+    runner = web.ServerRunner(create_server(AdminApi(CONFIG, api, status, metrics, deadlines), CONFIG))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     async with aiohttp.ClientSession(f"http://127.0.0.1:{runner.addresses[0][1]}") as session:
@@ -59,3 +62,12 @@ async def test_the_data_api_is_not_served_there(admin, method, path, status, cod
     async with session.request(method, path, data=b"{}") as r:
         assert r.status == status
         assert orjson.loads(await r.read())["error"]["code"] == code
+
+
+async def test_the_status_page_and_its_data_are_served_there(admin):
+    session, _ = admin
+    async with session.get("/status") as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "view#items" in await r.text()
+    async with session.get("/status.json") as r:
+        assert r.status == 200 and (await r.json())["rules"][0]["scope"] == "view#items"
