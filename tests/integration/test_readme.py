@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from gateway.local.cluster import pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +69,8 @@ def fixed_addresses() -> list[tuple[str, int]]:
 
 def taken(address: tuple[str, int]) -> bool:
     with socket.socket() as sock:
+        # As the servers do: connections of a cluster that just stopped (TIME_WAIT) do not make a port taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(address)
         except OSError:
@@ -79,6 +83,7 @@ def test_commands_are_read_from_sh_blocks_only():
     assert commands(sample) == [Command(6, "ls    -l   # listed", 0), Command(8, "false  # exit 1", 1)]
 
 
+@pytest.mark.timeout(READY_TIMEOUT + 400)  # make run, then some 40 commands that each start an interpreter
 def test_every_readme_command_runs_as_written_on_a_fresh_make_run(tmp_path):
     busy = [f"{h}:{p}" for h, p in fixed_addresses() if taken((h, p))]
     assert not busy, (f"the README's addresses are taken ({', '.join(busy)}): is a `make run` running? "
