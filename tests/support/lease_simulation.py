@@ -3,14 +3,20 @@
 Regions of one or two gateways each; every region's promises in one record per scope with compare-and-set
 writes (what the control table's per-region item gives in production). A seeded schedule draws clock offsets
 within ``max_drift`` and monotonic rates within ``RATE_ERROR``, message delays and losses, partitions between
-sets of regions, gateway crashes and restarts, and failovers (a new epoch and primary, learned by each region
-after its own replication delay, and not at all across a partition until it heals).
+sets of regions, gateway crashes and restarts, and failovers. A failover is proposed from a region chosen at
+random (where its operator or scheduler runs) and decided, or not, by the majority control plane's rule
+(gateway/consensus/ballots.py: prepare and accept with every region's acceptor slot, over the same lossy,
+partitioned network, retried with a higher ballot); two failovers may run at once. A decided rule is learned by
+each region after its own replication delay, and not at all across a partition until it heals.
 
 Checked on every schedule:
 - safety: at no instant do two regions acknowledge writes of one scope (a gateway acknowledges while its
   ``LeaseHolder`` says valid; the instant is global time, converted from the gateway's own clock);
+- a decided rule never goes back: each decided change of a scope descends from the one decided before it (made
+  from it, or from changes a minority accepted that were made from it), so two changes made from one rule cannot
+  both take effect, and the epochs decided only rise;
 - liveness: once the faults end (partitions, losses, crashes, failovers), within ``LIVENESS_LEASES`` leases the
-  primary of the last rule holds a lease.
+  primary of the last decided rule holds a lease.
 
 ``run(seed)`` returns a ``Report``; the same seed replays the same schedule, event for event.
 """
@@ -23,6 +29,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.consensus.ballots import EMPTY, Slot, ballot, chosen, on_accept, on_prepare
 from gateway.lease.holder import LeaseHolder
 from gateway.lease.promises import Known, Promise, grant
 
@@ -72,6 +79,15 @@ class Gateway:
     incarnation: int = 0
 
 
+@dataclass(frozen=True)
+class Change:
+    """A value of a scope's rule register: the rule, and which change it was made from (``base``, an id)."""
+
+    rule: Known
+    id: int
+    base: int
+
+
 @dataclass
 class Report:
     seed: int
@@ -104,6 +120,12 @@ class Simulation:
         #: region -> scope -> the rule that region's replica holds (epoch, primary).
         self.known: dict[str, dict[str, Known]] = {r: {s: Known(0, self.regions[0]) for s in SCOPES} for r in self.regions}
         self.rules: dict[str, Known] = {s: Known(0, self.regions[0]) for s in SCOPES}
+        #: region -> scope -> that region's acceptor slot of the scope's rule (durable: crashes keep it).
+        self.slots: dict[str, dict[str, Slot]] = {r: {} for r in self.regions}
+        #: scope -> the changes decided, in the order they were; every change proposed, by id.
+        self.decided: dict[str, list[Change]] = {s: [Change(self.rules[s], 0, -1)] for s in SCOPES}
+        self.changes: dict[int, Change] = {0: self.decided[SCOPES[0]][0]}
+        self.proposals = itertools.count(1)
         #: Unordered region pairs that cannot talk.
         self.cut: set[frozenset[str]] = set()
         self.gateways: list[Gateway] = []
@@ -173,9 +195,99 @@ class Simulation:
         for region in self.regions:  # a region cut off from the rules' source catches up once it can
             self._replicate(region)
 
+    # -- the majority control plane -------------------------------------------------------------------
+
     def failover(self, scope: str, primary: str) -> None:
-        rule = Known(self.rules[scope].epoch + 1, primary)
-        self.rules[scope] = rule
+        """An operator (or a scheduler) in a random region fails ``scope`` over to ``primary``."""
+        self.propose(scope, primary, self.rng.choice(self.regions), attempts=3, proposed=None)
+
+    def propose(self, scope: str, primary: str, origin: str, attempts: int, proposed: Change | None) -> None:
+        # Ballots from the proposer's (drifting) wall clock, ties broken by its name, as in production.
+        b = ballot(max(1, self.rng.choice(self.gateways).clock.wall_ms(self.now) + 10**6), f"{origin}-{next(self.proposals)}")
+        replies: dict[str, Slot | None] = {}
+        state = {"accepting": False, "proposed": proposed, "accepted": set(), "done": False}
+
+        def promised(region: str, slot: Slot | None) -> None:
+            replies[region] = slot
+            ok = [s for s in replies.values() if s is not None]
+            if state["accepting"] or len(ok) < self.majority:
+                return
+            state["accepting"] = True
+            current = chosen(ok) or self.decided[scope][0]
+            mine = state["proposed"]
+            if mine is not None and current == mine:
+                new = mine  # its own change, accepted by some in an earlier round: proposed again as it is
+            else:
+                new = Change(Known(current.rule.epoch + 1, primary), next(self.proposals), current.id)
+                self.changes[new.id] = new
+            state["proposed"] = new
+            for region in self.regions:
+                self._to_acceptor(origin, region, lambda r=region: on_accept(self._slot(r, scope), b, new),
+                                  scope, lambda r, slot: accepted(r, slot, new))
+
+        def accepted(region: str, slot: Slot | None, new: Change) -> None:
+            if slot is None or state["done"]:
+                return
+            state["accepted"].add(region)
+            if len(state["accepted"]) >= self.majority:
+                state["done"] = True
+                self._decide(scope, new)
+
+        def retry() -> None:
+            if not state["done"] and attempts > 1:
+                self.propose(scope, primary, origin, attempts - 1, state["proposed"])
+
+        for region in self.regions:
+            self._to_acceptor(origin, region, lambda r=region: on_prepare(self._slot(r, scope), b), scope, promised)
+        # No majority within two of the longest round trips: try again with a higher ballot.
+        self.at(self.now + 4 * self.delay[1] + 4 * self.store_delay + 0.01, retry)
+
+    def _slot(self, region: str, scope: str) -> Slot:
+        return self.slots[region].get(scope, EMPTY)
+
+    def _to_acceptor(self, origin: str, region: str, change: Callable[[], Slot | None], scope: str,
+                     reply: Callable[[str, Slot | None], None]) -> None:
+        """A message to ``region``'s acceptor: it applies ``change`` to its slot (a conditional write in its own
+        replica) and answers the slot after it, or ``None`` for no."""
+
+        def at_acceptor() -> None:
+            def written() -> None:
+                after = change()
+                if after is not None:
+                    self.slots[region][scope] = after
+                self._between(region, origin, lambda: reply(region, after))
+            self.at(self.now + self.store_delay, written)
+
+        self._between(origin, region, at_acceptor)
+
+    def _between(self, src: str, dst: str, action: Callable[[], None]) -> None:
+        """A message between two regions (any gateway of each) over the simulated network."""
+        self.send(self.by_region[src][0], self.by_region[dst][0], action)
+
+    def _ancestry(self, change: Change) -> set[int]:
+        """``change`` and every change it was made from, by id."""
+        found, at = set(), change.id
+        while at in self.changes and at not in found:
+            found.add(at)
+            at = self.changes[at].base
+        return found
+
+    def _decide(self, scope: str, change: Change) -> None:
+        history = self.decided[scope]
+        if change.id in self._ancestry(history[-1]):
+            # Decided before the last one, its proposer learning it only now (its answers were slow), or the same
+            # change decided again (a proposer's retry found it current and proposed it again).
+            return
+        ancestor = change.base
+        decided = {c.id for c in history}
+        while ancestor not in decided and ancestor in self.changes:
+            ancestor = self.changes[ancestor].base
+        if ancestor != history[-1].id or change.rule.epoch <= history[-1].rule.epoch:
+            self.violations.append(f"t={self.now:.4f}: {scope} decided {change.rule} after {history[-1].rule}, not made "
+                                   "from it: a decided rule went back, or two changes of one rule both took effect")
+        history.append(change)
+        if change.rule.epoch > self.rules[scope].epoch:
+            self.rules[scope] = change.rule
         for region in self.regions:
             self.at(self.now + self.rng.uniform(0.01, 0.5), lambda region=region: self._replicate(region))
 

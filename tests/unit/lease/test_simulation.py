@@ -1,4 +1,5 @@
-"""The lease protocol under seeded schedules of partitions, loss, delay, crashes, failovers and clock drift.
+"""The lease protocol and the majority control plane under seeded schedules of partitions, loss, delay, crashes,
+concurrent failovers and clock drift: no two primaries acknowledge at once, decided rules never go back.
 
 ``make test`` runs ``FGW_SIM_SCHEDULES`` schedules (10 000); set it higher for a longer run, or set
 ``FGW_SIM_SEED`` to replay one schedule. A failure names its seed. The harness is tests/support/lease_simulation.py.
@@ -15,7 +16,7 @@ SCHEDULES = int(os.environ.get("FGW_SIM_SCHEDULES", "10000"))
 FIRST = int(os.environ.get("FGW_SIM_FIRST_SEED", "0"))
 
 
-def test_no_two_regions_acknowledge_one_scope_at_once_and_the_last_primary_gets_its_lease():
+def test_no_two_regions_acknowledge_one_scope_at_once_no_decided_rule_goes_back_and_the_last_primary_gets_its_lease():
     seeds = [int(os.environ["FGW_SIM_SEED"])] if "FGW_SIM_SEED" in os.environ else range(FIRST, FIRST + SCHEDULES)
     started = time.monotonic()
     failed = []
