@@ -193,6 +193,10 @@ class RegionConfig:
     admin: Address | None = setting(None)
     #: The local address this region's gateways connect from (``gateway.source_address``, when not set there).
     source_address: str | None = setting(None, ip_address)
+    #: A witness region: gateways and a control-table replica that count in every majority (leases, rule
+    #: changes) but take no feature traffic, so no rule may make it a primary. A two-region fleet with a witness
+    #: keeps taking writes while any one of the three is cut off.
+    witness: bool = setting(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,12 +446,19 @@ class Config:
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.source}: {key}: {problem}")
 
+    @property
+    def primary_regions(self) -> list[str]:
+        """The regions a rule may make primary: every region of the file but its witnesses."""
+        return [name for name, region in self.regions.items() if not region.witness]
+
     def validate(self) -> Config:
         """What spans settings (each section's ``validate()`` included); the first problem raises ``ConfigError``."""
 
         def under(prefix: str) -> Callable[[str, str], ConfigError]:
             return lambda key, problem: self.fail(f"{prefix}{key}".rstrip("."), problem)
 
+        if self.regions and not self.primary_regions:
+            raise self.fail("regions", "every region is a witness (witness = true); at least one must take feature traffic")
         if self.regions and self.region not in self.regions:
             raise self.fail(
                 "gateway.region", f"{self.region!r} is not one of the regions this file defines: {', '.join(sorted(self.regions))}"

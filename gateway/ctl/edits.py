@@ -45,13 +45,18 @@ def check_view(scope: str, config: Config) -> None:
                        f"(views: {', '.join(sorted(config.views))}); use one of them, or add [views.{view}] there")
 
 
-def check_regions(scope: str, primary: str | None, schedule: Iterable[ScheduleEntry] | None, regions: list[str]) -> None:
-    """Refuse a region the config does not know before anything is read."""
-    named = [("primary", primary)] + [(f"schedule {e.at}", e.primary) for e in schedule or ()]
+def check_regions(scope: str, primary: str | None, schedule: Iterable[ScheduleEntry] | None, regions: list[str],
+                  witnesses: Iterable[str] = (), failover_order: Iterable[str] = ()) -> None:
+    """Refuse a region the config does not know, or a witness, as a primary before anything is read."""
+    named = ([("primary", primary)] + [(f"schedule {e.at}", e.primary) for e in schedule or ()]
+             + [("failover_order", r) for r in failover_order])
     for what, region in named:
         if region is not None and region not in regions:
             raise CtlError(f"rule {scope!r}: {what} {region!r} is not a known region ({', '.join(sorted(regions))}); "
                            "use one of them")
+        if region is not None and region in witnesses:
+            raise CtlError(f"rule {scope!r}: {what} {region!r} is a witness region (regions.{region}.witness): it "
+                           "counts in majorities but takes no feature traffic, so it cannot be a primary; pick another")
 
 
 def covering_rule(scope: str, rules: Iterable[Rule]) -> Rule | None:

@@ -72,9 +72,8 @@ async def rules_set(session: Session) -> int:
     args, config = session.args, session.target.config
     regions = known_regions(config)
     check_view(args.scope, config)
-    check_regions(args.scope, args.primary, args.schedule, regions)
-    for region in args.failover_order or ():
-        check_regions(args.scope, region, None, regions)
+    witnesses = set(regions) - set(config.primary_regions)
+    check_regions(args.scope, args.primary, args.schedule, regions, witnesses, args.failover_order or ())
     current = await session.control.rule(args.scope)
     if isinstance(current, Malformed):
         raise CtlError(f"the rule item of {args.scope} is malformed ({current.reason}); "

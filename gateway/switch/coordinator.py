@@ -231,6 +231,9 @@ class SwitchCoordinator:
         known = ", ".join(self._config.regions)
         if to not in self._config.regions:
             found.append(Check("target", False, f"{to} is not a known region ({known}); pick one of them with --to"))
+        elif to not in self._config.primary_regions:
+            found.append(Check("target", False, f"{to} is a witness region: it takes no feature traffic, so it cannot "
+                                                 "be a primary; pick another with --to"))
         else:
             check("target", to != old, f"{to} is another known region",
                   f"{to} is already the primary of {scope}; nothing to switch (pick another region with --to)")
@@ -416,6 +419,9 @@ class SwitchCoordinator:
             raise SwitchError(f"{to} is already the primary of {scope}; nothing to fail over")
         if to not in self._config.regions:
             raise SwitchError(f"{to} is not a known region ({', '.join(self._config.regions)}); pick one of them with --to")
+        if to not in self._config.primary_regions:
+            raise SwitchError(f"{to} is a witness region: it takes no feature traffic, so it cannot be a primary; pick "
+                              "another with --to")
         members = await self.live()
         loss_window = self.loss_window(rule, to, members)
         moved = self._edit(

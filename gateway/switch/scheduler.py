@@ -190,7 +190,9 @@ class Scheduler:
         if len(silent) < majority:
             return False
         live = {m.region for m in await self._coordinator.live()}
-        to = next((r for r in rule.failover_order if r != rule.primary and r in books and r in live), None)
+        witnesses = set(self._config.regions) - set(self._config.primary_regions)
+        to = next((r for r in rule.failover_order
+                   if r != rule.primary and r in books and r in live and r not in witnesses), None)
         extra = {"scope": rule.scope, "primary": rule.primary, "epoch": rule.epoch, "silent": silent}
         if to is None:
             log.warning("automatic failover: no region of the order answers with live gateways", extra=extra)

@@ -181,3 +181,15 @@ def test_source_address_must_be_an_ip_address_and_a_gateway_setting_wins_over_it
     assert load(write(tmp_path, text.replace('source_address = "127.0.9.9"\n', "")), env={}).source_address == "127.0.1.1"
     with pytest.raises(ConfigError, match="gateway.source_address: is not an IP address"):
         load(write(tmp_path, text.replace("127.0.9.9", "localhost")), env={})
+
+
+def test_a_fleet_of_witnesses_only_is_refused_and_witnesses_are_no_primary_regions():
+    names = ("us-east-1", "eu-west-1")
+    regions = {r: {"downstream": f"127.0.0.1:{8700 + i}", "peer": f"127.0.0.1:{8800 + i}"} for i, r in enumerate(names)}
+    views = {"items": {"table": "features_items"}}
+    witness = {**regions, "eu-west-1": {**regions["eu-west-1"], "witness": True}}
+    two = from_dict({"gateway": {"region": "us-east-1"}, "regions": witness, "views": views})
+    assert two.primary_regions == ["us-east-1"] and two.regions["eu-west-1"].witness
+    only = {r: {**v, "witness": True} for r, v in regions.items()}
+    with pytest.raises(ConfigError, match="every region is a witness"):
+        from_dict({"gateway": {"region": "us-east-1"}, "regions": only, "views": views})

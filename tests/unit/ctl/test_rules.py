@@ -7,7 +7,8 @@ import json
 import pytest
 
 from gateway.routing.rules import ScheduleEntry
-from tests.unit.ctl.harness import MEMBERS, RULES, Ctl, member, rule
+from tests.fakes import FakeClock, FakeTables
+from tests.unit.ctl.harness import CONFIG, MEMBERS, NOW, RULES, Ctl, member, rule
 
 
 def test_set_creates_a_rule_at_version_1_epoch_0(ctl: Ctl, capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,3 +259,20 @@ def test_automatic_failover_is_set_shown_and_turned_off_and_half_of_it_is_refuse
     assert "--failover-after needs --failover-order REGION,REGION" in capsys.readouterr().err
     assert ctl("rules", "set", "view#users", "--failover-order", "sa-east-1", "--failover-after", "5", "--yes") == 1
     assert "'sa-east-1' is not a known region" in capsys.readouterr().err
+
+
+def test_a_witness_region_counts_in_majorities_but_no_rule_may_make_it_primary(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two regions and a witness: edits are decided by a majority of the three; the witness is refused as a primary."""
+    path = tmp_path / "two.toml"
+    path.write_text(CONFIG.replace('[regions.ap-southeast-1]\n', '[regions.ap-southeast-1]\nwitness = true\n'))
+    two = Ctl(FakeTables(RULES, MEMBERS), path, FakeClock(NOW))
+    assert two("rules", "set", "view#items", "--primary", "ap-southeast-1", "--yes") == 1
+    assert "'ap-southeast-1' is a witness region" in capsys.readouterr().err
+    assert two("rules", "set", "view#items", "--primary", "us-east-1", "--schedule", "08:00=ap-southeast-1", "--yes") == 1
+    assert "schedule 08:00 'ap-southeast-1' is a witness region" in capsys.readouterr().err
+    assert two("rules", "set", "view#items", "--primary", "eu-west-1", "--yes") == 0
+    assert "accepted by us-east-1, eu-west-1, ap-southeast-1 (3 of 3 regions)" in capsys.readouterr().out
+    assert two("rules", "set", "view#items", "--failover-order", "ap-southeast-1", "--failover-after", "5", "--yes") == 1
+    assert "failover_order 'ap-southeast-1' is a witness region" in capsys.readouterr().err
