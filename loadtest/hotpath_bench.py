@@ -248,6 +248,26 @@ def auth_arms(n: int, rounds: int) -> list[tuple[str, float]]:
     return [("downstream auth: token found, view allowed", best_of(check, n, rounds))]
 
 
+def lease_arms(n: int, rounds: int) -> list[tuple[str, float]]:
+    """What primacy leases add to a single-primary write: the dispatcher asks whether the lease is valid before
+    the write and again after DynamoDB answered (gateway/dispatcher.py), both against the keeper's holder."""
+    from gateway.clock import SystemClock
+    from gateway.lease.keeper import LeaseKeeper
+
+    clock = SystemClock()
+    regions = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+    keeper = LeaseKeeper("us-east-1", regions, None, None, lambda: {}, clock, 3600.0, 0.5)  # type: ignore[arg-type]
+    round_id = keeper.holder.ask({"view#users": 4}, clock.monotonic())
+    for region in regions:
+        keeper.holder.confirmed(round_id, region, ["view#users"])
+
+    def both() -> object:
+        return keeper.valid("view#users", 4) and keeper.valid("view#users", 4)
+
+    assert both()
+    return [("primacy lease: a held lease checked before and after a write", best_of(both, n, rounds))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=50_000, help="calls per round")
@@ -264,7 +284,7 @@ def main() -> None:
         print(f"{'Frontend.handle, tracing ' + tracing:64} {cost:8.2f}")
     rows = [
         *signature_arms(args.n, args.rounds, args.cold_calls), *parser_arms(args.n, args.rounds),
-        *body_arms(args.n, args.rounds), *auth_arms(args.n, args.rounds),
+        *body_arms(args.n, args.rounds), *auth_arms(args.n, args.rounds), *lease_arms(args.n, args.rounds),
     ]
     for name, cost in rows:
         print(f"{name:64} {cost:8.2f}")
