@@ -14,8 +14,17 @@ latest switch as its coordinator last reported it (``gatewayctl switch status``
 reads it from any terminal). That item is advice, not state: it is written
 without a condition, and no decision is made from it.
 
-Invariants: every rule write is conditional on what was read (``attribute_not_exists``
-to create, ``version = :version`` to edit or delete), and a failed condition
+With a ``Proposer`` (every fleet of more than one region), a rule change is not
+a write to one replica: it is decided by a majority of the regions
+(gateway/consensus/), conditional on the version the edit was planned from,
+and then written to the rule item of every replica that answers, each write
+landing only over an older decision's (the ``ballot`` attribute); the
+gateways route by those items. ``decision`` and ``written()`` say which
+regions accepted it. No majority: ``NoMajority``, naming what each region said.
+
+Invariants: every rule change is conditional on what was read (``attribute_not_exists``
+to create, ``version = :version`` to edit or delete, or, through the proposer,
+the version the register holds), and a failed condition
 becomes a ``RuleConflict`` naming who changed the rule. Every other store
 failure becomes one ``ControlTableError`` line naming the table, the region
 and the endpoint; no DynamoDB or botocore exception leaves this module. An
