@@ -293,7 +293,16 @@ class Dispatcher:
                 rule = self.rule(view.name, record.key)
                 route = decide(rule, self.region)
                 if route is Route.LOCAL:
-                    return await self.apply(record, rule)
+                    try:
+                        return await self.apply(record, rule)
+                    except NotPrimary as moved:  # the rule moved on while the write waited for a lease: route again
+                        refusals += 1
+                        if refusals >= self._config.routing.max_attempts:
+                            raise PrimaryUnreachable(
+                                f"The primary of {view.name!r} kept moving during {refusals} attempts "
+                                f"(last: {moved.message}); retry shortly."
+                            ) from None
+                        continue
                 if route is Route.SWITCHING:
                     if slot is not None:  # drained, but the scope switches again: wait for that one too
                         slot.release()
@@ -429,6 +438,12 @@ class Dispatcher:
         wait = (self._config.request_timeout if left is None else left) - LEASE_WAIT_MARGIN
         if wait > 0 and await self._leases.wait_valid(rule.scope, rule.epoch, wait):
             return
+        now = self._routing.table.rules.get(rule.scope) if self._routing.table is not None else None
+        if now is not None and (now.epoch, now.primary) != (rule.epoch, rule.primary):
+            # The rule moved on while the write waited (this region was deposed while cut off, and learned it):
+            # nothing was applied; route it again by the new rule (a forwarded write: its sender does, on the 409).
+            raise NotPrimary(f"{self.region} is no longer the primary of {rule.scope}: epoch {now.epoch} "
+                             f"(primary {now.primary}).", rule=now.to_json())
         raise PrimaryUnreachable(
             f"{self.region} is the primary of {rule.scope} (epoch {rule.epoch}) but a majority of the regions has not "
             "confirmed its lease: it may be cut off from them. Nothing was applied; retry (the primary may be moving)."

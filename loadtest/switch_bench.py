@@ -31,6 +31,7 @@ import aiohttp
 import uvloop
 
 from gateway.local.cluster import LocalCluster, relocated_config, use_local_credentials
+from gateway.routing.control_table import ControlTableError
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from gateway.switch.coordinator import SwitchError
 from loadtest.stats import percentile
@@ -99,7 +100,7 @@ async def run(args: argparse.Namespace) -> int:
             began = time.monotonic()
             try:
                 outcome = await coordinator.switch(rule.scope, "eu-west-1", force=True)
-            except SwitchError as exc:
+            except (SwitchError, ControlTableError) as exc:  # refused, or the control plane decided nothing
                 outcome = None
                 print(f"switch refused: {exc}")
             ended = time.monotonic()

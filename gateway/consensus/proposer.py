@@ -39,8 +39,9 @@ from gateway.routing.rules import Rule
 
 log = logging.getLogger(__name__)
 
-#: Seconds a region's acceptor has to answer one phase: past it, the region did not promise or accept.
-TIMEOUT = 2.0
+#: Seconds a phase waits for a majority (a cold client's first calls can take seconds); once a majority
+#: answered, the rest get only ``GRACE``: a region cut off does not hold a change up for this long.
+TIMEOUT = 5.0
 #: Rounds before two proposers that keep beating each other's ballots give up.
 ATTEMPTS = 4
 
@@ -170,6 +171,21 @@ class Proposer:
             lambda done: sum(1 for a in done.values() if isinstance(a, Answer) and a.ok) >= majority,
             self._timeout,
         )
+
+    async def warm(self) -> None:
+        """Open every region's connection before the first change is timed (a cold DynamoDB client's first call can
+        take a second): one read of each region's replica, done once a majority answered, errors ignored."""
+
+        async def one(acceptor: Acceptor) -> bool:
+            try:
+                await acceptor.slot("")
+            except (GatewayError, BotoCoreError, OSError):
+                return False
+            return True
+
+        majority = self.majority
+        await gather_until({r: one(a) for r, a in self.acceptors.items()},
+                           lambda done: sum(1 for ok in done.values() if ok is True) >= majority, self._timeout)
 
     async def change(self, scope: str, change: Change) -> Decision:
         proposed: Value | None = None

@@ -203,6 +203,7 @@ async def _session(args: argparse.Namespace, target: Target, confirm: Confirm | 
             table = target.config.routing.table
             proposer = Proposer({r: Acceptor(stores[r], table, r) for r in target.config.regions}, clock,
                                 f"gatewayctl-{default_editor()}-{os.getpid()}")
+            await proposer.warm()  # before a switch's clock starts: its deadline is for the fence, not for clients
         control = ControlTable(store, target.region, endpoint, target.config, clock, proposer=proposer,
                                replicas=stores if proposer is not None else None)
         return await COMMANDS[key](Session(args, target, control, clock, confirm, open_peers or switch.peer_client))

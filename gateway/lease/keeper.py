@@ -79,12 +79,15 @@ class LeaseKeeper:
         return self.holder.valid(scope, epoch, self._clock.monotonic())
 
     async def wait_valid(self, scope: str, epoch: int, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for a lease on ``scope`` at ``epoch``; whether there is one."""
+        """Wait up to ``timeout`` seconds for a lease on ``scope`` at ``epoch``; whether there is one. It stops
+        waiting, without one, as soon as the snapshot no longer makes this region that epoch's primary (a deposed
+        primary learned its successor): the write should go there, not wait out its deadline here."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout
         while not self.valid(scope, epoch):
             left = give_up - loop.time()
-            if left <= 0:
+            rule = self._rules().get(scope)
+            if left <= 0 or rule is None or rule.epoch != epoch or rule.primary != self.region:
                 return False
             self._round_done.clear()
             try:

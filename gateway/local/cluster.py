@@ -379,6 +379,7 @@ class LocalCluster:
         clock = SystemClock()
         stores = {r: await BotocoreStore.open(r, self._region(r).dynamodb.endpoint) for r in self.regions}
         proposer = Proposer({r: Acceptor(stores[r], config.routing.table, r) for r in stores}, clock, f"local-{by}")
+        await proposer.warm()
         peers = PeerClient(config, PeerSigner(config.peer.secret, clock), clock, Metrics())
         try:
             control = ControlTable(stores[name], name, endpoint, config, clock, proposer=proposer, replicas=stores)

@@ -80,14 +80,14 @@ class ConditionalStore:
 HOME = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=0)
 
 
-def make_dispatcher(store, *rules, peers=None, sleep=None):
+def make_dispatcher(store, *rules, peers=None, sleep=None, routing=None, leases=None):
     clock = FakeClock()
-    routing = StaticRouting(*(rules or (HOME,)))
+    routing = routing or StaticRouting(*(rules or (HOME,)))
     buffer = WriteBuffer(BufferConfig(), clock)
     acks = AckLog(clock, CONFIG.switch.fence_window, CONFIG.switch.fence_max_keys)
     dispatcher = Dispatcher(
         CONFIG, store, ReadCoalescer(store), clock, routing, peers or FakePeers(), Metrics(), buffer, acks,
-        sleep=sleep or RecordingSleep(),
+        sleep=sleep or RecordingSleep(), leases=leases,
     )
     SwitchParticipant(CONFIG.region, routing, store, acks, buffer)  # buffering follows the rule, as in a gateway
     return dispatcher, clock
@@ -799,3 +799,23 @@ async def test_strong_reads_back_off_longer_at_each_further_attempt():
     with pytest.raises(PrimaryUnreachable):
         await dispatcher.read(config.views["items"], "k", None, True)
     assert sleep.delays == pytest.approx([0.05, 0.1, 0.15])
+
+
+async def test_a_write_waiting_for_a_lease_goes_to_the_new_primary_once_this_region_learns_it_was_deposed():
+    """A primary cut off, healed: its held write is not refused at its deadline but forwarded by the new rule."""
+    store = ConditionalStore()
+    peers = FakePeers(applied_by("us-east-1"))
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=4))
+
+    class Leases:
+        def valid(self, scope, epoch):
+            return False
+
+        async def wait_valid(self, scope, epoch, timeout):
+            routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=5))  # learned from a lease refusal
+            return False
+
+    dispatcher, _ = make_dispatcher(store, peers=peers, routing=routing, leases=Leases())
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
+    assert answer == {"applied": True, "version": "5.5.us-east-1", "primary": "us-east-1", "forwarded": True}
+    assert store.items == {}  # nothing applied here, as the old primary
