@@ -96,7 +96,8 @@ def answered(o: Outcome) -> float:
 async def run(args: argparse.Namespace) -> int:
     use_local_credentials()
     tmp = Path(tempfile.mkdtemp(prefix="fgw-partition-bench-"))
-    cluster = LocalCluster(str(relocated_config(REPO / "config/local.toml", tmp / "local.toml")), state_dir=tmp / "state")
+    config = relocated_config(REPO / "config/local.toml", tmp / "local.toml")
+    cluster = LocalCluster(str(config), state_dir=tmp / "state")
     try:
         print("starting a three-region cluster ...", flush=True)
         await cluster.up()
@@ -104,7 +105,8 @@ async def run(args: argparse.Namespace) -> int:
         routing = cluster.configs[OLD].routing
         delay = routing.lease + 1.0 if args.delay is None else args.delay
         prefix = f"p{uuid.uuid4().hex[:6]}-"
-        rule = Rule(f"view#items#prefix#{prefix}", SINGLE_PRIMARY, OLD, epoch=1, version=1, updated_by="partition_bench")
+        rule = Rule(f"view#items#prefix#{prefix}", SINGLE_PRIMARY, OLD, epoch=1, version=1,
+                    updated_by="partition_bench")
         await cluster.put_rules([rule])
         async with aiohttp.ClientSession() as http:
             await obeyed_everywhere(http, cluster, rule, 10)
@@ -158,7 +160,7 @@ async def run(args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession() as http:
             try:
                 await obeyed_everywhere(http, cluster, moved, 10, regions=[OLD])
-                timeline.add(time.monotonic(), "old routes new", f"{OLD} routes by epoch {moved.epoch}")
+                timeline.add(time.monotonic(), "old primary follows", f"{OLD} routes by epoch {moved.epoch}")
             except AssertionError as exc:
                 print(f"{OLD} did not route by the new rule: {exc}")
         await asyncio.sleep(args.after)
@@ -170,7 +172,8 @@ async def run(args: argparse.Namespace) -> int:
         old_acks = [answered(o) for o in outcomes if (v := applied_by(o)) and v.region == OLD]
         last_old = max(old_acks, default=None)
         if last_old is not None:
-            timeline.add(last_old, "last ack old", f"{OLD}'s last acknowledgement (its lease end as callers see it)")
+            timeline.add(last_old, "old primary's last ack",
+                         f"{OLD}'s last acknowledgement (its lease end as callers see it)")
         resumed = {r: min((answered(o) for o in outcomes if o.region == r and (v := applied_by(o)) and v.region == NEW
                            and o.started > command), default=None) for r in REGIONS}
         first_new = min((t for r, t in resumed.items() if r != OLD and t is not None), default=None)
@@ -219,8 +222,9 @@ async def run(args: argparse.Namespace) -> int:
             print(f"writes did NOT resume in {', '.join(r for r in others if r not in after_command)}")
         counts = {r: sum(1 for o in outcomes if o.region == r) for r in REGIONS}
         kinds = Counter(f"{o.status} {o.body.get('error', {}).get('code')}" for o in outcomes if not o.ok)
+        answered_not_ok = ", ".join(f"{n} {k}" for k, n in kinds.most_common()) or "none"
         print(f"writes: {len(outcomes)} sent ({', '.join(f'{r} {n}' for r, n in counts.items())}), "
-              f"{len(acknowledged)} acknowledged; not: {', '.join(f'{n} {k}' for k, n in kinds.most_common()) or 'none'}")
+              f"{len(acknowledged)} acknowledged; not: {answered_not_ok}")
         # Whether the machine carried the rate: the latency of acknowledged writes before the cut.
         steady = sorted(o.seconds for o in outcomes if o.applied and answered(o) < cut)
         if steady:
@@ -236,7 +240,8 @@ async def run(args: argparse.Namespace) -> int:
         if args.png:
             timeline.png(Path(args.png))
             print(f"timeline PNG: {Path(args.png).resolve()}")
-        ok = not overlaps and code == 0 and len(after_command) == len(others) and lost == 0 and stale == 0 and divergent == 0
+        resumed_everywhere = len(after_command) == len(others)
+        ok = not overlaps and code == 0 and resumed_everywhere and lost == 0 and stale == 0 and divergent == 0
         print(f"result: {'clean' if ok else 'NOT clean'}")
         return 0 if ok else 1
     finally:
@@ -249,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keys", type=int, default=100, help="keys the cycled writes go round")
     p.add_argument("--warmup", type=float, default=8.0, help="seconds of writing (other keys) before measuring")
     p.add_argument("--before", type=float, default=3.0, help="seconds of writing before the cut")
-    p.add_argument("--delay", type=float, default=None, help="seconds from the cut to the failover (default: lease + 1)")
+    p.add_argument("--delay", type=float, default=None,
+                   help="seconds from the cut to the failover (default: lease + 1)")
     p.add_argument("--after", type=float, default=2.0,
                    help="seconds from the failover's end to the heal, and of writing after the heal")
     p.add_argument("--bucket", type=float, default=0.25, help="seconds per row of the timeline")

@@ -99,7 +99,9 @@ class Timeline:
                 shown = [c[f"e{e}"] for e in epochs] + [c["refused"], c["failed"]]
                 cells.append("| " + "".join(f"{n:>4}" if n else f"{'.':>4}" for n in shown))
             notes = said.get(index, [])
-            lines.append(f"{index * self.bucket:>+7.2f} " + " ".join(cells) + " | " + ("; ".join(notes)))
+            lines.append((f"{index * self.bucket:>+7.2f} " + " ".join(cells) + " | " + "; ".join(notes)).rstrip())
+        lines.append(f"per region that sent them, by answer time in {self.bucket * 1e3:g} ms buckets from the cut: "
+                     "eN acknowledged at epoch N, ref refused (503 primary_unreachable), err any other answer")
         return "\n".join(lines)
 
     def _index(self, at: float) -> int:

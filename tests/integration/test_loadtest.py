@@ -9,6 +9,9 @@ import re
 import subprocess
 import sys
 
+from loadtest.partition_timeline import Timeline
+from loadtest.writers import Outcome
+
 
 def test_read_bench_runs_and_prints_its_figures():
     proc = subprocess.run(
@@ -124,7 +127,7 @@ def test_partition_bench_shows_no_two_primaries_nothing_lost_and_draws_its_timel
     out = proc.stdout
     # The timeline's rows (per region: acknowledged by epoch, refused, other) and its events.
     assert re.search(r"^\s*\+0\.00 (\|(\s+(\d+|\.)){4} ){3}\| \+0\.00 cut: us-east-1 partitioned", out, re.M), out
-    for event in ("last ack old", "failover", "commit", "writes resumed", "heal"):
+    for event in ("old primary's last ack", "failover", "commit", "writes resumed", "heal"):
         assert re.search(rf"\| .*[+-]\d+\.\d\d {event}", out), f"{event} missing:\n{out}"
     # What the benchmark promises: the old and the new primary never acknowledged at once, and nothing is lost.
     assert re.search(r"^applied as primary by us-east-1\s+\[-[\d.]+, \+[\d.]+\]", out, re.M), out
@@ -133,3 +136,14 @@ def test_partition_bench_shows_no_two_primaries_nothing_lost_and_draws_its_timel
     assert re.search(r"^lost: 0\s+stale: 0\s+divergent: 0", out, re.M) and "result: clean" in out, out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, png.stat()
     assert f"timeline PNG: {png}" in out, out
+
+
+def test_partition_timeline_sees_two_primaries_at_once_and_not_one_after_the_other():
+    def ack(by: str, epoch: int, sent: float, seconds: float) -> Outcome:
+        return Outcome("eu-west-1", "k", {}, sent, seconds, 200, {"applied": True, "version": f"{epoch}.1.{by}"})
+
+    one_then_other = [ack("us-east-1", 1, 0.0, 0.1), ack("us-east-1", 1, 1.0, 0.5), ack("eu-west-1", 2, 1.6, 0.1)]
+    assert Timeline(["eu-west-1"], one_then_other, cut=0.0).overlaps() == []
+    # eu-west-1's first acknowledged write was sent before us-east-1's last one was answered: maybe both at once.
+    overlapping = [*one_then_other, ack("eu-west-1", 2, 1.4, 0.5)]
+    assert Timeline(["eu-west-1"], overlapping, cut=0.0).overlaps() == [("us-east-1", "eu-west-1")]
