@@ -221,7 +221,8 @@ async def run(args: argparse.Namespace) -> int:
         else:
             print(f"writes did NOT resume in {', '.join(r for r in others if r not in after_command)}")
         counts = {r: sum(1 for o in outcomes if o.region == r) for r in REGIONS}
-        kinds = Counter(f"{o.status} {o.body.get('error', {}).get('code')}" for o in outcomes if not o.ok)
+        kinds = Counter(f"{o.status} {o.body.get('error', {}).get('code')}" if not o.ok
+                        else f"200 not applied ({o.body.get('reason')})" for o in outcomes if not o.applied)
         answered_not_ok = ", ".join(f"{n} {k}" for k, n in kinds.most_common()) or "none"
         print(f"writes: {len(outcomes)} sent ({', '.join(f'{r} {n}' for r, n in counts.items())}), "
               f"{len(acknowledged)} acknowledged; not: {answered_not_ok}")

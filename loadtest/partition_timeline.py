@@ -2,8 +2,9 @@
 
 Built from the writers' outcomes (loadtest/writers.py) and the scenario's events, all on ``time.monotonic()``
 and shown relative to the cut. Per region that sent writes and per bucket: the writes acknowledged, split by
-the epoch of the version they got (its token names the epoch and the region that applied it as primary), and
-the writes refused (503 ``primary_unreachable``) or failed otherwise, by the time they were answered.
+the epoch of the version they got (its token names the epoch and the region that applied it as primary), the
+writes refused (503 ``primary_unreachable``), those answered 200 but not applied (``stale_event_time``: the key
+already held a newer write; or ``duplicate``) and those that failed otherwise, by the time they were answered.
 
 ``overlaps`` is the no-overlap check of tests/integration/test_partitions.py: per region that applied writes as
 primary, the interval from the sending of its first acknowledged write to the answer of its last; no two may
@@ -48,7 +49,8 @@ class Timeline:
         return sorted({Version.parse(o.body["version"]).epoch for o in self.outcomes if o.applied})
 
     def buckets(self) -> dict[int, dict[str, Counter[str]]]:
-        """Bucket index (answer time from the cut) -> region -> counts: ``e<epoch>``, ``refused``, ``failed``."""
+        """Bucket index (answer time from the cut) -> region -> counts: ``e<epoch>``, ``refused``, ``not_applied``,
+        ``failed``."""
         counts: dict[int, dict[str, Counter[str]]] = {}
         for o in self.outcomes:
             index = math.floor((o.started + o.seconds - self.cut) / self.bucket)
@@ -57,6 +59,8 @@ class Timeline:
                 cell[f"e{Version.parse(o.body['version']).epoch}"] += 1
             elif o.status == 503 and o.body.get("error", {}).get("code") == REFUSED:
                 cell["refused"] += 1
+            elif o.ok:
+                cell["not_applied"] += 1
             else:
                 cell["failed"] += 1
         return counts
@@ -81,7 +85,7 @@ class Timeline:
 
     def text(self) -> str:
         epochs = self.epochs()
-        columns = [f"e{e}" for e in epochs] + ["ref", "err"]
+        columns = [f"e{e}" for e in epochs] + ["ref", "na", "err"]
         width = 4 * len(columns)
         head = f"{'t (s)':>7} " + " ".join(f"| {r:<{width}}" for r in self.regions) + " | events"
         sub = f"{'':>7} " + " ".join("| " + "".join(f"{c:>4}" for c in columns) for _ in self.regions) + " |"
@@ -96,12 +100,13 @@ class Timeline:
             cells = []
             for r in self.regions:
                 c = counts.get(index, {}).get(r, Counter())
-                shown = [c[f"e{e}"] for e in epochs] + [c["refused"], c["failed"]]
+                shown = [c[f"e{e}"] for e in epochs] + [c["refused"], c["not_applied"], c["failed"]]
                 cells.append("| " + "".join(f"{n:>4}" if n else f"{'.':>4}" for n in shown))
             notes = said.get(index, [])
             lines.append((f"{index * self.bucket:>+7.2f} " + " ".join(cells) + " | " + "; ".join(notes)).rstrip())
         lines.append(f"per region that sent them, by answer time in {self.bucket * 1e3:g} ms buckets from the cut: "
-                     "eN acknowledged at epoch N, ref refused (503 primary_unreachable), err any other answer")
+                     "eN acknowledged at epoch N, ref refused (503 primary_unreachable), na answered 200 but not "
+                     "applied (stale_event_time or duplicate), err any other answer")
         return "\n".join(lines)
 
     def _index(self, at: float) -> int:
@@ -110,7 +115,7 @@ class Timeline:
     # -- picture ---------------------------------------------------------------------------------
 
     def png(self, path: Path) -> None:
-        """The timeline as a PNG: per region, acknowledged writes by epoch up, refused ones down; the events."""
+        """The timeline as a PNG: per region, acknowledged writes by epoch up, the others down; the events."""
         try:
             import matplotlib
         except ImportError as exc:
@@ -130,10 +135,12 @@ class Timeline:
                 ax.bar(xs, ys, width=self.bucket, align="edge", bottom=bottom, color=colours(n),
                        label=f"acknowledged, epoch {epoch}")
                 bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
-            refused = [-counts.get(i, {}).get(region, Counter())["refused"] for i in indexes]
-            failed = [-counts.get(i, {}).get(region, Counter())["failed"] for i in indexes]
-            ax.bar(xs, refused, width=self.bucket, align="edge", color="tab:red", label="refused (503)")
-            ax.bar(xs, failed, width=self.bucket, align="edge", bottom=refused, color="black", label="other error")
+            below = [0] * len(xs)
+            for kind, colour, label in (("refused", "tab:red", "refused (503)"),
+                                        ("not_applied", "silver", "200, not applied"), ("failed", "black", "other error")):
+                ys = [-counts.get(i, {}).get(region, Counter())[kind] for i in indexes]
+                ax.bar(xs, ys, width=self.bucket, align="edge", bottom=below, color=colour, label=label)
+                below = [b + y for b, y in zip(below, ys, strict=True)]
             ax.axhline(0, color="grey", linewidth=0.5)
             ax.set_ylabel(f"{region}\nwrites / {self.bucket:g} s")
             for e in self.events:
@@ -142,7 +149,7 @@ class Timeline:
         for n, e in enumerate(sorted(self.events, key=lambda e: e.at)):
             top.annotate(e.name, (e.at - self.cut, 1.0), xycoords=("data", "axes fraction"),
                          xytext=(2, 4 + 11 * (n % 4)), textcoords="offset points", fontsize=7, rotation=0)
-        axes[0].legend(loc="lower left", fontsize=7, ncols=4)
+        axes[0].legend(loc="lower left", fontsize=7, ncols=5)
         axes[-1].set_xlabel("seconds from the cut of the primary region (answer time)")
         fig.suptitle("partition of the primary region: writes acknowledged and refused per region", y=0.995)
         fig.tight_layout()

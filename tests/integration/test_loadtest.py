@@ -126,7 +126,7 @@ def test_partition_bench_shows_no_two_primaries_nothing_lost_and_draws_its_timel
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     # The timeline's rows (per region: acknowledged by epoch, refused, other) and its events.
-    assert re.search(r"^\s*\+0\.00 (\|(\s+(\d+|\.)){4} ){3}\| \+0\.00 cut: us-east-1 partitioned", out, re.M), out
+    assert re.search(r"^\s*\+0\.00 (\|(\s+(\d+|\.)){5} ){3}\| \+0\.00 cut: us-east-1 partitioned", out, re.M), out
     for event in ("old primary's last ack", "failover", "commit", "writes resumed", "heal"):
         assert re.search(rf"\| .*[+-]\d+\.\d\d {event}", out), f"{event} missing:\n{out}"
     # What the benchmark promises: the old and the new primary never acknowledged at once, and nothing is lost.
