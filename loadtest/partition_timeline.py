@@ -149,9 +149,10 @@ class Timeline:
         for n, e in enumerate(sorted(self.events, key=lambda e: e.at)):
             top.annotate(e.name, (e.at - self.cut, 1.0), xycoords=("data", "axes fraction"),
                          xytext=(2, 4 + 11 * (n % 4)), textcoords="offset points", fontsize=7, rotation=0)
-        axes[0].legend(loc="lower left", fontsize=7, ncols=5)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", fontsize=8, ncols=len(labels), frameon=False)
         axes[-1].set_xlabel("seconds from the cut of the primary region (answer time)")
         fig.suptitle("partition of the primary region: writes acknowledged and refused per region", y=0.995)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.03, 1, 1))  # room for the legend below the axes
         fig.savefig(path, dpi=110)
         plt.close(fig)
