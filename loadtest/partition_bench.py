@@ -28,6 +28,7 @@ import contextlib
 import io
 import itertools
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -96,6 +97,7 @@ def answered(o: Outcome) -> float:
 async def run(args: argparse.Namespace) -> int:
     use_local_credentials()
     tmp = Path(tempfile.mkdtemp(prefix="fgw-partition-bench-"))
+    ok = False
     config = relocated_config(REPO / "config/local.toml", tmp / "local.toml")
     cluster = LocalCluster(str(config), state_dir=tmp / "state")
     try:
@@ -247,6 +249,10 @@ async def run(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     finally:
         await cluster.down()
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # the processes' logs, for finding out why
+            print(f"logs: {tmp / 'state' / 'logs'}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
