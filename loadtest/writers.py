@@ -3,7 +3,8 @@
 Open loop: each region gets ``rate / len(regions)`` writes per second on a fixed
 schedule, each write its own task, so a slow gateway (a held, buffered write)
 does not slow the schedule down — exactly what callers of a real service do.
-Every write has its own idempotency key and a value naming it, and every
+The writes take ``keys`` in turn, round and round (an endless iterator is
+just followed). Every write has its own idempotency key and a value naming it, and every
 outcome is kept: when it started, how long it took, what was answered.
 Only 127.0.0.1 is contacted; ``max_in_flight`` bounds the writes outstanding.
 """
@@ -14,6 +15,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +44,7 @@ class Outcome:
 
 class Writers:
     def __init__(
-        self, urls: dict[str, str], *, view: str, keys: list[str], rate: float, max_in_flight: int = 400,
+        self, urls: dict[str, str], *, view: str, keys: Iterable[str], rate: float, max_in_flight: int = 400,
         timeout: float = 30.0,
     ) -> None:
         self._urls = urls

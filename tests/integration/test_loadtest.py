@@ -9,6 +9,9 @@ import re
 import subprocess
 import sys
 
+from loadtest.partition_timeline import Timeline
+from loadtest.writers import Outcome
+
 
 def test_read_bench_runs_and_prints_its_figures():
     proc = subprocess.run(
@@ -111,3 +114,36 @@ def test_client_bench_runs_and_prints_every_arm_side_by_side():
         assert re.search(rf"^{re.escape(arm)}\s+{callers}\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), out
     for kind, callers in (("sync", 1), ("async", 1), ("async", 4)):
         assert re.search(rf"^client-{kind} over raw-{kind} at {callers} caller\(s\): [+-]\d+ us CPU per call", out, re.M), out
+
+
+def test_partition_bench_shows_no_two_primaries_nothing_lost_and_draws_its_timeline(tmp_path):
+    png = tmp_path / "timeline.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.partition_bench", "--rate", "45", "--keys", "20", "--warmup", "1",
+         "--before", "1", "--delay", "2.3", "--after", "0.5", "--png", str(png)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    # The timeline's rows (per region: acknowledged by epoch, refused, other) and its events.
+    assert re.search(r"^\s*\+0\.00 (\|(\s+(\d+|\.)){5} ){3}\| \+0\.00 cut: us-east-1 partitioned", out, re.M), out
+    for event in ("old primary's last ack", "failover", "commit", "writes resumed", "heal"):
+        assert re.search(rf"\| .*[+-]\d+\.\d\d {event}", out), f"{event} missing:\n{out}"
+    # What the benchmark promises: the old and the new primary never acknowledged at once, and nothing is lost.
+    assert re.search(r"^applied as primary by us-east-1\s+\[-[\d.]+, \+[\d.]+\]", out, re.M), out
+    assert re.search(r"^applied as primary by eu-west-1\s+\[\+[\d.]+, \+[\d.]+\]", out, re.M), out
+    assert "no overlap: yes" in out and "failover: exit 0" in out, out
+    assert re.search(r"^lost: 0\s+stale: 0\s+divergent: 0", out, re.M) and "result: clean" in out, out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, png.stat()
+    assert f"timeline PNG: {png}" in out, out
+
+
+def test_partition_timeline_sees_two_primaries_at_once_and_not_one_after_the_other():
+    def ack(by: str, epoch: int, sent: float, seconds: float) -> Outcome:
+        return Outcome("eu-west-1", "k", {}, sent, seconds, 200, {"applied": True, "version": f"{epoch}.1.{by}"})
+
+    one_then_other = [ack("us-east-1", 1, 0.0, 0.1), ack("us-east-1", 1, 1.0, 0.5), ack("eu-west-1", 2, 1.6, 0.1)]
+    assert Timeline(["eu-west-1"], one_then_other, cut=0.0).overlaps() == []
+    # eu-west-1's first acknowledged write was sent before us-east-1's last one was answered: maybe both at once.
+    overlapping = [*one_then_other, ack("eu-west-1", 2, 1.4, 0.5)]
+    assert Timeline(["eu-west-1"], overlapping, cut=0.0).overlaps() == [("us-east-1", "eu-west-1")]
