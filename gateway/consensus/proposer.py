@@ -228,7 +228,8 @@ class Proposer:
         if silent:
             parts.append("no answer from " + ", ".join(f"{r} ({why})" for r, why in silent.items()))
         text = (f"no majority of the regions answered for {scope} ({len(ok)} of {len(self.acceptors)}, "
-                f"{self.majority} needed; {'; '.join(parts)}): nothing was decided")
+                f"{self.majority} needed; {'; '.join(parts)}): nothing was decided; run it again from a region that "
+                "reaches a majority of the others, or once they are reachable")
         if accepted_by:
             text += (f"; what {', '.join(accepted_by)} accepted may still take effect if a later change finds it, "
                      "so read the rule before editing again")

@@ -108,7 +108,8 @@ async def test_without_a_majority_nothing_is_decided_and_the_refusal_says_what_e
         await proposer(regions).change("default", bump("eu-west-1"))
     assert str(refused.value) == (
         "no majority of the regions answered for default (1 of 3, 2 needed; promised: eu-west-1; no answer from "
-        "us-east-1 (cannot reach us-east-1), ap-southeast-1 (no answer in 0.2s)): nothing was decided")
+        "us-east-1 (cannot reach us-east-1), ap-southeast-1 (no answer in 0.2s)): nothing was decided; run it again from "
+        "a region that reaches a majority of the others, or once they are reachable")
     assert [(await r.slot("default")).value for r in regions.values()] == [None, None, None]
 
 
