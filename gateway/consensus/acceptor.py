@@ -48,12 +48,12 @@ class Acceptor:
 
     def __init__(self, store: Store, table: str, region: str) -> None:
         self.store = store
-        self.table = table
+        self._rules_table = table
         self.region = region
 
     async def prepare(self, scope: str, b: str) -> Answer:
         answer = await self._change(scope, lambda slot: on_prepare(slot, b))
-        item = await self.store.get_item(self.table, {"pk": {"S": RULE_PREFIX + scope}}, consistent=True)
+        item = await self.store.get_item(self._rules_table, {"pk": {"S": RULE_PREFIX + scope}}, consistent=True)
         try:
             replica = None if item is None else parse_rule(item)
         except RuleError:
@@ -83,7 +83,7 @@ class Acceptor:
         return Answer(False, (await self._read(scope))[1])
 
     async def _read(self, scope: str) -> tuple[int | None, Slot]:
-        item = await self.store.get_item(self.table, slot_key(self.region, scope), consistent=True)
+        item = await self.store.get_item(self._rules_table, slot_key(self.region, scope), consistent=True)
         if item is None:
             return None, EMPTY
         text = item.get("value", {}).get("S")
@@ -109,4 +109,4 @@ class Acceptor:
             condition = Condition("attribute_not_exists(pk)")
         else:
             condition = Condition("#rev = :rev", {"#rev": "rev"}, {":rev": {"N": str(rev)}})
-        await self.store.put_item(self.table, item, condition=condition)
+        await self.store.put_item(self._rules_table, item, condition=condition)

@@ -75,13 +75,24 @@ class GatewayProcess:
             if self._proc.poll() is not None:
                 raise GatewayProcessError(
                     f"gateway exited with code {self._proc.returncode} before it was ready"
-                    + (f"; see {self.log_path}" if self.log_path else "")
+                    + (f"; see {self.log_path}; it ended with: {self._last_words()}" if self.log_path else "")
                 )
             if self.answers(wait_for):
                 return self
             time.sleep(0.05)
         self.stop()
         raise GatewayProcessError(f"gateway at {self.url} was not ready within {timeout:.0f}s")
+
+    def _last_words(self, lines: int = 5) -> str:
+        """The end of the gateway's log (its reason for exiting), for the error; logs of temporary runs vanish."""
+        try:
+            with open(self.log_path, "rb") as log:  # type: ignore[arg-type]
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 4096))
+                tail = log.read().decode(errors="replace").strip().splitlines()[-lines:]
+        except OSError as exc:
+            return f"(unreadable: {exc})"
+        return " | ".join(tail) or "(nothing)"
 
     def answers(self, path: str = "/readyz") -> bool:
         try:

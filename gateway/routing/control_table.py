@@ -249,7 +249,7 @@ class ControlTable:
         values = {":b": {"S": decision.ballot}}
         older = "attribute_not_exists(#ballot) OR #ballot < :b"
 
-        async def one(region: str, store: Store) -> bool:
+        async def publish_in(region: str, store: Store) -> bool:
             value = decision.value
             try:
                 if isinstance(value, Deleted):
@@ -270,7 +270,7 @@ class ControlTable:
 
         majority = len(self._replicas) // 2 + 1
         written = await gather_until(
-            {region: one(region, store) for region, store in self._replicas.items()},
+            {region: publish_in(region, store) for region, store in self._replicas.items()},
             lambda done: sum(1 for ok in done.values() if ok is True) >= majority, PUBLISH_TIMEOUT,
         )
         for region in (r for r, ok in written.items() if isinstance(ok, str)):

@@ -442,7 +442,12 @@ TABLE_ARGUMENTS = {
     "self._table": "members", "self.members_table": "members",
 }
 #: Store calls of the serving code that only the operator CLI reaches (``gatewayctl rules delete``).
-CLI_ONLY = {("gateway/routing/control_table.py", "delete", "delete_item")}
+CLI_ONLY = {
+    ("gateway/routing/control_table.py", "delete", "delete_item"),
+    # A decided delete, written to each replica: only `gatewayctl rules delete` decides one (no scheduler deletes).
+    ("gateway/routing/control_table.py", "_publish", "delete_item"),
+    ("gateway/routing/control_table.py", "publish_in", "delete_item"),
+}
 
 
 def store_calls() -> set[tuple[str, str, str]]:
