@@ -161,7 +161,7 @@ def check_attribute(attr: Any, path: str, depth: int = 0) -> dict[str, Any]:
 def _check_number(text: str, path: str) -> str:
     number = Decimal(text)
     if number:
-        magnitude = abs(number)
+        magnitude = number.copy_abs()  # not abs(): it rounds to the context's 28 digits (9.99…E+125 to 1E+126)
         if magnitude > MAX_MAGNITUDE or magnitude < MIN_MAGNITUDE:
             raise RequestError(
                 f"Feature {path!r} is {text}, outside DynamoDB's number range (1E-130 to 9.99E+125 in magnitude)."

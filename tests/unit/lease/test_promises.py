@@ -34,3 +34,9 @@ def test_release_ends_only_the_holders_own_promise():
     held = Promise("us-east-1", 3, NOW + 500)
     assert release(held, "us-east-1", 3) is None and release(held, "us-east-1", 4) is None
     assert release(held, "eu-west-1", 3) == held and release(held, "us-east-1", 2) == held and release(None, "x", 1) is None
+
+
+def test_a_refusal_for_another_regions_live_promise_says_how_long_it_has_left():
+    held = Promise("us-east-1", 3, NOW + 500)
+    refused = grant(held, "eu-west-1", 3, None, NOW + 100, LEASE, DRIFT)
+    assert refused == "promised to us-east-1 (epoch 3) for 400 ms more"

@@ -1,10 +1,12 @@
 """Concurrent reads coalesced into BatchGetItem, each answered once, by its own deadline (gateway/store/read_coalescer.py)."""
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway import deadlines
+from gateway.config import Config
 from gateway.errors import StoreThrottled, StoreUnavailable
 from gateway.store.credentials import CredentialSource
 from gateway.store.lean import LeanStore
@@ -29,6 +31,21 @@ class GatedTransport:
             return await self.db.call(operation, payload)
         finally:
             self.in_flight -= 1
+
+
+@pytest.fixture(autouse=True)
+async def loop_errors() -> AsyncIterator[None]:
+    """Fail a test in which the event loop reported an error: the coalescer's flushes and lane timers run as loop
+    callbacks, so a flush that raises is only logged, and the reads it should have sent wait for their deadline."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+    assert not reported, [f"{c.get('message')}: {c.get('exception')!r}" for c in reported]
 
 
 def item(key: str) -> dict:
@@ -251,4 +268,99 @@ async def test_a_batch_runs_under_the_latest_deadline_of_its_reads(timeouts, exp
     await asyncio.gather(*(read(f"k{i}", t) for i, t in enumerate(timeouts)))
     assert len(store.remaining) == 1
     assert store.remaining[0] == expected
+    await reads.close()
+
+
+class HeldStore:
+    """A store whose every call waits until the test answers it: ``calls`` holds each call's keys and its answer."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], asyncio.Future[list]]] = []
+
+    async def _call(self, keys: list[str]) -> list:
+        answer: asyncio.Future[list] = asyncio.get_running_loop().create_future()
+        self.calls.append((keys, answer))
+        return await answer
+
+    async def get_item(self, table, key, *, consistent=False, projection=None):
+        (found,) = await self._call([key["pk"]["S"]])
+        return found
+
+    async def batch_get_item(self, table, keys, *, consistent=False, projection=None):
+        return await self._call([k["pk"]["S"] for k in keys])
+
+    def answer(self, call: int) -> None:
+        keys, answer = self.calls[call]
+        answer.set_result([item(k) for k in keys])
+
+    def sent(self) -> list[list[str]]:
+        return [keys for keys, _ in self.calls]
+
+
+async def test_a_coalescer_built_without_settings_has_the_documented_lanes():
+    # README: gateway.read_max_in_flight 4, gateway.read_lane_after 0.002 s; a coalescer built without them agrees.
+    clock = FakeClock()
+    store = HeldStore()
+    reads = ReadCoalescer(store, clock=clock)
+    defaults = Config(region="us-east-1")
+    tasks = [asyncio.create_task(reads.get("tbl", "pk", "k0", False))]
+    await settle()
+    for lane in range(2, defaults.read_max_in_flight + 2):
+        tasks.append(asyncio.create_task(reads.get("tbl", "pk", f"young{lane}", False)))
+        await settle()
+        assert len(store.calls) == lane - 1  # every open lane is younger than lane_after: the read waits
+        clock.advance(defaults.read_lane_after)
+        tasks.append(asyncio.create_task(reads.get("tbl", "pk", f"old{lane}", False)))
+        await settle()
+        assert len(store.calls) == min(lane, defaults.read_max_in_flight)
+    for call in range(len(store.calls)):
+        store.answer(call)
+    await settle()
+    assert store.sent()[-1] == ["young5", "old5"]  # the fifth lane never opened: its reads rode the first to return
+    store.answer(len(store.calls) - 1)
+    keys = ["k0"] + [f"{age}{lane}" for lane in range(2, 6) for age in ("young", "old")]
+    assert [await t for t in tasks] == [item(k) for k in keys]
+    await reads.close()
+
+
+async def test_a_coalescer_that_could_never_send_a_read_is_refused_when_built():
+    with pytest.raises(AssertionError):
+        ReadCoalescer(HeldStore(), max_in_flight=0)
+    with pytest.raises(AssertionError):
+        ReadCoalescer(HeldStore(), lane_after=-1.0)
+
+
+async def test_the_in_flight_bound_holds_after_calls_come_back():
+    store = HeldStore()
+    reads = ReadCoalescer(store, max_in_flight=1, lane_after=0.0)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    store.answer(0)
+    assert await first == item("k0")
+    second = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    await settle()
+    third = asyncio.create_task(reads.get("tbl", "pk", "k2", False))
+    await settle()
+    assert store.sent() == [["k0"], ["k1"]]  # one lane: k2 waits for k1's call
+    store.answer(1)
+    await settle()
+    store.answer(2)
+    assert [await second, await third] == [item("k1"), item("k2")]
+    assert store.sent() == [["k0"], ["k1"], ["k2"]]
+    await reads.close()
+
+
+async def test_reads_queued_in_the_turn_a_call_comes_back_go_out_together():
+    store = HeldStore()
+    reads = ReadCoalescer(store, max_in_flight=1, lane_after=0.0)
+    first = asyncio.create_task(reads.get("tbl", "pk", "k0", False))
+    await settle()
+    # In one turn of the loop: k1 queues, k0's answer comes back, k2 queues. The flush k1 scheduled sends both.
+    second = asyncio.create_task(reads.get("tbl", "pk", "k1", False))
+    store.answer(0)
+    third = asyncio.create_task(reads.get("tbl", "pk", "k2", False))
+    await settle()
+    assert store.sent() == [["k0"], ["k1", "k2"]]
+    store.answer(1)
+    assert [await first, await second, await third] == [item("k0"), item("k1"), item("k2")]
     await reads.close()
