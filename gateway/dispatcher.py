@@ -55,7 +55,9 @@ from gateway.features.items import (
     Version,
     features_of,
     key_of,
+    lost_the_race,
     not_applied_reason,
+    put_condition,
     put_item,
     token_of,
     version_of,
@@ -75,6 +77,8 @@ from gateway.switch.write_buffer import WriteBuffer
 
 #: Seconds of a request's deadline kept for answering when it waited for a lease in vain.
 LEASE_WAIT_MARGIN = 0.1
+#: Stamps a put tries when writes of its key keep landing first with later ones (each retry stamps above them).
+STAMP_ATTEMPTS = 3
 
 #: Pause before the third and later routing attempts: the rule may still be replicating to the peer.
 REROUTE_BACKOFF = 0.05
@@ -459,7 +463,19 @@ class Dispatcher:
                 if old is None:
                     return _answer(False, None, primary, reason="not_found")
             else:
-                await self._store.put_item(view.table, put_item(record, stamp), condition=write_condition(record))
+                for _ in range(STAMP_ATTEMPTS):
+                    try:
+                        await self._store.put_item(view.table, put_item(record, stamp), condition=put_condition(record, stamp))
+                        break
+                    except ConditionFailed as refused:
+                        above = lost_the_race(record, stamp, refused.old_item)
+                        if above is None:
+                            raise
+                        # A write of the same key landed first with a later stamp: stamp above it and try again.
+                        stamp = Stamp(max(self._clock.wall_us(), above + 1), stamp.region, stamp.epoch)
+                else:
+                    raise PrimaryUnreachable(f"Writes of key {record.key[:64]!r} kept racing this one; retry with the "
+                                             "same Idempotency-Key.")
         except ConditionFailed as refused:
             stored = refused.old_item
             return _answer(False, token_of(stored) if stored else None, primary, reason=not_applied_reason(record, stored))

@@ -71,6 +71,37 @@ def write_condition(record: WriteRecord) -> Condition:
     )
 
 
+#: Within one epoch, a put lands only over an older stamp: of two writes of one key racing at the primary, the one
+#: DynamoDB applies last must carry the later version, or the version a caller was given would go back, and
+#: replication (last writer wins by version) would keep the one the primary overwrote. Across epochs nothing is
+#: added: a key may fall back to a rule of a lower epoch (its scope deleted), and leases keep epochs apart.
+VERSION_CONDITION = "(attribute_not_exists(#ts) OR attribute_not_exists(#ep) OR #ep <> :ep OR #ts < :ts)"
+
+
+def put_condition(record: WriteRecord, stamp: Stamp) -> Condition:
+    """``write_condition`` and the version order, for a put stamped ``stamp``."""
+    return Condition(
+        f"{WRITE_CONDITION} AND {VERSION_CONDITION}",
+        {**_CONDITION_NAMES, "#ts": "_ts", "#ep": "_epoch"},
+        {":ets": {"N": str(record.event_ms)}, ":req": {"S": record.idempotency_key},
+         ":ep": {"N": str(stamp.epoch)}, ":ts": {"N": str(stamp.ts)}},
+    )
+
+
+def lost_the_race(record: WriteRecord, stamp: Stamp, stored: dict[str, dict[str, Any]] | None) -> int | None:
+    """When a put was refused only for the version order (a concurrent write of the key landed first with a later
+    stamp), the stored ``_ts`` to stamp above; ``None`` when it was refused for its event time or its key."""
+    if stored is None or stored.get("_req", {}).get("S") == record.idempotency_key:
+        return None
+    event = stored.get("_event_ts")
+    if event is not None and int(event["N"]) > record.event_ms:
+        return None
+    epoch, ts = stored.get("_epoch"), stored.get("_ts")
+    if ts is None or (int(epoch["N"]) if epoch else 0) != stamp.epoch:
+        return None
+    return int(ts["N"])
+
+
 def key_of(view_key_attribute: str, key: str) -> dict[str, dict[str, Any]]:
     return {view_key_attribute: {"S": key}}
 

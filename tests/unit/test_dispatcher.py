@@ -819,3 +819,21 @@ async def test_a_write_waiting_for_a_lease_goes_to_the_new_primary_once_this_reg
     answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "idem-1", 0))
     assert answer == {"applied": True, "version": "5.5.us-east-1", "primary": "us-east-1", "forwarded": True}
     assert store.items == {}  # nothing applied here, as the old primary
+
+
+async def test_a_write_that_loses_a_race_to_a_later_stamp_is_stamped_above_it_so_versions_follow_the_apply_order():
+    """Two writes of one key at the primary: the one DynamoDB applies last carries the later version, or a caller's
+    version would go back and replication (last writer wins by version) would keep the overwritten write."""
+    store = ConditionalStore()
+    dispatcher, clock = make_dispatcher(store)
+    first = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    landed_first = store.items["k"]
+    later = int(landed_first["_ts"]["N"]) + 500  # a concurrent write, stamped later, landed before ours
+    store.items["k"] = {**landed_first, "_ts": {"N": str(later)}, "_req": {"S": "r-other"}}
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 2}, 1000, "r2", 0))  # same event time: it may win
+    assert answer["applied"] is True and Version.parse(answer["version"]).ts == later + 1
+    assert store.items["k"]["a"] == {"N": "2"} and store.items["k"]["_ts"] == {"N": str(later + 1)}
+    assert Version.parse(answer["version"]) > Version.parse(first["version"])
+    # A write with an older event time is still refused for it, not re-stamped.
+    refused = await dispatcher.write(write_record(VIEW, "k", {"a": 3}, 999, "r3", 0))
+    assert refused["applied"] is False and refused["reason"] == "stale_event_time"
