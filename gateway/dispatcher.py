@@ -300,12 +300,7 @@ class Dispatcher:
                     try:
                         return await self.apply(record, rule)
                     except NotPrimary as moved:  # the rule moved on while the write waited for a lease: route again
-                        refusals += 1
-                        if refusals >= self._config.routing.max_attempts:
-                            raise PrimaryUnreachable(
-                                f"The primary of {view.name!r} kept moving during {refusals} attempts "
-                                f"(last: {moved.message}); retry shortly."
-                            ) from None
+                        refusals = self._refused(view.name, refusals, moved)
                         continue
                 if route is Route.SWITCHING:
                     if slot is not None:  # drained, but the scope switches again: wait for that one too
@@ -317,16 +312,20 @@ class Dispatcher:
                 try:
                     return (await self._forward(rule, [record]))[0]
                 except NotPrimary as refused:
-                    refusals += 1
-                    if refusals >= self._config.routing.max_attempts:
-                        raise PrimaryUnreachable(
-                            f"The primary of {view.name!r} kept moving during {refusals} attempts "
-                            f"(last: {refused.message}); retry shortly."
-                        ) from None
+                    refusals = self._refused(view.name, refusals, refused)
                     await self._reroute(refused, refusals)
         finally:
             if slot is not None:
                 slot.release()
+
+    def _refused(self, view: str, refusals: int, refused: NotPrimary) -> int:
+        """One more ``not_primary``; past ``routing.max_attempts`` the write gives up (503, retry shortly)."""
+        refusals += 1
+        if refusals >= self._config.routing.max_attempts:
+            raise PrimaryUnreachable(
+                f"The primary of {view!r} kept moving during {refusals} attempts (last: {refused.message}); retry shortly."
+            ) from None
+        return refusals
 
     async def write_many(self, records: list[WriteRecord]) -> list[dict[str, Any]]:
         """Each record is routed and answered on its own (BatchWriteItem takes no conditions); answers in order."""

@@ -48,7 +48,7 @@ from gateway.local.cluster import LocalCluster, relocated_config, use_local_cred
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from loadtest.partition_timeline import Timeline
 from loadtest.stats import percentile
-from loadtest.writers import Outcome, Writers
+from loadtest.writers import Outcome, Writers, warm_up
 from tests.support.cluster_http import converge, obeyed_everywhere, state_of, url
 from tests.support.convergence import Write, check, lost_count
 
@@ -117,13 +117,7 @@ async def run(args: argparse.Namespace) -> int:
         # Warm the JVMs, gateways and peer connections at the same rate first (a cold DynamoDB Local answers in
         # hundreds of milliseconds), then let replication settle.
         print(f"warming up for {args.warmup:g}s ...", flush=True)
-        warm = Writers(urls, view="items", keys=[f"warm-{i}" for i in range(50)], rate=args.rate)
-        warmed = asyncio.Event()
-        warming = asyncio.create_task(warm.run(warmed))
-        await asyncio.sleep(args.warmup)
-        warmed.set()
-        await warming
-        await cluster.emulator.wait_idle(60)
+        await warm_up(urls, args.rate, args.warmup, cluster.emulator)
 
         writers = Writers(urls, view="items", keys=scope_keys(prefix, args.keys), rate=args.rate)
         stop = asyncio.Event()

@@ -35,7 +35,7 @@ from gateway.routing.control_table import ControlTableError
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from gateway.switch.coordinator import SwitchError
 from loadtest.stats import percentile
-from loadtest.writers import Writers
+from loadtest.writers import Writers, warm_up
 from tests.support.cluster_http import obeyed_everywhere, state_of, url
 from tests.support.convergence import Write, check, lost_count
 
@@ -71,14 +71,7 @@ async def run(args: argparse.Namespace) -> int:
         # Warm the JVMs, gateways and peer connections at the same rate first (a cold DynamoDB Local answers
         # in hundreds of milliseconds), then let replication settle.
         print(f"warming up for {args.warmup:g}s ...", flush=True)
-        warm = Writers({r: url(cluster, r) for r in REGIONS}, view="items", keys=[f"warm-{i}" for i in range(50)],
-                       rate=args.rate)
-        warmed = asyncio.Event()
-        warming = asyncio.create_task(warm.run(warmed))
-        await asyncio.sleep(args.warmup)
-        warmed.set()
-        await warming
-        await cluster.emulator.wait_idle(60)
+        await warm_up({r: url(cluster, r) for r in REGIONS}, args.rate, args.warmup, cluster.emulator)
         for s in REGIONS:
             for t in REGIONS:
                 if s != t:

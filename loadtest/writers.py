@@ -104,3 +104,15 @@ class Writers:
     def acknowledged(self) -> list[tuple[str, dict[str, Any], str]]:
         """(key, value, version) of every applied write."""
         return [(o.key, o.value, o.body["version"]) for o in self.outcomes if o.applied]
+
+
+async def warm_up(urls: dict[str, str], rate: float, seconds: float, emulator: Any) -> None:
+    """Write ``rate``/s to 50 warm-up keys for ``seconds``, then wait for replication to settle: a cold DynamoDB Local
+    answers in hundreds of milliseconds, and the first forward of each region opens its peer connections."""
+    warm = Writers(urls, view="items", keys=[f"warm-{i}" for i in range(50)], rate=rate)
+    warmed = asyncio.Event()
+    warming = asyncio.create_task(warm.run(warmed))
+    await asyncio.sleep(seconds)
+    warmed.set()
+    await warming
+    await emulator.wait_idle(60)
