@@ -310,7 +310,7 @@ _SCHEMAS: dict[str, Any] = {
     "List": {"type": "array", "items": _ref("Value")},
     "Value": {
         "description": "A feature value, stored as a native DynamoDB attribute and read back equal "
-        f"(nesting at most {MAX_DEPTH} levels).",
+        f"(at most {MAX_DEPTH} lists and maps one inside the other).",
         "anyOf": [{"type": "string"}, {"type": "boolean"}, {"type": "null"}, _ref("Number"), _ref("List"), _ref("Map")],
     },
     "EventTime": {

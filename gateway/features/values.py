@@ -30,8 +30,10 @@ import orjson
 
 from gateway.errors import RequestError
 
-#: DynamoDB's nesting limit for documents.
-MAX_DEPTH = 32
+#: Lists and maps inside one feature value. DynamoDB's documents nest 32 levels counting the item's own attribute,
+#: so a value holds at most 31 containers one inside the other: DynamoDB (Local) refuses a 32nd with a
+#: ValidationException (tests/integration/test_api.py stores 31 and is refused 32).
+MAX_DEPTH = 31
 #: DynamoDB numbers: up to 38 significant digits, magnitude between 1E-130 and 9.9999…E+125.
 MAX_MAGNITUDE = Decimal("9.9999999999999999999999999999999999999E+125")
 MIN_MAGNITUDE = Decimal("1E-130")
@@ -106,7 +108,7 @@ def to_attribute(value: Any, path: str = "", depth: int = 0) -> dict[str, Any]:
             "as sent. Send an integer within ±9223372036854775807, a float64 value, or a string."
         )
     if depth >= MAX_DEPTH:
-        raise RequestError(f"Feature {path!r} nests deeper than {MAX_DEPTH} levels, DynamoDB's limit.")
+        raise RequestError(f"Feature {path!r} nests lists and maps more than {MAX_DEPTH} deep, DynamoDB's limit.")
     if isinstance(value, list):
         return {"L": [to_attribute(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]}
     if isinstance(value, dict):
@@ -146,7 +148,7 @@ def check_attribute(attr: Any, path: str, depth: int = 0) -> dict[str, Any]:
     if tag == "NULL" and raw is True:
         return attr
     if tag in ("L", "M") and depth >= MAX_DEPTH:
-        raise RequestError(f"Feature {path!r} nests deeper than {MAX_DEPTH} levels, DynamoDB's limit.")
+        raise RequestError(f"Feature {path!r} nests lists and maps more than {MAX_DEPTH} deep, DynamoDB's limit.")
     if tag == "L" and isinstance(raw, list):
         for i, item in enumerate(raw):
             check_attribute(item, f"{path}[{i}]", depth + 1)

@@ -44,7 +44,7 @@ from gateway.store.base import (
     projection_expression,
     write_payload,
 )
-from gateway.store.transport import store_error, table_of
+from gateway.store.transport import sentence, store_error, table_of
 
 
 def _item_to_botocore(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,11 +167,11 @@ class BotocoreStore:
             ) from exc
         except ParamValidationError as exc:
             # botocore checks types before sending; DynamoDB answers the same request with a ValidationException.
-            raise StoreValidation(f"DynamoDB {operation} on table {table_of(payload)!r} was rejected as invalid: {exc}") from exc
+            raise StoreValidation(sentence(f"DynamoDB {operation} on table {table_of(payload)!r} was rejected as invalid: {exc}")) from exc
         except (ReadTimeoutError, ConnectTimeoutError) as exc:
-            raise StoreTimeout(f"DynamoDB {operation} on table {table_of(payload)!r} timed out: {exc}") from exc
+            raise StoreTimeout(sentence(f"DynamoDB {operation} on table {table_of(payload)!r} timed out: {exc}")) from exc
         except (EndpointConnectionError, HTTPClientError, NoCredentialsError) as exc:
-            raise StoreUnavailable(f"DynamoDB {operation} on table {table_of(payload)!r} failed: {exc}") from exc
+            raise StoreUnavailable(sentence(f"DynamoDB {operation} on table {table_of(payload)!r} failed: {exc}")) from exc
 
     async def get_item(
         self, table: str, key: Item, *, consistent: bool = False, projection: Sequence[str] | None = None
@@ -316,7 +316,7 @@ class BotocoreStore:
             # botocore's default polls every 20 s; tables are usually ready within seconds.
             await waiter.wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
         except Exception as exc:  # botocore.exceptions.WaiterError and its causes
-            raise StoreUnavailable(f"DynamoDB table {table!r} did not reach the expected state: {exc}") from exc
+            raise StoreUnavailable(sentence(f"DynamoDB table {table!r} did not reach the expected state: {exc}")) from exc
 
 
 def _snake(operation: str) -> str:

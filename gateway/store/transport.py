@@ -58,6 +58,12 @@ def table_of(payload: dict[str, Any]) -> str:
     return table
 
 
+def sentence(text: str) -> str:
+    """``text`` ending as a sentence: DynamoDB's messages mostly have no full stop, and every gateway error is one."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
 def store_error(
     operation: str, table: str, status: int, error_type: str, message: str, item: dict[str, Any] | None = None
 ) -> BaseException:
@@ -70,17 +76,17 @@ def store_error(
     if error_type == "ResourceNotFoundException":
         return TableNotFound(
             f"{where} failed: the table does not exist in this region (or is not ACTIVE); create it or fix the "
-            f"view's table name. DynamoDB said: {message}"
+            f"view's table name. DynamoDB said: {sentence(message)}"
         )
     if error_type in ("ValidationException", "SerializationException"):
         if message.startswith(ITEM_TOO_LARGE):
             return ItemTooLarge(f"{where} refused the item: DynamoDB items are limited to 400 KB ({message}).")
-        return StoreValidation(f"{where} was rejected as invalid: {message}")
+        return StoreValidation(sentence(f"{where} was rejected as invalid: {message}"))
     if error_type in UNAVAILABLE or status >= 500:
-        return StoreUnavailable(f"{where} failed with HTTP {status} {error_type or 'error'}: {message or 'no message'}")
+        return StoreUnavailable(sentence(f"{where} failed with HTTP {status} {error_type or 'error'}: {message or 'no message'}"))
     if error_type in EXPIRED_CREDENTIALS:
         return StoreUnavailable(f"{where} was refused because the credentials expired ({message}); they will be refreshed.")
-    return StoreError(f"{where} failed with HTTP {status} {error_type or 'error'}: {message or 'no message'}")
+    return StoreError(sentence(f"{where} failed with HTTP {status} {error_type or 'error'}: {message or 'no message'}"))
 
 
 def error_from_body(operation: str, payload: dict[str, Any], status: int, raw: bytes) -> BaseException:

@@ -196,6 +196,33 @@ async def test_key_of_2048_bytes_works_and_2049_is_refused(http, gateway):
     assert_error(status, body, 400, "key_too_long")
 
 
+LEVELS = 31
+
+
+def nested(kind, levels):
+    """A value ``levels`` containers deep (lists or maps), holding 1 at the bottom."""
+    value = 1
+    for _ in range(levels):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["list", "map"])
+async def test_a_value_nested_32_levels_deep_round_trips_and_33_is_refused(http, gateway, kind):
+    # DynamoDB nests documents 32 levels deep counting the item, so 31 lists or maps in a feature: the deepest value
+    # it stores must read back as sent, and one level more must be the gateway's own 400, before DynamoDB is called.
+    key = unique()
+    status, body, _ = await put(http, gateway, "items", key, {"deep": nested(kind, LEVELS)})
+    assert status == 200 and body["applied"], body
+    status, body, _ = await get(http, gateway, "items", key)
+    assert status == 200 and body["features"] == {"deep": nested(kind, LEVELS)}, body
+    status, body, _ = await put(http, gateway, "items", key, {"deep": nested(kind, LEVELS + 1)})
+    assert_error(status, body, 400, "invalid_request")
+    assert "nests lists and maps more than 31 deep" in body["error"]["message"]
+    status, body, _ = await get(http, gateway, "items", key)
+    assert body["features"] == {"deep": nested(kind, LEVELS)}, body
+
+
 async def test_keys_with_slashes_and_unicode(http, gateway):
     key = f"tenant/ü/{unique()}"
     status, _, _ = await put(http, gateway, "items", key.replace("/", "%2F"), {"v": 1})

@@ -19,8 +19,8 @@ from typing import Any
 from feature_gateway_client.errors import InvalidRequest
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-#: The gateway's nesting limit for lists and maps.
-MAX_DEPTH = 32
+#: The gateway's nesting limit: lists and maps one inside the other (DynamoDB's 32 levels, counting the item).
+MAX_DEPTH = 31
 
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 loads = json.loads

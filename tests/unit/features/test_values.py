@@ -72,10 +72,10 @@ def test_non_finite_refused():
 
 def test_nesting_limit():
     ok = 1
-    for _ in range(32):
+    for _ in range(31):
         ok = [ok]
     to_attribute(ok, "f")
-    with pytest.raises(RequestError, match="deeper than 32"):
+    with pytest.raises(RequestError, match="nests lists and maps more than 31 deep"):
         to_attribute([ok], "f")
 
 
@@ -210,12 +210,12 @@ def test_a_malformed_attribute_value_is_refused_naming_where_it_is(attr, message
 
 
 @pytest.mark.parametrize("tag", ["L", "M"])
-def test_attribute_values_nest_at_most_32_levels(tag):
+def test_attribute_values_nest_at_most_31_lists_and_maps(tag):
     attr: dict = {"S": "a"}
-    for _ in range(32):
+    for _ in range(31):
         attr = {"L": [attr]} if tag == "L" else {"M": {"k": attr}}
     assert check_attribute(attr, "f") is attr
-    with pytest.raises(RequestError, match="nests deeper than 32 levels, DynamoDB's limit"):
+    with pytest.raises(RequestError, match="nests lists and maps more than 31 deep, DynamoDB's limit"):
         check_attribute({"L": [attr]} if tag == "L" else {"M": {"k": attr}}, "f")
 
 

@@ -101,6 +101,8 @@ async def test_error_types_map_to_the_error_tree(
 
     assert type(raised.value) is expected
     assert "GetItem" in raised.value.message and "'features'" in raised.value.message
+    # DynamoDB's own words end without a full stop; what the gateway answers is a sentence a person can act on.
+    assert raised.value.message.endswith(".")
     assert len(fake.requests) == (2 if expected(message).retryable else 1)
 
 
