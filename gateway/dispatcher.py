@@ -357,13 +357,15 @@ class Dispatcher:
         except GatewayError:
             self._metrics.forwarded(primary, "error")
             raise
-        self._metrics.forwarded(primary, "ok")
         results = answer["results"]
         for result in results:
             result["forwarded"] = True
             if "error" in result:
-                raise _peer_record_error(result["error"])
+                error = _peer_record_error(result["error"], result.get("rule"))
+                self._metrics.forwarded(primary, "not_primary" if isinstance(error, NotPrimary) else "ok")
+                raise error
             result.pop("key", None)
+        self._metrics.forwarded(primary, "ok")
         return results
 
     async def accept_forwarded(self, view: ViewConfig, scope: str, epoch: int, records: list[WriteRecord]) -> list[dict[str, Any]]:
@@ -486,6 +488,9 @@ class Dispatcher:
             error = {"code": answer.code, "message": answer.message, "retryable": answer.retryable}
             if with_status:  # a peer's record error keeps its status when the origin passes it on
                 error["status"] = answer.status
+                if isinstance(answer, NotPrimary) and answer.rule is not None:
+                    # Deposed while the write waited for a lease: the origin routes it again by this rule.
+                    return {"key": record.key, "error": error, "rule": answer.rule}
             return {"key": record.key, "error": error}
         if isinstance(answer, BaseException):
             raise answer
@@ -514,10 +519,13 @@ def _reached(item: dict[str, Any] | None, wanted: Version) -> bool:
     return version is not None and version >= wanted
 
 
-def _peer_record_error(error: Any) -> GatewayError:
-    """A record error in a peer's answer, as the error the origin answers with (same status and code)."""
+def _peer_record_error(error: Any, rule: Any = None) -> GatewayError:
+    """A record error in a peer's answer, as the error the origin answers with (same status and code); but
+    ``not_primary`` (the primary was deposed while the write waited) is a re-route, never a caller's answer."""
     if not isinstance(error, dict):
         return PeerError(502, "upstream_error", "A peer gateway answered a malformed record result.", True)
+    if error.get("code") == NotPrimary.code:
+        return NotPrimary(str(error.get("message", "")), rule=rule if isinstance(rule, dict) else None)
     status = error.get("status")
     retryable = bool(error.get("retryable"))
     return PeerError(

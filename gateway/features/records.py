@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway.config import MAX_FEATURE_NAME_BYTES, ViewConfig
@@ -42,6 +42,8 @@ EVENT_TIME_PATTERN = (
 #: An event time in a query string (``DELETE ?event_time=``): epoch milliseconds in ASCII digits, or the above.
 EPOCH_MS_PATTERN = r"^[0-9]{1,15}$(?!\n)"
 _EVENT_TIME = re.compile(EVENT_TIME_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
 _EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
 
 _TYPE_CHECKS: dict[str, Any] = {
@@ -141,7 +143,10 @@ def parse_event_time(value: Any, now_ms: int) -> int:
                 f"event_time {value[:64]!r} is not an RFC 3339 time from 1970 to 9999 with its time zone "
                 "(e.g. 2026-01-31T12:00:00Z), nor epoch milliseconds."
             ) from None
-        ms = int(parsed.astimezone(timezone.utc).timestamp() * 1000)
+        # Exact: the difference of two aware datetimes is integer arithmetic (timestamp() is a float, a millisecond
+        # short for a tenth of the years up to 9999), and it never builds a datetime past 9999 (astimezone would:
+        # 9999-12-31T23:59:59-00:01 is in the year 10000).
+        ms = (parsed - _EPOCH) // _MILLISECOND
         if not 0 <= ms <= MAX_EVENT_MS:  # 1970-01-01T00:30+01:00 is in 1969
             raise RequestError(f"event_time {value!r} is not between 1970 and 9999.")
         return ms

@@ -23,6 +23,7 @@ from gateway.errors import (
 from gateway.features.items import Version
 from gateway.features.records import delete_record, write_record
 from gateway.obs.metrics import Metrics
+from gateway.peer.client import MAY_HAVE_LANDED
 from gateway.routing.rules import ANY_REGION, DEFAULT_SCOPE, SINGLE_PRIMARY, SWITCHING, Rule
 from gateway.store.read_coalescer import ReadCoalescer
 from gateway.switch.fence import AckLog
@@ -114,9 +115,11 @@ async def test_refusals_name_their_reason_and_the_stored_version():
 
 async def test_the_write_condition_orders_by_event_time_and_refuses_a_replayed_idempotency_key():
     store = ConditionalStore()
-    dispatcher, _ = make_dispatcher(store)
+    dispatcher, clock = make_dispatcher(store)
     first = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    clock.advance(0.001)  # the retry is stamped later, so only the idempotency clause can refuse it
     replay = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))  # a client retry
+    clock.advance(0.001)
     assert first["applied"] and (replay["applied"], replay["reason"]) == (False, "duplicate")
     tie = await dispatcher.write(write_record(VIEW, "k", {"a": 2}, 1000, "r2", 0))  # same event time: applied
     newer = await dispatcher.write(write_record(VIEW, "k", {"a": 3}, 1001, "r3", 0))
@@ -837,3 +840,156 @@ async def test_a_write_that_loses_a_race_to_a_later_stamp_is_stamped_above_it_so
     # A write with an older event time is still refused for it, not re-stamped.
     refused = await dispatcher.write(write_record(VIEW, "k", {"a": 3}, 999, "r3", 0))
     assert refused["applied"] is False and refused["reason"] == "stale_event_time"
+
+
+class Leases:
+    """The lease keeper's two questions, answered for one (scope, epoch) only: a check of another scope or epoch
+    finds no lease. ``ends_after_checks`` ends the lease after that many ``valid`` answers (DynamoDB was slow);
+    ``waits`` records each ``wait_valid`` timeout; ``on_wait`` runs at each wait (the keeper learns a rule)."""
+
+    def __init__(self, scope=DEFAULT_SCOPE, epoch=0, *, held=True, ends_after_checks=None, on_wait=None):
+        self.held, self.scope, self.epoch = held, scope, epoch
+        self.checks_left = ends_after_checks
+        self.on_wait = on_wait
+        self.waits: list[float] = []
+
+    def valid(self, scope, epoch):
+        if self.checks_left is not None:
+            if self.checks_left == 0:
+                self.held = False
+            self.checks_left -= 1
+        return self.held and (scope, epoch) == (self.scope, self.epoch)
+
+    async def wait_valid(self, scope, epoch, timeout):
+        self.waits.append(timeout)
+        if self.on_wait is not None:
+            self.on_wait()
+        return self.valid(scope, epoch)
+
+
+async def test_a_primary_holding_its_lease_for_the_rules_scope_and_epoch_acknowledges_at_once():
+    store, leases = ConditionalStore(), Leases(DEFAULT_SCOPE, 0)
+    dispatcher, clock = make_dispatcher(store, leases=leases)
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert answer == {"applied": True, "version": f"0.{clock.wall_us()}.eu-west-1", "primary": "eu-west-1", "forwarded": False}
+    assert leases.waits == []  # held before and after the write: nothing waited for
+
+
+async def test_a_lease_of_another_epoch_is_no_lease_the_write_waits_its_deadline_less_a_margin_then_503():
+    from gateway import deadlines as request_deadlines
+    from gateway.dispatcher import LEASE_WAIT_MARGIN
+
+    store, leases = ConditionalStore(), Leases(DEFAULT_SCOPE, 1)  # promised for epoch 1; the rule is at epoch 0
+    dispatcher, clock = make_dispatcher(store, leases=leases)
+    with pytest.raises(PrimaryUnreachable) as refused:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert refused.value.message == (
+        "eu-west-1 is the primary of default (epoch 0) but a majority of the regions has not confirmed its lease: it "
+        "may be cut off from them. Nothing was applied; retry (the primary may be moving).")
+    assert leases.waits == [pytest.approx(CONFIG.request_timeout - LEASE_WAIT_MARGIN)]  # outside a request
+    token = request_deadlines.current.set(request_deadlines.Deadline(None, clock.monotonic() + 1.5, clock))
+    try:
+        with pytest.raises(PrimaryUnreachable):
+            await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r2", 0))
+    finally:
+        request_deadlines.current.reset(token)
+    assert leases.waits[1] == pytest.approx(1.5 - LEASE_WAIT_MARGIN)  # inside one: what is left of its deadline
+    assert store.items == {}  # nothing applied without a lease
+
+
+async def test_a_lease_that_ends_while_dynamodb_writes_is_not_an_acknowledgement_and_the_fence_lists_nothing():
+    store = ConditionalStore()
+    leases = Leases(DEFAULT_SCOPE, 0, ends_after_checks=1)  # valid before the write, over once DynamoDB answered
+    dispatcher, _ = make_dispatcher(store, leases=leases)
+    with pytest.raises(PrimaryUnreachable) as refused:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert refused.value.message == (
+        "eu-west-1's lease on default ended while DynamoDB wrote: the write was not acknowledged. " + MAY_HAVE_LANDED)
+    assert "k" in store.items  # it may have landed: a retry with its idempotency key finds out
+    assert dispatcher._acks.acknowledged(DEFAULT_SCOPE) == ([], True)  # nothing for a switch's fence to prove
+
+
+async def test_a_primary_deposed_again_at_every_lease_wait_gives_up_naming_the_view_after_max_attempts():
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=1))
+    epochs = iter(range(2, 100))
+
+    def deposed():  # each wait learns a newer epoch, this region primary again: the rule keeps moving
+        epoch = next(epochs)
+        routing.set(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=epoch))
+
+    leases = Leases(DEFAULT_SCOPE, 99, on_wait=deposed)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), routing=routing, leases=leases)
+    with pytest.raises(PrimaryUnreachable) as refused:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert refused.value.message == (
+        f"The primary of 'items' kept moving during {CONFIG.routing.max_attempts} attempts (last: eu-west-1 is no "
+        f"longer the primary of default: epoch {CONFIG.routing.max_attempts + 1} (primary eu-west-1).); retry shortly."
+    )
+    assert len(leases.waits) == CONFIG.routing.max_attempts
+
+
+async def test_a_forwarded_write_the_primary_refuses_per_record_as_deposed_is_routed_again_by_the_rule_it_sends():
+    """The primary was cut off and waited for a lease; it learned it was deposed and refused the forwarded write
+    (``not_primary`` with its new rule, in the record's result). The origin must route the write again, not pass a
+    peer-API 409 to its caller."""
+    store = ConditionalStore()
+    moved = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=2)
+
+    async def deposed(region, body):
+        return {"results": [{"key": body["records"][0]["key"], "rule": moved.to_json(), "error": {
+            "code": "not_primary", "status": 409, "retryable": True,
+            "message": "us-east-1 is no longer the primary of default: epoch 2 (primary eu-west-1)."}}]}
+
+    peers = FakePeers(deposed)
+    dispatcher, clock = make_dispatcher(store, Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1), peers=peers)
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert answer == {"applied": True, "version": f"2.{clock.wall_us()}.eu-west-1", "primary": "eu-west-1", "forwarded": False}
+    assert len(peers.calls) == 1 and store.items["k"]["_epoch"] == {"N": "2"}
+    assert (forward_count(dispatcher, "us-east-1", "not_primary"), forward_count(dispatcher, "us-east-1", "ok")) == (1, 0)
+
+
+async def test_the_primary_answers_a_forwarded_write_it_was_deposed_for_while_it_waited_with_its_new_rule():
+    routing = StaticRouting(Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "eu-west-1", epoch=1))
+    moved = Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=2)
+    leases = Leases(DEFAULT_SCOPE, 1, held=False, on_wait=lambda: routing.set(moved))
+    store = ConditionalStore()
+    dispatcher, _ = make_dispatcher(store, routing=routing, leases=leases)
+    record = write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0)
+    assert await dispatcher.accept_forwarded(VIEW, DEFAULT_SCOPE, 1, [record]) == [{"key": "k", "rule": moved.to_json(), "error": {
+        "code": "not_primary", "status": 409, "retryable": True,
+        "message": "eu-west-1 is no longer the primary of default: epoch 2 (primary us-east-1)."}}]
+    assert store.items == {}
+
+
+async def test_a_lease_that_comes_while_the_write_waits_lets_it_be_acknowledged():
+    store = ConditionalStore()
+    leases = Leases(DEFAULT_SCOPE, 0, held=False)
+    leases.on_wait = lambda: setattr(leases, "held", True)  # the keeper's round got a majority's promises
+    dispatcher, _ = make_dispatcher(store, leases=leases)
+    answer = await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert answer["applied"] is True and len(leases.waits) == 1 and "k" in store.items
+
+
+@pytest.mark.parametrize(("left", "waited"), [(0.1, False), (0.35, True)])
+async def test_a_write_with_no_time_left_past_the_margin_does_not_wait_for_a_lease(left, waited):
+    from gateway import deadlines as request_deadlines
+
+    leases = Leases(DEFAULT_SCOPE, 0, held=False)
+    dispatcher, clock = make_dispatcher(ConditionalStore(), leases=leases)
+    token = request_deadlines.current.set(request_deadlines.Deadline(None, clock.monotonic() + left, clock))
+    try:
+        with pytest.raises(PrimaryUnreachable):
+            await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    finally:
+        request_deadlines.current.reset(token)
+    assert leases.waits == ([pytest.approx(0.25)] if waited else [])
+
+
+async def test_a_write_whose_scope_rule_is_deleted_while_it_waits_for_a_lease_is_refused_with_nothing_applied():
+    routing = StaticRouting(Rule("view#items", SINGLE_PRIMARY, "eu-west-1", epoch=1), HOME)
+    store = ConditionalStore()
+    leases = Leases("view#items", 1, held=False, on_wait=lambda: routing.set(HOME))  # only the default is left
+    dispatcher, _ = make_dispatcher(store, routing=routing, leases=leases)
+    with pytest.raises(PrimaryUnreachable, match="has not confirmed its lease"):
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert store.items == {}

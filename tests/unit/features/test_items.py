@@ -9,7 +9,9 @@ from gateway.features.items import (
     Stamp,
     Version,
     features_of,
+    lost_the_race,
     not_applied_reason,
+    put_condition,
     put_item,
     token_of,
     version_of,
@@ -36,6 +38,32 @@ def test_condition_binds_event_time_and_idempotency_key():
     condition = write_condition(record(event_time=7, req="r9"))
     assert condition.values == {":ets": {"N": "7"}, ":req": {"S": "r9"}}
     assert set(condition.names.values()) == {"_event_ts", "_req"}
+
+
+def test_a_puts_condition_binds_its_event_time_idempotency_key_and_stamp_with_their_types():
+    condition = put_condition(record(event_time=7, req="r9"), Stamp(ts=111, region="eu-west-1", epoch=3))
+    assert condition.values == {":ets": {"N": "7"}, ":req": {"S": "r9"}, ":ep": {"N": "3"}, ":ts": {"N": "111"}}
+    assert set(condition.names.values()) == {"_event_ts", "_req", "_epoch", "_ts"}
+
+
+def stored(**attributes):
+    """An item as DynamoDB holds it: only the attributes given (a tool or an older writer may leave some out)."""
+    return {name: ({"S": v} if name == "_req" else {"N": str(v)}) for name, v in attributes.items()}
+
+
+@pytest.mark.parametrize(("item", "stamp_epoch", "above"), [
+    (None, 3, None),  # refused for no item: not a race
+    (stored(_req="r1", _epoch=3, _ts=900), 3, None),  # its own earlier attempt: a duplicate, not a race
+    (stored(_req="r2", _event_ts=6, _epoch=3, _ts=900), 3, None),  # a later event time: stale, not a race
+    (stored(_req="r2", _event_ts=5, _epoch=3, _ts=900), 3, 900),  # same event time, later stamp: stamp above it
+    (stored(_event_ts=5, _epoch=3, _ts=900), 3, 900),  # written without an idempotency key (a backfill)
+    (stored(_req="r2", _epoch=2, _ts=900), 3, None),  # another epoch: epochs order versions, no race within one
+    (stored(_req="r2", _ts=900), 0, 900),  # no _epoch: stamped past the gateway, epoch 0
+    (stored(_req="r2", _ts=900), 3, None),
+    (stored(_req="r2", _epoch=3), 3, None),  # no _ts to stamp above
+])
+def test_a_put_lost_the_race_only_to_another_write_of_its_epoch_with_no_later_event_time(item, stamp_epoch, above):
+    assert lost_the_race(record(event_time=5, req="r1"), Stamp(ts=111, region="eu-west-1", epoch=stamp_epoch), item) == above
 
 
 def test_versions_order_by_epoch_before_timestamp():

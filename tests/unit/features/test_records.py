@@ -1,6 +1,10 @@
 """Validation of requests' records into WriteRecords (gateway/features/records.py)."""
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import ViewConfig
 from gateway.errors import ItemTooLarge, KeyTooLong, RequestError, UnknownFeature, UnknownView
@@ -10,6 +14,7 @@ from gateway.features.records import (
     check_idempotency_key,
     check_key,
     delete_record,
+    event_time_of_query,
     forwarded_record,
     parse_event_time,
     view_of,
@@ -188,6 +193,53 @@ def test_event_times_span_1970_to_the_last_millisecond_of_9999():
     with pytest.raises(RequestError, match="with its time zone"):
         parse_event_time("2026-01-01T00:00:00", NOW)
     assert parse_event_time("2026-01-31T12:00:00.250Z", NOW) == 1769860800250
+
+
+def test_rfc_3339_event_times_span_the_first_and_the_last_millisecond_in_any_zone():
+    assert parse_event_time("1970-01-01T00:00:00Z", NOW) == 0
+    assert parse_event_time("1970-01-01T01:00:00+01:00", NOW) == 0
+    assert parse_event_time("9999-12-31T23:59:59.999Z", NOW) == 253402300799999
+    assert parse_event_time("2026-01-31T13:00:00.250+01:00", NOW) == parse_event_time("2026-01-31T12:00:00.250Z", NOW)
+    # Exactly the millisecond sent, far from 1970 too (a float timestamp lands a millisecond short of this one).
+    assert parse_event_time("6428-06-15T12:34:56.253Z", NOW) == 140695274096253
+    assert parse_event_time("2026-01-31T12:00:00.2509Z", NOW) == 1769860800250  # a finer fraction is cut, not rounded
+
+
+@given(
+    st.integers(0, 253402300799999),
+    st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(lambda minutes: timezone(timedelta(minutes=minutes))),
+)
+def test_every_millisecond_from_1970_to_9999_written_in_any_zone_is_read_as_that_millisecond(ms, zone):
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    try:
+        written = moment.astimezone(zone)
+    except OverflowError:  # that zone's wall time is in the year 10000
+        written = moment
+    if not 1970 <= written.year <= 9999:  # the text must say 1970 to 9999, whatever the instant
+        written = moment
+    assert parse_event_time(written.isoformat(timespec="milliseconds"), NOW) == ms
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("1970-01-01T00:30:00+01:00", "event_time '1970-01-01T00:30:00+01:00' is not between 1970 and 9999."),
+    ("9999-12-31T23:59:59-00:01", "event_time '9999-12-31T23:59:59-00:01' is not between 1970 and 9999."),
+    ("20260131T1200Z", "event_time '20260131T1200Z' is not an RFC 3339 time from 1970 to 9999 with its time zone "
+                       "(e.g. 2026-01-31T12:00:00Z), nor epoch milliseconds."),
+    (True, "event_time must be an RFC 3339 string or epoch milliseconds."),
+    ([1], "event_time must be an RFC 3339 string or epoch milliseconds."),
+])
+def test_an_event_time_outside_the_range_or_not_a_time_is_refused_saying_which(value, message):
+    with pytest.raises(RequestError) as refused:
+        parse_event_time(value, NOW)
+    assert refused.value.message == message
+
+
+@pytest.mark.parametrize(("query", "taken"), [
+    (None, None), ("0", 0), ("1769860800250", 1769860800250), ("2026-01-31T12:00:00Z", "2026-01-31T12:00:00Z"),
+    ("12a", "12a"), ("-5", "-5"), ("1234567890123456", "1234567890123456"),  # 16 digits: parse_event_time refuses it
+])
+def test_an_event_time_in_a_query_string_is_epoch_milliseconds_only_in_ascii_digits(query, taken):
+    assert event_time_of_query(query) == taken
 
 
 def test_an_idempotency_key_of_the_longest_length_is_kept_and_an_empty_one_replaced():
