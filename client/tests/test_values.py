@@ -57,3 +57,16 @@ def test_nesting_past_the_gateways_limit_is_refused():
     check_features({"f": value})
     with pytest.raises(InvalidRequest, match="nest at most 31 deep"):
         check_features({"f": [value]})
+
+
+def test_an_aware_datetime_is_sent_as_its_exact_millisecond_far_from_1970_and_in_any_zone():
+    from datetime import datetime, timedelta, timezone
+
+    from feature_gateway_client.protocol import event_time_of
+
+    last_microsecond = datetime(6428, 6, 15, 12, 34, 56, 999999, tzinfo=timezone.utc)
+    assert event_time_of(last_microsecond, 0) == 140695274096999  # a float timestamp() says ...097999
+    in_paris = datetime(2026, 1, 31, 13, 0, 0, 250000, tzinfo=timezone(timedelta(hours=1)))
+    assert event_time_of(in_paris, 0) == 1769860800250
+    with pytest.raises(InvalidRequest, match="needs a time zone"):
+        event_time_of(datetime(2026, 1, 31), 0)

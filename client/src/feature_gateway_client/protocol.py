@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -47,6 +47,10 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -58,7 +62,8 @@ def event_time_of(event_time: int | str | datetime | None, now_ms: int) -> int |
     if isinstance(event_time, datetime):
         if event_time.tzinfo is None:
             raise InvalidRequest("event_time: a datetime needs a time zone")
-        return event_time.timestamp().__floor__() * 1000 + event_time.microsecond // 1000
+        # Integer arithmetic: a float timestamp() rounds .999999 s up to the next second far from 1970.
+        return (event_time - _EPOCH) // _MILLISECOND
     if isinstance(event_time, bool) or not isinstance(event_time, (int, str)):
         raise InvalidRequest("event_time: epoch milliseconds (int), RFC 3339 text or an aware datetime")
     return event_time

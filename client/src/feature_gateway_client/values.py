@@ -58,7 +58,7 @@ def check_features(features: Any, where: str = "features") -> None:
     for name, value in features.items():
         if not isinstance(name, str):
             raise InvalidRequest(f"{where}: feature names are strings, not {type(name).__name__}")
-        _check(value, f"{where}.{name}", 1)
+        _check(value, f"{where}.{name}", 0)
 
 
 def dumps(body: Any) -> bytes:
