@@ -86,9 +86,8 @@ class LeanStore:
         self.region = region
         self._wire: Wire | None = None
         if transport is None:
-            self._wire = open_wire(
-                wire, endpoint if endpoint.endswith("/") else endpoint + "/", session, source_address=source_address
-            )
+            # Both wires post to the endpoint's root, given with its final '/' or without.
+            self._wire = open_wire(wire, endpoint, session, source_address=source_address)
             transport = HttpTransport(endpoint, region, credentials, self._wire)
         self._transport = transport
         self._attempt_timeout = attempt_timeout

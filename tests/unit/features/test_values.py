@@ -255,3 +255,39 @@ def test_a_number_a_hair_outside_dynamodbs_range_is_refused_however_many_digits_
     for text in ("9.99999999999999999999999999999999E-131", "1.00000000000000000000000000000001E+126"):
         with pytest.raises(RequestError, match="outside DynamoDB's number range"):
             check_attribute({"N": text}, "f")
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"a": [1, {"b": math.inf}]}, "Feature 'f.a[1].b' is not a finite number."),
+    ({"a": [{"n": 10**126}]}, "Feature 'f.a[0].n' is " + str(10**126) + ", outside DynamoDB's number range (1E-130 to "
+                                                                        "9.99E+125 in magnitude)."),
+    ({"a": {"b": {"": 1}}}, "Feature 'f.a.b' has an empty map key; DynamoDB refuses them."),
+    ({"a": [object()]}, "Feature 'f.a[0]' has a value of a type JSON cannot carry."),
+])
+def test_a_refused_value_deep_in_a_feature_is_named_by_its_path(value, message):
+    with pytest.raises(RequestError) as refused:
+        to_attribute(value, "f")
+    assert refused.value.message == message
+
+
+def test_maps_nest_at_most_31_deep_as_lists_do():
+    ok: object = 1
+    for _ in range(31):
+        ok = {"k": ok}
+    assert to_attribute(ok, "f") is not None
+    with pytest.raises(RequestError, match=r"^Feature 'f(\.k){31}' nests lists and maps more than 31 deep"):
+        to_attribute({"k": ok}, "f")
+    mixed: object = 1
+    for level in range(31):
+        mixed = [mixed] if level % 2 else {"k": mixed}
+    assert to_attribute(mixed, "f") is not None
+    with pytest.raises(RequestError, match="more than 31 deep"):
+        to_attribute([mixed], "f")
+
+
+def test_a_number_no_int64_or_float64_holds_is_refused_saying_what_to_send_instead():
+    with pytest.raises(RequestError) as refused:
+        to_attribute(parse_json(b'{"x": 123456789012345678901234567890}')["x"], "f")
+    assert refused.value.message == (
+        "Feature 'f' is 123456789012345678901234567890, which no int64 or float64 holds exactly; it would not read back "
+        "as sent. Send an integer within ±9223372036854775807, a float64 value, or a string.")

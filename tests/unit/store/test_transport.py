@@ -33,9 +33,11 @@ class CannedDynamoDB:
         self.status = 200
         self.body: dict[str, Any] = {}
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.remotes: list[str | None] = []  # the address each request came from
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), orjson.loads(await request.read())))
+        self.remotes.append(request.remote)
         return web.Response(status=self.status, body=orjson.dumps(self.body), content_type="application/x-amz-json-1.0")
 
 
@@ -155,3 +157,20 @@ async def test_connection_refused_is_store_unavailable_after_retries() -> None:
     finally:
         await store.close()
     assert len(sleep.delays) == 2
+
+
+@pytest.mark.parametrize("wire", ["http1", "aiohttp"])
+async def test_a_store_reaches_an_endpoint_given_without_its_slash_from_the_source_address_it_is_bound_to(
+    canned: tuple[CannedDynamoDB, str], wire: str
+) -> None:
+    # The local cluster binds each region's store to that region's loopback address, so that a partition (nftables,
+    # by source address) cuts its DynamoDB traffic too.
+    fake, url = canned
+    fake.status, fake.body, fake.requests[:], fake.remotes[:] = 200, {"Item": {"pk": {"S": "u1"}}}, [], []
+    store = LeanStore(url.rstrip("/"), "us-east-1", CredentialSource.static("AKID", "secret", "tok"), wire=wire,
+                      source_address="127.0.0.2")
+    try:
+        assert await store.get_item("features", key("u1")) == {"pk": {"S": "u1"}}
+    finally:
+        await store.close()
+    assert fake.remotes == ["127.0.0.2"]

@@ -9,9 +9,9 @@ import pytest
 from gateway.config import from_dict
 from gateway.errors import PrimaryUnreachable
 from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, RULES_PATH, VERSIONS_PATH
-from gateway.routing.control_table import Malformed
+from gateway.routing.control_table import Malformed, RuleConflict
 from gateway.routing.rules import ACTIVE, ANY_REGION, SINGLE_PRIMARY, SWITCHING, Rule, rule_from_json
-from gateway.switch.coordinator import SwitchCoordinator, SwitchError
+from gateway.switch.coordinator import SwitchCoordinator, SwitchError, SwitchProgress
 from tests.fakes import AdvancingSleep, FakeClock
 
 CONFIG = from_dict(
@@ -670,3 +670,168 @@ async def test_a_fence_request_waits_at_most_two_seconds_for_in_flight_writes():
     await coordinator(Control(rule(), fleet()), peers).switch("view#items", "eu-west-1", max_duration=5.0)
     ((_, body, kw),) = peers.fenced
     assert (body["timeout"], kw["timeout"]) == (2.0, 5.5)
+
+
+# -- what a switch publishes (``gatewayctl switch status`` reads it) ---------------------------------
+
+
+def recording(clock, control, peers):
+    """A coordinator whose progress sink keeps a copy of every record it was given."""
+    published = []
+
+    async def progress(p):
+        published.append(SwitchProgress.from_json(p.to_json()))
+
+    return SwitchCoordinator(CONFIG, control, peers, clock, by="ops", progress=progress, sleep=AdvancingSleep(clock)), published
+
+
+async def test_a_committed_switch_publishes_every_step_naming_the_switch_and_ends_committed():
+    clock = FakeClock()
+    control = Control(rule(), fleet())
+    switches, published = recording(clock, control, Peers(acked=[("items", "k1", "4.100.us-east-1")], clock=clock,
+                                                           latency=0.0004))
+    started_ms = clock.wall_ms()
+    outcome = await switches.switch("view#items", "eu-west-1")
+    switching = control.writes[0]
+    assert [p.step for p in published] == ["push", "fence", "verify", "commit", "push", "drain", "done"]
+    assert {(p.scope, p.from_region, p.to_region, p.switch_id, p.by, p.started_at_ms) for p in published} == {
+        ("view#items", "us-east-1", "eu-west-1", switching.switch_id, "ops", switching.switch_started_at)}
+    assert len(switching.switch_id) == 12 and switching.switch_started_at == started_ms
+    assert [p.outcome for p in published[:-1]] == [""] * 6 and published[-1].outcome == "committed"
+    assert published[-1].detail == "eu-west-1 is primary at epoch 5"
+    assert (published[-1].keys_verified, published[-1].keys_total) == (1, 1)
+    elapsed = [p.elapsed for p in published]
+    assert elapsed == sorted(elapsed) and elapsed[-1] == round(outcome.seconds, 3) and elapsed[-1] > 0
+
+
+def test_a_progress_record_carries_its_elapsed_time_in_milliseconds_and_never_its_publication_time():
+    from gateway.switch.coordinator import SwitchProgress
+
+    progress = SwitchProgress("s", "a", "b", "id", "ops", 5, elapsed=1.23456, last_report=9.0)
+    body = progress.to_json()
+    assert body["elapsed"] == 1.235 and "last_report" not in body
+    # A record from a newer coordinator, with fields this one does not know (or its publication time), still reads.
+    read = SwitchProgress.from_json({**body, "last_report": 9.0, "added_later": True})
+    assert read.elapsed == 1.235 and read.last_report == float("-inf") and read.switch_id == "id"
+
+
+async def test_an_abort_publishes_the_switch_it_ends_and_ends_aborted():
+    clock = FakeClock()
+    stored = rule(state=SWITCHING, next_primary="eu-west-1", switch_id="s1", switch_started_at=1234)
+    switches, published = recording(clock, Control(stored, fleet()), Peers())
+    outcome = await switches.abort("view#items")
+    assert [p.step for p in published] == ["abort", "done"]
+    assert {(p.from_region, p.to_region, p.switch_id, p.by, p.started_at_ms) for p in published} == {
+        ("us-east-1", "eu-west-1", "s1", "ops", 1234)}
+    assert (published[-1].outcome, published[-1].detail) == ("aborted", "aborted by ops; us-east-1 stays primary at epoch 5")
+    assert outcome.detail == "aborted by ops" and not outcome.committed
+
+
+class ChangedUnderneath(Control):
+    """The n-th put finds the rule changed by someone else (``then``; ``None``: the rule was deleted)."""
+
+    def __init__(self, stored, members, conflict_at, then):
+        super().__init__(stored, members)
+        self.conflict_at, self.then, self.puts = conflict_at, then, 0
+
+    async def put(self, rule, *, expect):
+        self.puts += 1
+        if self.puts == self.conflict_at:
+            self.stored = self.then
+            raise RuleConflict("changed")
+        return await super().put(rule, expect=expect)
+
+    async def rule(self, scope):
+        return self.stored if self.stored is not None and self.stored.scope == scope else None
+
+
+@pytest.mark.parametrize(("then", "how", "ended_rule"), [
+    (rule(epoch=5, version=9, updated_by="bob@ops"), "aborted by bob@ops while it ran; view#items is active with "
+     "us-east-1 primary at epoch 5 (version 9); nothing more was written", "then"),
+    (rule(primary="ap-southeast-1", epoch=5, version=9), "ended (ap-southeast-1 made primary) by unknown while it ran; "
+     "view#items is active with ap-southeast-1 primary at epoch 5 (version 9); nothing more was written", "then"),
+    (None, "the rule of view#items was removed while it switched; nothing more was written", "switching"),
+])
+async def test_a_commit_that_finds_the_rule_changed_says_who_ended_the_switch_and_writes_nothing_more(then, how, ended_rule):
+    clock = FakeClock()
+    control = ChangedUnderneath(rule(), fleet(), conflict_at=2, then=then)
+    switches, published = recording(clock, control, Peers(clock=clock, latency=0.25))
+    began = clock.monotonic()
+    outcome = await switches.switch("view#items", "eu-west-1")
+    assert (outcome.committed, outcome.overtaken, outcome.detail) == (False, True, how)
+    assert outcome.rule == (then if ended_rule == "then" else control.writes[0]) and len(control.writes) == 1
+    assert (published[-1].step, published[-1].outcome, published[-1].detail) == ("done", "overtaken", how)
+    assert outcome.seconds == pytest.approx(clock.monotonic() - began) and outcome.seconds > 0  # each peer call took 0.25 s
+
+
+async def test_an_abort_that_finds_the_rule_changed_says_so_and_writes_nothing():
+    clock = FakeClock()
+    stored = rule(state=SWITCHING, next_primary="eu-west-1", switch_id="s1")
+    then = rule(primary="eu-west-1", epoch=5, version=9, updated_by="alice@ops")  # the switch committed meanwhile
+    control = ChangedUnderneath(stored, fleet(), conflict_at=1, then=then)
+    switches, published = recording(clock, control, Peers())
+    outcome = await switches.abort("view#items")
+    assert outcome.overtaken and outcome.rule == then and control.writes == []
+    assert outcome.detail == ("ended (eu-west-1 made primary) by alice@ops while it ran; view#items is active with "
+                              "eu-west-1 primary at epoch 5 (version 9); nothing more was written")
+    assert [p.step for p in published] == ["abort", "done"] and published[-1].outcome == "overtaken"
+
+
+def named(checks):
+    return [(c.name, c.passed, c.detail) for c in checks]
+
+
+async def test_a_dry_run_lists_every_check_it_passed_with_what_it_found():
+    clock = FakeClock()
+    control = Control(rule(updated_at=clock.wall_ms() - 120_000), fleet())
+    checks = await coordinator(control, Peers(), clock).dry_run("view#items", "eu-west-1")
+    assert named(checks) == [
+        ("mode", True, "view#items is single_primary"),
+        ("state", True, "view#items is active"),
+        ("primary", True, "us-east-1 is the primary at epoch 4"),
+        ("target", True, "eu-west-1 is another known region"),
+        ("target gateways", True, "1 live gateway(s) in eu-west-1"),
+        ("primary gateways", True, "1 live gateway(s) in us-east-1 to fence"),
+        ("replication lag", True, "us-east-1 -> eu-west-1 lags 0.10s (limit 2s)"),
+        ("min interval", True, "last changed 120s ago (at least 60s apart)"),
+    ]
+    assert control.writes == []
+
+
+#: CONFIG and a witness region.
+WITNESSED = from_dict({
+    "gateway": {"region": "us-east-1"},
+    "switch": {"min_interval": 60.0, "max_replication_lag": 2.0, "max_duration": 1.0},
+    "regions": {
+        **{r: {"downstream": f"127.0.0.1:{p}", "peer": f"127.0.0.1:{p + 1}"}
+           for r, p in (("us-east-1", 8700), ("eu-west-1", 8710), ("ap-southeast-1", 8720))},
+        "sa-east-1": {"downstream": "127.0.0.1:8730", "peer": "127.0.0.1:8731", "witness": True},
+    },
+    "views": {"items": {"table": "features_items"}},
+})
+
+
+@pytest.mark.parametrize(("to", "members", "updated_s_ago", "force", "failed"), [
+    ("mars-1", fleet(), 120, False,
+     ("target", False, "mars-1 is not a known region (us-east-1, eu-west-1, ap-southeast-1, sa-east-1); pick one of "
+                       "them with --to")),
+    ("sa-east-1", fleet(), 120, False,
+     ("target", False, "sa-east-1 is a witness region: it takes no feature traffic, so it cannot be a primary; pick "
+                       "another with --to")),
+    ("eu-west-1", [replace(m, replication_lag={}) for m in fleet()], 120, False,
+     ("replication lag", False, "eu-west-1 reports no replication lag from us-east-1 yet; retry in a few seconds")),
+    ("eu-west-1", fleet(), 59.5, False,
+     ("min interval", False, "view#items last changed 60s ago; switches of a scope are at least 60s apart: retry in "
+                             "1 s (or pass --force to switch anyway)")),
+    ("eu-west-1", fleet(), 10, True, ("min interval", True, "last changed 10s ago; --force skips the anti-flap check")),
+])
+async def test_each_preflight_check_says_what_it_found_and_what_to_do(to, members, updated_s_ago, force, failed):
+    clock = FakeClock()
+    control = Control(rule(updated_at=round(clock.wall_ms() - updated_s_ago * 1000)), members)
+    switches = SwitchCoordinator(WITNESSED, control, Peers(), clock, by="ops", sleep=AdvancingSleep(clock))
+    found = named((await switches.checks(control.stored, to, force=force))[0])
+    assert failed in found and sum(1 for name, _, _ in found if name == failed[0]) == 1
+    if not failed[1]:
+        with pytest.raises(SwitchError) as refused:
+            await switches.switch("view#items", to, force=force)
+        assert str(refused.value) == failed[2]
