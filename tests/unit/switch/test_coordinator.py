@@ -8,7 +8,7 @@ import pytest
 
 from gateway.config import from_dict
 from gateway.errors import PrimaryUnreachable
-from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, RULES_PATH, VERSIONS_PATH
+from gateway.peer.routes import BUFFER_PATH, FENCE_PATH, ROUTING_PATH, RULES_PATH, VERSIONS_PATH
 from gateway.routing.control_table import Malformed, RuleConflict
 from gateway.routing.rules import ACTIVE, ANY_REGION, SINGLE_PRIMARY, SWITCHING, Rule, rule_from_json
 from gateway.switch.coordinator import SwitchCoordinator, SwitchError, SwitchProgress
@@ -269,6 +269,7 @@ async def test_a_switch_reports_its_fence_progress_each_second_while_it_verifies
     assert [(verified, total) for _, verified, total, _, _ in ticks] == [(1, 3), (2, 3)]
     times = [r[3] for r in reports if r[0] == "verify"]
     assert all(b - a >= 1.0 for a, b in zip(times, times[1:]))
+    assert all(0 <= t < 5.0 for t in times)  # seconds since the switch started
     assert reports[-1][0] == "done" and reports[-1][1:3] == (3, 3) and reports[-1][4] == "committed"
 
 
@@ -556,7 +557,7 @@ async def test_stale_members_are_not_live_and_the_rule_must_exist_and_parse():
         await coordinator(Control(rule(), fleet()), Peers()).switch("view#nope", "eu-west-1")
     control = Control(rule(), fleet())
     control.stored = Malformed("view#items", "bad epoch")
-    with pytest.raises(SwitchError, match=r"the rule item of view#items is malformed \(.*bad epoch.*\); delete it with `gatewayctl rules delete view#items`"):
+    with pytest.raises(SwitchError, match=r"^the rule item of view#items is malformed \(bad epoch\); delete it with `gatewayctl rules delete view#items`"):
         await coordinator(control, Peers()).switch("view#items", "eu-west-1")
 
 
@@ -751,6 +752,8 @@ class ChangedUnderneath(Control):
     (rule(primary="ap-southeast-1", epoch=5, version=9), "ended (ap-southeast-1 made primary) by unknown while it ran; "
      "view#items is active with ap-southeast-1 primary at epoch 5 (version 9); nothing more was written", "then"),
     (None, "the rule of view#items was removed while it switched; nothing more was written", "switching"),
+    (Malformed("view#items", "bad epoch"), "the rule of view#items was removed while it switched; nothing more was "
+     "written", "switching"),  # an item that is no rule any more ends the switch as a removal does
 ])
 async def test_a_commit_that_finds_the_rule_changed_says_who_ended_the_switch_and_writes_nothing_more(then, how, ended_rule):
     clock = FakeClock()
@@ -835,3 +838,76 @@ async def test_each_preflight_check_says_what_it_found_and_what_to_do(to, member
         with pytest.raises(SwitchError) as refused:
             await switches.switch("view#items", to, force=force)
         assert str(refused.value) == failed[2]
+
+
+async def test_a_failover_to_a_witness_region_is_refused_saying_why():
+    control = Control(rule(), fleet())
+    switches = SwitchCoordinator(WITNESSED, control, Peers(), FakeClock(), by="ops")
+    with pytest.raises(SwitchError) as refused:
+        await switches.failover("view#items", "sa-east-1")
+    assert str(refused.value) == ("sa-east-1 is a witness region: it takes no feature traffic, so it cannot be a primary; "
+                                  "pick another with --to")
+    assert control.writes == []
+
+
+async def test_the_primarys_gateways_are_asked_once_each_on_their_peer_address_whether_they_answer():
+    members = [*fleet(), Member("us-east-1", "i-127.0.0.1:8703", "127.0.0.1:8703")]
+    asked = []
+
+    class Answering(Peers):
+        async def call_address(self, address, path, body, *, region, timeout=None, new_connection=False):
+            asked.append((address, path, body, region, timeout))
+            if address == "127.0.0.1:8703":
+                raise PrimaryUnreachable("down")
+            return {"region": region}
+
+    answers = await coordinator(Control(rule(), members), Answering()).primary_answers(rule())
+    assert answers == (1, 2)
+    assert sorted(asked) == [(a, ROUTING_PATH, {}, "us-east-1", 1.0) for a in ("127.0.0.1:8701", "127.0.0.1:8703")]
+
+
+async def test_a_fence_that_times_out_names_every_gateway_missing_and_what_each_last_said():
+    a, b = Instance("i-a", [], incomplete=10**6), Instance("i-b", [], incomplete=10**6)  # always in flight
+    control = Control(rule(), two_instance_fleet())
+    outcome = await coordinator(control, FleetPeers([a, b], held={})).switch("view#items", "eu-west-1", max_duration=0.2)
+    assert not outcome.committed
+    in_flight = "writes still in flight or too many keys to prove"
+    # The last three problems seen, the two gateways answering in turn.
+    assert outcome.detail == (f"the fence timed out: no complete answer from i-a, i-b (i-a: {in_flight}; i-b: {in_flight}; "
+                              f"i-a: {in_flight})")
+
+
+async def test_a_fence_that_waits_reports_the_gateways_answered_each_second_with_the_switchs_elapsed_time():
+    clock = FakeClock()
+    a, b = Instance("i-a", [("items", "k1", "4.100.us-east-1")]), Instance("i-b", [], incomplete=30)
+    control = Control(rule(), two_instance_fleet())
+    published = []
+
+    async def progress(p):
+        published.append((p.step, p.gateways_answered, p.gateways_total, p.elapsed))
+
+    switches = SwitchCoordinator(CONFIG, control, FleetPeers([a, b], held={"k1": "4.100.us-east-1"}), clock, by="ops",
+                                 progress=progress, sleep=AdvancingSleep(clock))
+    outcome = await switches.switch("view#items", "eu-west-1", max_duration=5.0)
+    assert outcome.committed
+    fence = [p for p in published if p[0] == "fence"]
+    assert len(fence) >= 2 and fence[-1][1:3] == (1, 2)  # ticks while i-b still has writes in flight
+    assert all(0 <= elapsed < 5.0 for _, _, _, elapsed in fence)  # measured from the switch's start
+    assert [p[1:3] for p in published if p[0] in ("verify", "done")] == [(2, 2)] * 2
+
+
+async def test_a_rule_item_that_turns_malformed_while_the_fence_waits_ends_the_switch_as_removed():
+    clock = FakeClock()
+    control = Control(rule(), fleet())
+
+    class MalformedMeanwhile(Replicating):
+        async def call(self, region, path, body):
+            if clock.monotonic() - self.start > 1.5:
+                control.stored = Malformed("view#items", "bad epoch")  # someone wrote the item by hand
+            return await super().call(region, path, body)
+
+    switches, published = recording(clock, control, MalformedMeanwhile(clock, {"k1": 99.0}))
+    outcome = await switches.switch("view#items", "eu-west-1", max_duration=10.0)
+    assert outcome.overtaken and outcome.detail == (
+        "the rule of view#items was removed while it switched; nothing more was written")
+    assert [w.state for w in control.writes] == [SWITCHING] and published[-1].outcome == "overtaken"
