@@ -32,7 +32,6 @@ class PromiseBook:
     def __init__(self, store: Store, table: str, region: str, clock: Clock, lease: float, max_drift: float) -> None:
         self._store = store
         self._rules_table = table
-        self._region = region
         self._clock = clock
         self._lease_ms = int(lease * 1000)
         self._drift_ms = int(max_drift * 1000)

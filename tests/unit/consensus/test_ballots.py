@@ -56,7 +56,15 @@ def test_values_read_back_as_written(value):
     assert decode(encode(value)) == value
 
 
-@pytest.mark.parametrize("text", ["{", "[]", '{"deleted": {"scope": "default"}}', '{"rule": {"scope": 3}}', '{"other": 1}'])
-def test_a_stored_value_that_is_not_one_is_refused_by_name(text):
-    with pytest.raises(RuleError):
+@pytest.mark.parametrize(("text", "why"), [
+    ("{", r"^an accepted value is not JSON: \S"),
+    ("[]", r"^an accepted value is neither a rule nor a deletion$"),
+    ('{"deleted": {"scope": "default"}}', r"^an accepted deletion names no version$"),
+    ('{"deleted": {"scope": "default", "version": true}}', r"^an accepted deletion names no version$"),
+    ('{"rule": {"scope": 3}}', r"."),
+    ('{"other": 1}', r"^an accepted value is neither a rule nor a deletion$"),
+])
+def test_a_stored_value_that_is_not_one_is_refused_saying_what_it_is(text, why):
+    # An operator reading the acceptor item by hand, or its log line, learns what is wrong with it.
+    with pytest.raises(RuleError, match=why):
         decode(text)

@@ -113,6 +113,15 @@ async def test_without_a_majority_nothing_is_decided_and_the_refusal_says_what_e
     assert [(await r.slot("default")).value for r in regions.values()] == [None, None, None]
 
 
+async def test_with_no_region_answering_the_refusal_says_none_promised():
+    regions = fleet()
+    for region in regions.values():
+        region.cut = True
+    with pytest.raises(NotDecided, match=r"^no majority of the regions answered for default \(0 of 3, 2 needed; "
+                                         r"promised: none; no answer from us-east-1 \(cannot reach us-east-1\), "):
+        await proposer(regions).change("default", bump("eu-west-1"))
+
+
 async def test_a_change_that_refuses_its_current_value_accepts_nothing():
     regions = fleet()
 
@@ -139,8 +148,11 @@ async def test_what_a_minority_accepted_is_found_by_the_next_proposer_and_built_
 
     Region.accept = accept_at_one
     try:
-        with pytest.raises(NotDecided, match="what us-east-1 accepted may still take effect"):
+        with pytest.raises(NotDecided) as refused:
             await first.change("default", bump("eu-west-1"))
+        assert str(refused.value).endswith(
+            "or once they are reachable; what us-east-1 accepted may still take effect if a later change finds it, "
+            "so read the rule before editing again")
     finally:
         Region.accept = real_accept
     seen: list[Value | None] = []
