@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from gateway.errors import PrimaryUnreachable
 from gateway.lease.book import PromiseBook
 from gateway.lease.keeper import LeaseKeeper
+from gateway.lease.promises import Known
 from gateway.peer.routes import LEASE_PATH
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from tests.fakes import FakeClock, FakeTables
@@ -114,3 +117,123 @@ async def test_giving_the_lease_up_ends_every_regions_promise_so_another_primary
         assert "view#a" not in await fleet.books[region].promises()
     granted, _ = await fleet.books["ap-southeast-1"].grant("eu-west-1", {"view#a": 4}, lambda scope: None)
     assert granted == ["view#a"]
+
+
+def test_only_active_single_primary_scopes_of_its_own_region_are_kept():
+    from gateway.routing.rules import ANY_REGION, SWITCHING
+
+    rules = {
+        "view#mine": rule("view#mine", epoch=3),
+        "view#theirs": rule("view#theirs", epoch=3, primary="eu-west-1"),
+        "view#moving": Rule("view#moving", SINGLE_PRIMARY, "us-east-1", 3, state=SWITCHING, next_primary="eu-west-1",
+                            switch_id="s1"),
+        "view#anywhere": Rule("view#anywhere", ANY_REGION, "us-east-1", 3),
+    }
+    clock = FakeClock()
+    assert keeper(clock, rules, Fleet(clock, rules)).primary_scopes() == {"view#mine": 3}
+
+
+async def test_a_wait_for_a_lease_held_already_returns_at_once_and_one_that_a_round_brings_returns_then():
+    clock = FakeClock()
+    rules = {"view#a": rule("view#a")}
+    fleet = Fleet(clock, rules)
+    k = keeper(clock, rules, fleet)
+    waiting = asyncio.create_task(k.wait_valid("view#a", 3, timeout=0.5))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await k.round(k.primary_scopes())  # a majority confirms
+    assert await asyncio.wait_for(waiting, 1.0) is True
+    assert await k.wait_valid("view#a", 3, timeout=0.5) is True
+
+
+async def test_a_wait_for_a_lease_ends_without_one_at_its_timeout_or_when_the_scope_is_gone_or_moved():
+    clock = FakeClock()
+    rules = {"view#a": rule("view#a")}
+    fleet = Fleet(clock, rules)
+    k = keeper(clock, rules, fleet)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await asyncio.wait_for(k.wait_valid("view#a", 3, timeout=0.05), 1.0) is False  # no round came
+    assert loop.time() - started < 0.5
+    for moved in ({}, {"view#a": rule("view#a", epoch=4)}):  # deleted; this region re-elected at a later epoch
+        waiting = asyncio.create_task(k.wait_valid("view#a", 3, timeout=30.0))
+        await asyncio.sleep(0)
+        rules.clear()
+        rules.update(moved)
+        await k.round(k.primary_scopes())
+        assert await asyncio.wait_for(waiting, 1.0) is False
+        rules["view#a"] = rule("view#a")
+
+
+async def test_a_lease_confirmed_as_the_wait_times_out_is_taken():
+    clock = FakeClock()
+    rules = {"view#a": rule("view#a")}
+    k = keeper(clock, rules, Fleet(clock, rules))
+    waiting = asyncio.create_task(k.wait_valid("view#a", 3, timeout=0.05))
+    await asyncio.sleep(0)
+    round_id = k.holder.ask({"view#a": 3}, clock.monotonic())  # confirmations that set no round's end
+    for region in ("us-east-1", "eu-west-1"):
+        k.holder.confirmed(round_id, region, ["view#a"])
+    assert await asyncio.wait_for(waiting, 1.0) is True
+
+
+class Stop(Exception):
+    """Ends the keeper's loop from its sleep."""
+
+
+async def test_the_keeper_renews_every_third_of_a_lease_while_it_holds_and_twenty_times_a_lease_while_it_does_not():
+    clock = FakeClock()
+    rules = {"view#a": rule("view#a")}
+    fleet = Fleet(clock, rules)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 1:
+            fleet.cut = {"eu-west-1", "ap-southeast-1"}  # the next round gets no majority
+            clock.advance(2.0)  # and the lease ran out
+        elif len(delays) == 2:
+            rules["view#a"] = rule("view#a", epoch=4, primary="eu-west-1")  # deposed: no scope to keep
+        else:
+            raise Stop
+
+    k = LeaseKeeper("us-east-1", REGIONS, fleet.books["us-east-1"], fleet.call, lambda: rules, clock, 2.0, 0.2,
+                    sleep=sleep)
+    with pytest.raises(Stop):
+        await k.run()
+    assert delays == [pytest.approx(2.0 / 3), pytest.approx(2.0 / 20), pytest.approx(2.0 / 3)]
+    assert k.holder.scopes() == []  # no longer the primary: the lease it held is dropped
+    assert [region for region, _, _ in fleet.calls].count("eu-west-1") == 2  # no round once it keeps no scope
+
+
+async def test_a_region_that_does_not_answer_holds_a_round_up_a_third_of_a_lease_at_most():
+    clock = FakeClock()
+    rules = {"view#a": rule("view#a")}
+    fleet = Fleet(clock, rules)
+
+    async def hanging(region: str, path: str, body: dict) -> dict:
+        if region == "ap-southeast-1":
+            await asyncio.sleep(30)
+        if "release" in body:
+            for scope, epoch in body["release"].items():
+                await fleet.books[region].release(body["region"], scope, epoch)
+            return {"region": region, "released": list(body["release"])}
+        return await fleet.call(region, path, body)
+
+    k = LeaseKeeper("us-east-1", REGIONS, fleet.books["us-east-1"], hanging, lambda: rules, clock, 0.3, 0.02)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(k.round(k.primary_scopes()), 5.0)
+    assert loop.time() - started < 0.3 and k.valid("view#a", 3)  # 0.1 s, and its own region and eu-west-1 confirmed
+    started = loop.time()
+    await asyncio.wait_for(k.give_up("view#a", 3), 5.0)
+    assert loop.time() - started < 0.3 and not k.valid("view#a", 3)
+
+
+def test_the_rules_a_behind_asker_is_told_and_what_the_region_knows_come_from_the_snapshot():
+    clock = FakeClock()
+    rules = {"view#a": rule("view#a", epoch=4, primary="eu-west-1"), "view#b": rule("view#b", epoch=3)}
+    k = keeper(clock, rules, Fleet(clock, rules))
+    assert k.newer({"view#a": 3, "view#b": 3, "view#c": 1}) == [rules["view#a"]]
+    assert k.newer({"view#a": 4}) == []
+    assert k.known("view#a") == Known(4, "eu-west-1") and k.known("view#c") is None
