@@ -993,3 +993,68 @@ async def test_a_write_whose_scope_rule_is_deleted_while_it_waits_for_a_lease_is
     with pytest.raises(PrimaryUnreachable, match="has not confirmed its lease"):
         await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
     assert store.items == {}
+
+
+async def test_a_write_whose_primary_keeps_refusing_it_per_record_gives_up_naming_the_view_and_the_last_refusal():
+    async def deposed(region, body):
+        return {"results": [{"key": "k", "rule": "not a rule", "error": {
+            "code": "not_primary", "status": 409, "retryable": True, "message": "us-east-1 moved on."}}]}
+
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1),
+                                    peers=FakePeers(deposed))
+    with pytest.raises(PrimaryUnreachable) as refused:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert refused.value.message == (
+        f"The primary of 'items' kept moving during {CONFIG.routing.max_attempts} attempts (last: us-east-1 moved on.); "
+        "retry shortly.")
+
+
+async def test_a_record_error_of_another_kind_from_the_primary_is_passed_on_and_the_forward_counted_ok():
+    async def refused(region, body):
+        return {"results": [{"key": "k", "error": {
+            "code": "item_too_large", "status": 413, "retryable": False, "message": "Too large."}}]}
+
+    dispatcher, _ = make_dispatcher(ConditionalStore(), Rule(DEFAULT_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=1),
+                                    peers=FakePeers(refused))
+    with pytest.raises(PeerError) as error:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert (error.value.status, error.value.code, error.value.message) == (413, "item_too_large", "Too large.")
+    assert (forward_count(dispatcher, "us-east-1", "ok"), forward_count(dispatcher, "us-east-1", "not_primary")) == (1, 0)
+
+
+async def test_writes_that_keep_racing_at_the_primary_give_up_after_their_attempts_with_a_retry_that_is_safe():
+    from gateway.dispatcher import STAMP_ATTEMPTS
+
+    class Racing(ConditionalStore):
+        async def put_item(self, table, item, *, condition=None):
+            # Before each attempt lands, another write of the key lands stamped later.
+            stored = self.items.get("k") or {**item, "_req": {"S": "other"}}
+            self.items["k"] = {**stored, "_req": {"S": "other"}, "_ts": {"N": str(int(item["_ts"]["N"]) + 10)}}
+            self.attempts = getattr(self, "attempts", 0) + 1
+            return await super().put_item(table, item, condition=condition)
+
+    store = Racing()
+    dispatcher, _ = make_dispatcher(store)
+    with pytest.raises(PrimaryUnreachable) as refused:
+        await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    assert refused.value.message == "Writes of key 'k' kept racing this one; retry with the same Idempotency-Key."
+    assert store.attempts == STAMP_ATTEMPTS
+
+
+async def test_a_write_with_exactly_the_margin_left_does_not_wait_for_a_lease():
+    from gateway import deadlines as request_deadlines
+    from gateway.dispatcher import LEASE_WAIT_MARGIN
+
+    class Left:
+        def remaining(self):
+            return LEASE_WAIT_MARGIN  # nothing left to wait once the margin is kept
+
+    leases = Leases(DEFAULT_SCOPE, 0, held=False)
+    dispatcher, _ = make_dispatcher(ConditionalStore(), leases=leases)
+    token = request_deadlines.current.set(Left())
+    try:
+        with pytest.raises(PrimaryUnreachable):
+            await dispatcher.write(write_record(VIEW, "k", {"a": 1}, 1000, "r1", 0))
+    finally:
+        request_deadlines.current.reset(token)
+    assert leases.waits == []
