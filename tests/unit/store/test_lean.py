@@ -207,9 +207,12 @@ async def test_an_attempt_that_hangs_times_out_and_is_retried() -> None:
 
     transport, sleep = Hanging(), RecordingSleep()
     store = lean(transport, sleep, max_attempts=3, attempt_timeout=0.01)
-    with pytest.raises(errors.StoreTimeout, match=r"GetItem on table 'features' did not answer within 0.01 s"):
+    with pytest.raises(errors.StoreTimeout, match=r"GetItem on table 'features' did not answer within 0.01 s") as gave_up:
         await store.get_item(TABLE, key("u1"))
     assert transport.calls == 3
+    # The last attempt's timeout is kept as the cause, for the log's traceback.
+    assert isinstance(gave_up.value.__cause__, errors.StoreTimeout)
+    assert isinstance(gave_up.value.__cause__.__cause__, TimeoutError)
 
 
 # --- single-item writes: what is sent ---
@@ -497,7 +500,8 @@ async def test_an_attempt_takes_its_whole_timeout_while_the_deadline_leaves_that
     transport = Scripted(GetItem=[{}])
     store = lean(transport, RecordingSleep(), max_attempts=1, attempt_timeout=2.0)
     assert await in_request(clock, 2.0, store.get_item(TABLE, key("u1"))) is None  # exactly the attempt timeout left
-    with pytest.raises(errors.StoreTimeout, match="was not tried: the request's deadline had passed"):
+    with pytest.raises(errors.StoreTimeout, match="^DynamoDB GetItem on table 'features' was not tried: the request's "
+                                                  "deadline had passed"):
         await in_request(clock, 0.0, store.get_item(TABLE, key("u1")))
     assert len(transport.calls) == 1  # the second was never sent
 
@@ -528,3 +532,14 @@ async def test_a_conflicting_update_is_refused_naming_the_operation_and_table() 
             condition=Condition("attribute_exists(#v)", names={"#v": "other"}),
         )
     assert str(refused.value).startswith("UpdateItem on table 'features': placeholder #v")
+
+
+async def test_a_store_left_at_its_defaults_tries_six_times_backing_off_from_20_ms_to_at_most_1_s() -> None:
+    # What gatewayctl, the emulator and any other store built without the gateway's [dynamodb] settings get.
+    ddb, sleep = FakeDynamoDB(), RecordingSleep()
+    ddb.failures.extend(errors.StoreThrottled("slow down.") for _ in range(10))
+    store = LeanStore("http://dynamodb.invalid", "us-east-1", CredentialSource.static("AKID", "secret"), transport=ddb,
+                      sleep=sleep, rng=lambda: 0.999999)
+    with pytest.raises(errors.StoreThrottled, match="Gave up after 6 attempts"):
+        await store.get_item(TABLE, key("u1"))
+    assert sleep.delays == pytest.approx([0.999999 * min(1.0, 0.02 * 2**i) for i in range(5)])
