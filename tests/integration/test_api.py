@@ -208,7 +208,7 @@ def nested(kind, levels):
 
 
 @pytest.mark.parametrize("kind", ["list", "map"])
-async def test_a_value_nested_32_levels_deep_round_trips_and_33_is_refused(http, gateway, kind):
+async def test_a_value_nested_31_lists_or_maps_deep_round_trips_and_32_is_refused(http, gateway, kind):
     # DynamoDB nests documents 32 levels deep counting the item, so 31 lists or maps in a feature: the deepest value
     # it stores must read back as sent, and one level more must be the gateway's own 400, before DynamoDB is called.
     key = unique()
