@@ -224,10 +224,11 @@ async def test_a_region_that_does_not_answer_holds_a_round_up_a_third_of_a_lease
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.wait_for(k.round(k.primary_scopes()), 5.0)
-    assert loop.time() - started < 0.3 and k.valid("view#a", 3)  # 0.1 s, and its own region and eu-west-1 confirmed
+    # A round waits at most a third of the 0.3 s lease (0.1 s) for a silent region, not three leases (0.9 s).
+    assert loop.time() - started < 0.6 and k.valid("view#a", 3)  # its own region and eu-west-1 confirmed
     started = loop.time()
     await asyncio.wait_for(k.give_up("view#a", 3), 5.0)
-    assert loop.time() - started < 0.3 and not k.valid("view#a", 3)
+    assert loop.time() - started < 0.6 and not k.valid("view#a", 3)
 
 
 def test_the_rules_a_behind_asker_is_told_and_what_the_region_knows_come_from_the_snapshot():
