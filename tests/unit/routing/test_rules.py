@@ -253,3 +253,47 @@ def test_a_schedule_entry_that_is_not_a_map_is_a_malformed_item_not_a_crash():
     item["schedule"] = {"L": [{"S": "08:00=us-east-1"}]}
     with pytest.raises(RuleError, match=r"schedule\[0\] needs 'at' and 'primary' strings"):
         parse_rule(item)
+
+
+AUTO = dict(failover_order=("eu-west-1", "ap-southeast-1"), failover_after=2.5)
+
+
+def test_a_rule_that_fails_over_by_itself_round_trips_through_both_forms():
+    auto = Rule("view#items", SINGLE_PRIMARY, "us-east-1", epoch=2, version=3, updated_by="ops", updated_at=5, **AUTO)
+    body = auto.to_json()
+    assert (body["failover_order"], body["failover_after"]) == (["eu-west-1", "ap-southeast-1"], 2.5)
+    assert rule_from_json(body) == auto  # a pushed rule (peer API, gatewayctl --json)
+    item = auto.to_item(ts_us=7, region="us-east-1")
+    assert (item["failover_order"], item["failover_after"]) == (
+        {"L": [{"S": "eu-west-1"}, {"S": "ap-southeast-1"}]}, {"N": "2.5"})
+    assert parse_rule(item) == auto  # the control table's item
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    (dict(mode=ANY_REGION, primary=None, **AUTO), "only single_primary scopes fail over"),
+    (dict(failover_order=("eu-west-1",)), "automatic failover needs both failover_order and failover_after"),
+    (dict(failover_after=2.5), "automatic failover needs both failover_order and failover_after"),
+    (dict(failover_order=("eu-west-1",), failover_after=True), "failover_after must be seconds above 0 and at most 86400, got True"),
+    (dict(failover_order=("eu-west-1",), failover_after="2"), "failover_after must be seconds above 0 and at most 86400, got '2'"),
+    (dict(failover_order=("eu-west-1",), failover_after=0), "failover_after must be seconds above 0 and at most 86400, got 0"),
+    (dict(failover_order=("eu-west-1",), failover_after=86_400.5), "at most 86400, got 86400.5"),
+])
+def test_automatic_failover_settings_are_refused_saying_which_is_wrong(changes, why):
+    base = dict(scope="view#items", mode=SINGLE_PRIMARY, primary="us-east-1", epoch=1)
+    with pytest.raises(RuleError) as refused:
+        validate(Rule(**{**base, **changes}))
+    assert str(refused.value).endswith(why)
+    assert validate(Rule(**{**base, "failover_order": ("eu-west-1",), "failover_after": 86_400})).failover_after == 86_400
+
+
+@pytest.mark.parametrize("order", ["eu-west-1", ["eu-west-1", 3]])
+def test_a_failover_order_that_is_not_a_list_of_names_is_refused_in_both_forms(order):
+    body = {"scope": "view#items", "mode": SINGLE_PRIMARY, "primary": "us-east-1", "epoch": 1, "state": ACTIVE,
+            "failover_order": order, "failover_after": 2}
+    with pytest.raises(RuleError, match=r"^failover_order must be a list of region names$"):
+        rule_from_json(body)
+    item = Rule("view#items", SINGLE_PRIMARY, "us-east-1", epoch=1).to_item(ts_us=1, region="us-east-1")
+    with pytest.raises(RuleError, match=r"^rule 'view#items': failover_order must be a list of region names$"):
+        parse_rule({**item, "failover_order": {"S": "eu-west-1"}})
+    with pytest.raises(RuleError, match=r"^rule 'view#items': failover_after must be a number of seconds$"):
+        parse_rule({**item, "failover_order": {"L": [{"S": "eu-west-1"}]}, "failover_after": {"S": "2"}})
