@@ -297,3 +297,14 @@ def test_a_failover_order_that_is_not_a_list_of_names_is_refused_in_both_forms(o
         parse_rule({**item, "failover_order": {"S": "eu-west-1"}})
     with pytest.raises(RuleError, match=r"^rule 'view#items': failover_after must be a number of seconds$"):
         parse_rule({**item, "failover_order": {"L": [{"S": "eu-west-1"}]}, "failover_after": {"S": "2"}})
+
+
+@pytest.mark.parametrize(("order", "why"), [
+    (("eu-west-1", None), "rule 'view#items': failover_order[1] is required"),
+    (("eu-west-1", "Mars"), "rule 'view#items': failover_order[1] 'Mars' is not a region name like us-east-1"),
+    (("eu-west-1", "eu-west-1"), "rule 'view#items': failover_order names a region twice"),
+])
+def test_each_region_of_a_failover_order_is_checked_by_its_place(order, why):
+    with pytest.raises(RuleError) as refused:
+        validate(Rule("view#items", SINGLE_PRIMARY, "us-east-1", epoch=1, failover_order=order, failover_after=2))
+    assert str(refused.value) == why
