@@ -284,6 +284,7 @@ def test_automatic_failover_settings_are_refused_saying_which_is_wrong(changes, 
         validate(Rule(**{**base, **changes}))
     assert str(refused.value).endswith(why)
     assert validate(Rule(**{**base, "failover_order": ("eu-west-1",), "failover_after": 86_400})).failover_after == 86_400
+    assert validate(Rule(**{**base, "failover_order": ("eu-west-1",), "failover_after": 0.5})).failover_after == 0.5
 
 
 @pytest.mark.parametrize("order", ["eu-west-1", ["eu-west-1", 3]])
