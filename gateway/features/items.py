@@ -63,12 +63,12 @@ class Stamp:
         return Version(self.epoch, self.ts, self.region)
 
 
+def _write_values(record: WriteRecord) -> dict[str, dict[str, str]]:
+    return {":ets": {"N": str(record.event_ms)}, ":req": {"S": record.idempotency_key}}
+
+
 def write_condition(record: WriteRecord) -> Condition:
-    return Condition(
-        WRITE_CONDITION,
-        _CONDITION_NAMES,
-        {":ets": {"N": str(record.event_ms)}, ":req": {"S": record.idempotency_key}},
-    )
+    return Condition(WRITE_CONDITION, _CONDITION_NAMES, _write_values(record))
 
 
 #: Within one epoch, a put lands only over an older stamp: of two writes of one key racing at the primary, the one
@@ -76,16 +76,16 @@ def write_condition(record: WriteRecord) -> Condition:
 #: replication (last writer wins by version) would keep the one the primary overwrote. Across epochs nothing is
 #: added: a key may fall back to a rule of a lower epoch (its scope deleted), and leases keep epochs apart.
 VERSION_CONDITION = "(attribute_not_exists(#ts) OR attribute_not_exists(#ep) OR #ep <> :ep OR #ts < :ts)"
+_PUT_CONDITION = f"{WRITE_CONDITION} AND {VERSION_CONDITION}"
+_PUT_NAMES = {**_CONDITION_NAMES, "#ts": "_ts", "#ep": "_epoch"}
 
 
 def put_condition(record: WriteRecord, stamp: Stamp) -> Condition:
     """``write_condition`` and the version order, for a put stamped ``stamp``."""
-    return Condition(
-        f"{WRITE_CONDITION} AND {VERSION_CONDITION}",
-        {**_CONDITION_NAMES, "#ts": "_ts", "#ep": "_epoch"},
-        {":ets": {"N": str(record.event_ms)}, ":req": {"S": record.idempotency_key},
-         ":ep": {"N": str(stamp.epoch)}, ":ts": {"N": str(stamp.ts)}},
-    )
+    values = _write_values(record)
+    values[":ep"] = {"N": str(stamp.epoch)}
+    values[":ts"] = {"N": str(stamp.ts)}
+    return Condition(_PUT_CONDITION, _PUT_NAMES, values)
 
 
 def lost_the_race(record: WriteRecord, stamp: Stamp, stored: dict[str, dict[str, Any]] | None) -> int | None:

@@ -42,9 +42,9 @@ EVENT_TIME_PATTERN = (
 #: An event time in a query string (``DELETE ?event_time=``): epoch milliseconds in ASCII digits, or the above.
 EPOCH_MS_PATTERN = r"^[0-9]{1,15}$(?!\n)"
 _EVENT_TIME = re.compile(EVENT_TIME_PATTERN)
+_EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
-_EPOCH_MS = re.compile(EPOCH_MS_PATTERN)
 
 _TYPE_CHECKS: dict[str, Any] = {
     "string": lambda v: isinstance(v, str),

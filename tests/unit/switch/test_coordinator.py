@@ -14,17 +14,16 @@ from gateway.routing.rules import ACTIVE, ANY_REGION, SINGLE_PRIMARY, SWITCHING,
 from gateway.switch.coordinator import SwitchCoordinator, SwitchError, SwitchProgress
 from tests.fakes import AdvancingSleep, FakeClock
 
-CONFIG = from_dict(
-    {
-        "gateway": {"region": "us-east-1"},
-        "switch": {"min_interval": 60.0, "max_replication_lag": 2.0, "max_duration": 1.0},
-        "regions": {
-            r: {"downstream": f"127.0.0.1:{p}", "peer": f"127.0.0.1:{p + 1}"}
-            for r, p in (("us-east-1", 8700), ("eu-west-1", 8710), ("ap-southeast-1", 8720))
-        },
-        "views": {"items": {"table": "features_items"}},
-    }
-)
+SETTINGS = {
+    "gateway": {"region": "us-east-1"},
+    "switch": {"min_interval": 60.0, "max_replication_lag": 2.0, "max_duration": 1.0},
+    "regions": {
+        r: {"downstream": f"127.0.0.1:{p}", "peer": f"127.0.0.1:{p + 1}"}
+        for r, p in (("us-east-1", 8700), ("eu-west-1", 8710), ("ap-southeast-1", 8720))
+    },
+    "views": {"items": {"table": "features_items"}},
+}
+CONFIG = from_dict(SETTINGS)
 
 
 @dataclass
@@ -802,16 +801,9 @@ async def test_a_dry_run_lists_every_check_it_passed_with_what_it_found():
 
 
 #: CONFIG and a witness region.
-WITNESSED = from_dict({
-    "gateway": {"region": "us-east-1"},
-    "switch": {"min_interval": 60.0, "max_replication_lag": 2.0, "max_duration": 1.0},
-    "regions": {
-        **{r: {"downstream": f"127.0.0.1:{p}", "peer": f"127.0.0.1:{p + 1}"}
-           for r, p in (("us-east-1", 8700), ("eu-west-1", 8710), ("ap-southeast-1", 8720))},
-        "sa-east-1": {"downstream": "127.0.0.1:8730", "peer": "127.0.0.1:8731", "witness": True},
-    },
-    "views": {"items": {"table": "features_items"}},
-})
+WITNESSED = from_dict({**SETTINGS, "regions": {
+    **SETTINGS["regions"], "sa-east-1": {"downstream": "127.0.0.1:8730", "peer": "127.0.0.1:8731", "witness": True},
+}})
 
 
 @pytest.mark.parametrize(("to", "members", "updated_s_ago", "force", "failed"), [
