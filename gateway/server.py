@@ -151,6 +151,7 @@ async def open_gateway(
             config.region, list(config.regions) or [config.region], book, peers.call,
             lambda: routing.table.rules if routing.table is not None else {}, clock, lease, drift, learn=routing.learn,
         )
+        routing.on_change(keeper.rules_changed)
         await stack.enter_async_context(background(keeper.run(), "lease-keeper"))
         dispatcher = Dispatcher(config, store, reads, clock, routing, peers, metrics, buffer, acks, leases=keeper)
         participant = SwitchParticipant(config.region, routing, store, acks, buffer, leases=keeper)

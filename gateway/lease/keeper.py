@@ -1,7 +1,8 @@
 """The lease keeper of one gateway: renews its region's primacy leases, and says whether a write may be acknowledged.
 
 Every ``lease / 3`` (every ``lease / 20`` while a scope it is primary of has no lease, so that a new primary
-takes its lease at the first instant the old promises allow), the keeper asks every region, its own included,
+takes its lease at the first instant the old promises allow; and at once when a rule makes this region a scope's
+primary, ``rules_changed``: a switch's held writes wait for that first lease), the keeper asks every region, its own included,
 to confirm the scopes its routing snapshot says this region is the active primary of: one request per region
 per round whatever the number of scopes, its own region's answered by its own ``PromiseBook``, the others' by
 ``POST /internal/v1/lease`` to a gateway of that region. ``LeaseHolder`` turns a round's answers into leases.
@@ -27,6 +28,7 @@ from gateway.lease.holder import LeaseHolder
 from gateway.lease.promises import Known
 from gateway.peer.routes import LEASE_PATH
 from gateway.routing.rules import ACTIVE, SINGLE_PRIMARY, Rule, RuleError, rule_from_json
+from gateway.routing.snapshot import RoutingTable
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +69,22 @@ class LeaseKeeper:
         self._round_done = asyncio.Event()
         #: The round under way, if any (a handover waits for it: its answers must not renew what it gives up).
         self._current: asyncio.Task[None] | None = None
+        #: Set when a rule made this region a scope's primary since the round began: the pause ends at once.
+        self._woken = asyncio.Event()
 
-    def primary_scopes(self) -> dict[str, int]:
-        """The scopes this region is the active primary of, by the snapshot, with their epochs."""
+    def primary_scopes(self, rules: Mapping[str, Rule] | None = None) -> dict[str, int]:
+        """The scopes this region is the active primary of, by the snapshot (or ``rules``), with their epochs."""
         return {
-            scope: rule.epoch for scope, rule in self._rules().items()
+            scope: rule.epoch for scope, rule in (self._rules() if rules is None else rules).items()
             if rule.mode == SINGLE_PRIMARY and rule.state == ACTIVE and rule.primary == self.region
         }
+
+    def rules_changed(self, old: RoutingTable | None, new: RoutingTable) -> None:
+        """A routing loader listener: a scope this region has just become the primary of (a switch committed, a
+        failover) starts a round now, not after the pause under way (up to a third of a lease)."""
+        before = self.primary_scopes(old.rules) if old is not None else {}
+        if any(before.get(scope) != epoch for scope, epoch in self.primary_scopes(new.rules).items()):
+            self._woken.set()
 
     def valid(self, scope: str, epoch: int) -> bool:
         return self.holder.valid(scope, epoch, self._clock.monotonic())
@@ -98,6 +109,7 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         while True:
+            self._woken.clear()  # a rule that comes during this round wakes the pause after it
             scopes = self.primary_scopes()
             holding = True
             if scopes:
@@ -110,7 +122,22 @@ class LeaseKeeper:
             for scope in set(self.holder.scopes()) - set(scopes):
                 self.holder.drop(scope)  # no longer the primary (demoted, or switching): no lease to keep
             rounds = ROUNDS_PER_LEASE if holding else EAGER_ROUNDS_PER_LEASE
-            await self._sleep(self._lease / rounds)
+            await self._pause(self._lease / rounds)
+
+    async def _pause(self, seconds: float) -> None:
+        """``sleep(seconds)``, cut short by ``rules_changed``; what the sleep raises is raised."""
+        if self._woken.is_set():
+            return
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        woken = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, woken):
+                task.cancel()
+            await asyncio.gather(sleeping, woken, return_exceptions=True)
+        if not sleeping.cancelled() and sleeping.exception() is not None:
+            raise sleeping.exception()  # type: ignore[misc]
 
     async def round(self, scopes: dict[str, int]) -> None:
         """One round: ask every region at once, take what answers within a third of a lease."""

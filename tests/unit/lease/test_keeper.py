@@ -13,6 +13,7 @@ from gateway.lease.keeper import LeaseKeeper
 from gateway.lease.promises import Known
 from gateway.peer.routes import LEASE_PATH
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
+from gateway.routing.snapshot import RoutingTable
 from tests.fakes import FakeClock, FakeTables
 
 REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1"]
@@ -201,6 +202,55 @@ async def test_the_keeper_renews_every_third_of_a_lease_while_it_holds_and_twent
     assert delays == [pytest.approx(2.0 / 3), pytest.approx(2.0 / 20), pytest.approx(2.0 / 3)]
     assert k.holder.scopes() == []  # no longer the primary: the lease it held is dropped
     assert [region for region, _, _ in fleet.calls].count("eu-west-1") == 2  # no round once it keeps no scope
+
+
+async def settle() -> None:
+    """Let every task that can run, run (a round against the fakes never waits on anything else)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_rule_that_makes_the_region_a_primary_ends_the_pause_and_a_round_takes_the_lease_at_once():
+    clock = FakeClock()
+    rules: dict[str, Rule] = {"view#a": rule("view#a", primary="eu-west-1")}
+    fleet = Fleet(clock, rules)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await asyncio.Event().wait()  # a pause that only a wake ends
+
+    k = LeaseKeeper("us-east-1", REGIONS, fleet.books["us-east-1"], fleet.call, lambda: rules, clock, 2.0, 0.2,
+                    sleep=sleep)
+    running = asyncio.create_task(k.run())
+    try:
+        await settle()
+        assert delays == [pytest.approx(2.0 / 3)] and fleet.calls == []  # primary of nothing: a long pause
+        before = RoutingTable.build(rules.values(), 0.0)
+        k.rules_changed(before, RoutingTable.build([rule("view#a", epoch=4, primary="ap-southeast-1")], 0.0))
+        k.rules_changed(before, before)
+        await settle()
+        assert len(delays) == 1  # another region's primacy, or nothing new: the pause goes on
+
+        rules["view#a"] = rule("view#a", epoch=4)  # a switch to this region committed
+        k.rules_changed(before, RoutingTable.build(rules.values(), 0.0))
+        await settle()
+        assert k.valid("view#a", 4)  # taken at once, not after a third of a lease
+        assert delays == [pytest.approx(2.0 / 3)] * 2
+
+        now = RoutingTable.build(rules.values(), 0.0)
+        k.rules_changed(now, now)
+        await settle()
+        assert len(delays) == 2  # already its primary at that epoch: the renewal keeps its cadence
+
+        rules["view#a"] = rule("view#a", epoch=5)  # an aborted switch: still the primary, at a new epoch
+        k.rules_changed(now, RoutingTable.build(rules.values(), 0.0))
+        await settle()
+        assert k.valid("view#a", 5) and len(delays) == 3
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
 
 
 async def test_a_region_that_does_not_answer_holds_a_round_up_a_third_of_a_lease_at_most():
