@@ -163,6 +163,8 @@ class _Pair:
     target: str
     backlog: deque[tuple[float, Change]] = field(default_factory=deque)  # (due, change), due non-decreasing
     in_flight: int = 0
+    #: When the oldest change in flight was read (``Change.seen``); infinity while none is.
+    in_flight_seen: float = float("inf")
     lag: float = 0.0
     jitter: float = 0.0
     paused: bool = False
@@ -232,7 +234,8 @@ class GlobalTableEmulator:
         self._pairs = {(s, t): _Pair(s, t) for s in self.regions for t in self.regions}
         self._sources = [_Source(region, table) for region in self.regions for table in self.tables]
         #: Monotonic time of the last change handed to a backlog or applied (for ``wait_idle``).
-        self._last_activity = float("-inf")
+        #: When the last change that writes a stream record of its own to replicate (a stamp, a delete) was applied.
+        self._chained_at = float("-inf")
 
     # --- lifecycle ---
 
@@ -333,19 +336,36 @@ class GlobalTableEmulator:
     def stats(self, source: str, target: str) -> PairStats:
         return self._pair(source, target).stats
 
-    def _busy(self) -> bool:
-        return any(pair.backlog or pair.in_flight for pair in self._pairs.values())
+    def _pending(self, seen_before: float) -> bool:
+        """Whether a change read before ``seen_before`` is still queued or in flight for some target."""
+        return any(
+            pair.in_flight_seen < seen_before or any(change.seen < seen_before for _, change in pair.backlog)
+            for pair in self._pairs.values()
+        )
 
     async def wait_idle(self, timeout: float) -> None:
-        """Until every backlog is empty and every stream was read empty since the last change; ``TimeoutError`` after ``timeout``."""
-        called = self._clock.monotonic()
+        """Until every change made before the call is applied in every region it goes to; ``TimeoutError`` after
+        ``timeout`` (a paused pair with changes waiting, a target that stays down).
+
+        Not "until nothing happens": the cluster's gateways heartbeat into the replicated members table ten
+        times a second, so the streams are never quiet for long, and waiting for a moment when all of them are
+        was a lottery of 0.2 to 5 s on a quiet machine and of more than 30 s on a busy one. Instead: once every
+        stream has been read empty by a pass that began after ``mark`` (so every record written before it was
+        handed to its backlogs), wait until no change read before then is queued or in flight. A stamp or a
+        delete writes a new record of its own when applied; if one was applied meanwhile, go round again from
+        then, so that record is replicated too.
+        """
+        mark = self._clock.monotonic()
         async with asyncio.timeout(timeout):
             while True:
-                # A pass that started after the call has seen every write made before it.
-                since = max(called, self._last_activity)
-                if not self._busy() and all(s.idle_since > since for s in self._sources):
+                while not all(s.idle_since > mark for s in self._sources):
+                    await self._sleep(self._poll_interval)
+                read = self._clock.monotonic()
+                while self._pending(read):
+                    await self._sleep(self._poll_interval)
+                if self._chained_at <= mark:
                     return
-                await self._sleep(self._poll_interval)
+                mark = self._chained_at
 
     # --- reading ---
 
@@ -447,7 +467,6 @@ class GlobalTableEmulator:
     def _dispatch(self, change: Change | None) -> None:
         if change is None:
             return
-        self._last_activity = change.seen
         targets: Iterable[str] = (
             (change.source,) if change.kind is Kind.STAMP else (t for t in self.regions if t != change.source)
         )
@@ -477,11 +496,13 @@ class GlobalTableEmulator:
                 continue
             batch = self._take_due(pair)
             pair.in_flight = len(batch)
+            pair.in_flight_seen = min((change.seen for change in batch), default=float("inf"))
             try:
                 left = await self._apply_batch(pair, batch)
             finally:
-                pair.in_flight = 0
-            self._last_activity = self._clock.monotonic()
+                pair.in_flight, pair.in_flight_seen = 0, float("inf")
+            if any(change.kind is not Kind.PUT for change in batch):
+                self._chained_at = self._clock.monotonic()
             if left:
                 # Put back what was not applied, ahead of newer changes and in its original order.
                 pair.backlog.extendleft(reversed([(0.0, change) for change in left]))

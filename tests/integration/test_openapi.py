@@ -23,7 +23,7 @@ import pytest
 from gateway.local.gateway_process import GatewayProcess
 
 SEED = os.environ.get("FGW_FUZZ_SEED", "20261201")
-SECONDS = int(os.environ.get("FGW_FUZZ_SECONDS", "100"))
+SECONDS = int(os.environ.get("FGW_FUZZ_SECONDS", "60"))
 SETTINGS = Path(__file__).with_name("schemathesis.toml")
 
 

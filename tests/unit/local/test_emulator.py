@@ -410,6 +410,33 @@ async def test_a_restarted_source_is_rediscovered_and_read_from_its_new_streams_
     await until(lambda: "after" in fakes["b"].items and "after" in fakes["c"].items)
 
 
+async def test_wait_idle_returns_once_earlier_writes_are_applied_while_another_region_never_stops_writing(
+    regions: Any,
+) -> None:
+    """The local cluster's gateways heartbeat into a replicated table ten times a second: the streams are never
+    quiet, and waiting for a moment when they all are timed out on a busy machine. Later writes do not count."""
+    fakes, emulator = regions
+    for n in range(20):
+        gw_put(fakes["a"], f"k{n}", 100 + n, f"v{n}")
+    stop = asyncio.Event()
+
+    async def heartbeats() -> None:
+        beat = 0
+        while not stop.is_set():
+            beat += 1
+            gw_put(fakes["c"], "heartbeat", 1000 + beat, f"beat {beat}")
+            await asyncio.sleep(0)  # a write at every turn of the loop: never a pass that reads nothing everywhere
+
+    beating = asyncio.create_task(heartbeats())
+    try:
+        await emulator.wait_idle(2.0)
+        assert all(fakes[r].items.get(f"k{n}") == fakes["a"].items[f"k{n}"] for r in "bc" for n in range(20))
+        assert not beating.done()
+    finally:
+        stop.set()
+        await beating
+
+
 async def test_unstamped_writes_in_two_regions_converge(regions: Any) -> None:
     fakes, emulator = regions
     fakes["a"].write("k", {"pk": {"S": "k"}, "v": {"S": "from a"}})

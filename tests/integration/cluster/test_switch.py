@@ -41,7 +41,6 @@ from tests.support.cluster_http import (
     obeyed_everywhere,
     put,
     routing_of,
-    running_cluster,
     url,
 )
 from tests.support.convergence import Write
@@ -51,12 +50,6 @@ from tests.support.convergence import Write
 #: of ~2.2 ms CPU. At 60/s the switch's own bounds (<= 3 s, no write held past it) hold with margin.
 RATE = 60.0
 LAG = 0.2
-
-
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("switch-cluster")) as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -34,15 +34,8 @@ from tests.support.cluster_http import (
     get,
     obeyed_everywhere,
     put,
-    running_cluster,
     url,
 )
-
-
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("routing-cluster"), warm=30) as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -24,10 +24,12 @@ import pytest
 from gateway.local.cluster import LocalCluster
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
 from tests.support.browser import Browser, Page
-from tests.support.cluster_http import REGIONS, clear_faults, obeyed_everywhere, put, running_cluster, url
+from tests.support.cluster_http import REGIONS, clear_faults, obeyed_everywhere, put, url
 
-ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "status-page.png"
+ARTIFACT = Path(__file__).resolve().parents[3] / "test-artifacts" / "status-page.png"
 HOSTILE_SCOPE = 'view#items#prefix#<script>document.title="owned"</script>'
+#: The scope the test switches, of its own on the session's cluster: the keys it writes start with ``status-``.
+SCOPE = "view#items#prefix#status-"
 
 #: The rules table as text: {scope: {region: cell}}.
 RULES_JS = """(() => {
@@ -46,11 +48,6 @@ def rows(table: str) -> str:
     return f"[...document.querySelectorAll('#{table} tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
 
 
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("status-cluster"), warm=12) as cluster:
-        yield cluster
-
 
 @pytest.fixture(scope="module")
 async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Browser]:
@@ -62,8 +59,10 @@ async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bro
 
 
 def cell(rule: dict) -> str:
-    text = f"{rule['primary']} @ epoch {rule['epoch']}, {rule['state']}"
-    return text + (f" -> {rule['next_primary']}" if rule.get("next_primary") else "")
+    """A rule as the page shows it: its primary ("any region" for an any_region rule, with its mode) at its epoch."""
+    text = f"{rule['primary'] or 'any region'} @ epoch {rule['epoch']}, {rule['state']}"
+    text += f" -> {rule['next_primary']}" if rule.get("next_primary") else ""
+    return text + (f" ({rule['mode']})" if rule["mode"] != "single_primary" else "")
 
 
 async def routing(http: aiohttp.ClientSession, cluster: LocalCluster) -> dict[str, dict[str, str]]:
@@ -99,8 +98,10 @@ async def agree_with_gateways(page: Page, http: aiohttp.ClientSession, cluster: 
 
 async def test_the_cluster_page_shows_every_region_and_a_switch_at_its_step(cluster, browser, capsys):
     async with aiohttp.ClientSession() as http:
-        await cluster.put_rules([Rule(HOSTILE_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=0, version=1)])
-        await obeyed_everywhere(http, cluster, Rule(HOSTILE_SCOPE, SINGLE_PRIMARY, "us-east-1", epoch=0, version=1), 10)
+        rules = [Rule(scope, SINGLE_PRIMARY, "us-east-1", epoch=0, version=1) for scope in (HOSTILE_SCOPE, SCOPE)]
+        await cluster.put_rules(rules)
+        for rule in rules:
+            await obeyed_everywhere(http, cluster, rule, 10)
         async with browser.page() as page:
             await page.goto(f"{cluster.control_url}/status")
             await agree_with_gateways(page, http, cluster)
@@ -122,7 +123,7 @@ async def test_the_cluster_page_shows_every_region_and_a_switch_at_its_step(clus
                 await put(http, cluster, "us-east-1", f"status-{i}", {"n": i})
             switch = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway.ctl.main", "--local", "--state-dir", str(cluster.state_dir),
-                "switch", "view#items", "--to", "eu-west-1", "--yes", "--force", "--max-duration", "60",
+                "switch", SCOPE, "--to", "eu-west-1", "--yes", "--force", "--max-duration", "60",
                 env={**os.environ, "FGW_SWITCH__MAX_REPLICATION_LAG": "600"},
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )
@@ -131,18 +132,18 @@ async def test_the_cluster_page_shows_every_region_and_a_switch_at_its_step(clus
                             "[...r.cells].map(c => c.textContent))")
                 shown = await page.wait_for(
                     f"(() => {{ const s = {switches}; return s.length === 1 && s[0][5] === 'verify' && s; }})()",
-                    30, "view#items switching at its verify step",
+                    30, f"{SCOPE} switching at its verify step",
                 )
                 scope, primary, switch_id, _, _, step, fence = shown[0]
-                assert (scope, primary, step) == ("view#items", "us-east-1 -> eu-west-1", "verify")
+                assert (scope, primary, step) == (SCOPE, "us-east-1 -> eu-west-1", "verify")
                 assert fence.endswith("key(s) verified"), fence
                 # The page's switch is the one the gateways route by: same switch_id, every region switching.
                 async with http.get(f"{url(cluster, 'us-east-1')}/v1/routing") as resp:
-                    rule = next(r for r in (await resp.json())["rules"] if r["scope"] == "view#items")
+                    rule = next(r for r in (await resp.json())["rules"] if r["scope"] == SCOPE)
                 assert (rule["state"], rule["switch_id"]) == ("switching", switch_id)
                 await page.wait_for(
-                    f"Object.values({RULES_JS}['view#items']).every(c => c === 'us-east-1 @ epoch 0, switching -> eu-west-1')",
-                    10, "every region holding view#items' writes for eu-west-1",
+                    f"Object.values({RULES_JS}[{SCOPE!r}]).every(c => c === 'us-east-1 @ epoch 0, switching -> eu-west-1')",
+                    10, f"every region holding {SCOPE}'s writes for eu-west-1",
                 )
                 path = await page.screenshot(ARTIFACT)
                 with capsys.disabled():
@@ -152,9 +153,9 @@ async def test_the_cluster_page_shows_every_region_and_a_switch_at_its_step(clus
                 output, _ = await asyncio.wait_for(switch.communicate(), 90)
             assert switch.returncode == 0, output.decode()
             await page.wait_for(
-                f"Object.values({RULES_JS}['view#items']).every(c => c === 'eu-west-1 @ epoch 1, active') && "
+                f"Object.values({RULES_JS}[{SCOPE!r}]).every(c => c === 'eu-west-1 @ epoch 1, active') && "
                 "document.querySelector('#switches').textContent === 'none'",
-                15, "view#items active with eu-west-1 primary everywhere, no switch in progress",
+                15, f"{SCOPE} active with eu-west-1 primary everywhere, no switch in progress",
             )
             await agree_with_gateways(page, http, cluster)
 
@@ -162,5 +163,5 @@ async def test_the_cluster_page_shows_every_region_and_a_switch_at_its_step(clus
             admin = cluster.regions["eu-west-1"].config.admin_listen
             await page.goto(f"http://{admin}/status")
             assert await page.evaluate("document.querySelector('h1').textContent") == "Feature Gateway eu-west-1"
-            assert (await page.evaluate(RULES_JS))["view#items"] == {"eu-west-1": "eu-west-1 @ epoch 1, active"}
+            assert (await page.evaluate(RULES_JS))[SCOPE] == {"eu-west-1": "eu-west-1 @ epoch 1, active"}
     await clear_faults(cluster)

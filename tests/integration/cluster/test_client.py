@@ -21,19 +21,13 @@ from feature_gateway_client import AsyncClient, Client, ConnectionFailed, NotFou
 
 from gateway.local.cluster import LocalCluster
 from gateway.routing.rules import SINGLE_PRIMARY, Rule
-from tests.support.cluster_http import REGIONS, clear_faults, converge, obeyed_everywhere, running_cluster, url
+from tests.support.cluster_http import REGIONS, clear_faults, converge, obeyed_everywhere, url
 from tests.support.convergence import Write
 
 #: Sessions writing and reading at once, and the iterations each makes (1000 write-then-read in all).
 SESSIONS, ITERATIONS = 25, 40
 #: Replication lag from the primary to the regions that read: 50 ms, and up to 50 ms more.
 LAG, JITTER = 0.05, 0.05
-
-
-@pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("client-cluster"), warm=30) as cluster:
-        yield cluster
 
 
 @pytest.fixture

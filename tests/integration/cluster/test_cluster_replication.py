@@ -21,20 +21,27 @@ from tests.support.cluster_http import (
     converge,
     eventually,
     get,
+    obeyed_everywhere,
     put,
-    running_cluster,
     url,
 )
 from tests.support.convergence import Write
 
 
-# These tests are about replication between regions that all accept writes, as global tables do on
-# their own: the items view is any_region here, so writes are applied where they arrive.
+#: These tests are about replication between regions that all accept writes, as global tables do on their own:
+#: every key they write starts with this prefix, whose items scope is any_region, so writes are applied where they
+#: arrive (the session's cluster keeps its default rules for the other modules).
+P = "repl-"
+EVERYWHERE = Rule(f"view#items#prefix#{P}", ANY_REGION, None, epoch=1, version=1, updated_by="tests")
+
+
 @pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    everywhere = Rule("view#items", ANY_REGION, None, epoch=1, version=2, updated_by="tests")
-    async with running_cluster(tmp_path_factory.mktemp("cluster"), rules=[everywhere]) as cluster:
-        yield cluster
+async def cluster(three_regions: LocalCluster) -> AsyncIterator[LocalCluster]:
+    await three_regions.put_rules([EVERYWHERE])
+    async with aiohttp.ClientSession() as http:
+        await obeyed_everywhere(http, three_regions, EVERYWHERE, 10)
+    yield three_regions
+    await clear_faults(three_regions)
 
 
 @pytest.fixture
@@ -45,7 +52,7 @@ async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):
-    keys = {region: f"rep-{region}-{uuid.uuid4().hex[:6]}" for region in REGIONS}
+    keys = {region: f"{P}rep-{region}-{uuid.uuid4().hex[:6]}" for region in REGIONS}
     for region, key in keys.items():
         await put(http, cluster, region, key, {"from": region})
     for region, key in keys.items():
@@ -56,7 +63,7 @@ async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):
 
 async def test_concurrent_writes_to_one_key_converge_to_the_last_writer(cluster, http):
     acknowledged = []
-    keys = [f"lww-{uuid.uuid4().hex[:6]}" for _ in range(10)]
+    keys = [f"{P}lww-{uuid.uuid4().hex[:6]}" for _ in range(10)]
     for key in keys:
         answers = await asyncio.gather(
             put(http, cluster, "us-east-1", key, {"v": "us"}, must_apply=False),
@@ -77,7 +84,7 @@ async def test_concurrent_writes_to_one_key_converge_to_the_last_writer(cluster,
 async def test_a_paused_pair_catches_up_after_resume_with_nothing_lost(cluster, http):
     assert cluster.emulator is not None
     cluster.emulator.pause("us-east-1", "eu-west-1")
-    keys = [f"pause-{i}-{uuid.uuid4().hex[:6]}" for i in range(40)]
+    keys = [f"{P}pause-{i}-{uuid.uuid4().hex[:6]}" for i in range(40)]
     acknowledged = []
     for key in keys:
         answer = await put(http, cluster, "us-east-1", key, {"n": key})
@@ -92,7 +99,7 @@ async def test_a_paused_pair_catches_up_after_resume_with_nothing_lost(cluster, 
 
 async def test_a_stopped_region_catches_up_after_it_starts_again(cluster, http):
     await cluster.stop_region("ap-southeast-1")
-    keys = [f"down-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
+    keys = [f"{P}down-{i}-{uuid.uuid4().hex[:6]}" for i in range(20)]
     acknowledged = []
     for i, key in enumerate(keys):
         region = "us-east-1" if i % 2 else "eu-west-1"
@@ -146,12 +153,12 @@ EVERY_KIND = {
 async def test_every_kind_of_value_and_the_largest_item_reach_every_region(cluster, http):
     keys, acknowledged = [], []
     for i, region in enumerate(REGIONS):
-        key = f"kinds-{region}-{uuid.uuid4().hex[:6]}"
+        key = f"{P}kinds-{region}-{uuid.uuid4().hex[:6]}"
         answer = await put(http, cluster, region, key, EVERY_KIND)
         keys.append(key)
         acknowledged.append(Write(key, EVERY_KIND, answer["version"]))
     # The largest item a write may hold: one string feature filling the 400 KB with the system attributes.
-    big = f"big-{uuid.uuid4().hex[:6]}"
+    big = f"{P}big-{uuid.uuid4().hex[:6]}"
     value = {"blob": "x" * (400 * 1024 - 64 - 256 - 4 - len(big) - 2 - 4)}
     answer = await put(http, cluster, "eu-west-1", big, value)
     keys.append(big)
