@@ -24,6 +24,7 @@ from gateway.peer.auth import PeerSigner
 from gateway.peer.routes import ROUTING_PATH
 from loadtest.overload_bench import overload, read_answer, rss_kib
 from tests.integration.conftest import gateway_toml, unique, write_config
+from tests.support.cluster_http import eventually
 
 
 async def seeded(http, proc: GatewayProcess) -> str:
@@ -38,6 +39,35 @@ async def seeded(http, proc: GatewayProcess) -> str:
 def started(tmp_path: Path, dynamodb_local, table_suffix: str, **gateway: object) -> GatewayProcess:
     path = write_config(tmp_path, gateway_toml(dynamodb_local.endpoint, free_port(), table_suffix, **gateway))
     return GatewayProcess(path, log_path=tmp_path / "gw.log").start()
+
+
+def held_connections(pid: int, port: int) -> int:
+    """TCP connections process ``pid`` holds on its local ``port``, listening sockets aside: its own socket inodes
+    (``/proc/PID/fd``) matched against the kernel's table (``/proc/PID/net/tcp``)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    held = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+        held += local_port == port and state != "0A" and inode in inodes  # 0A: LISTEN
+    return held
+
+
+async def all_closed(pid: int, port: int, what: str, *, kept: int = 0) -> None:
+    """Until the gateway holds no more than ``kept`` connections on ``port`` (the test's own keep-alive ones): a
+    refused caller's is closed after at most a second of lingering, so 5 s is the bound of a busy machine, not a
+    guess at when memory settles."""
+    async def closed() -> bool:
+        return held_connections(pid, port) <= kept
+
+    await eventually(closed, 5, what)
 
 
 async def test_strangers_uploading_slowly_to_the_peer_port_take_no_slot_and_no_memory_for_their_bodies(
@@ -71,7 +101,7 @@ async def test_strangers_uploading_slowly_to_the_peer_port_take_no_slot_and_no_m
         finally:
             for _, writer in strangers:
                 writer.close()
-        await asyncio.sleep(1.5)  # past the lingering second, every stranger's connection is gone
+        await all_closed(proc.pid, peer.port, "every stranger's connection closed by the gateway")
         assert rss_kib(proc.pid) - before < 20 * 1024, (before, rss_kib(proc.pid))
     finally:
         proc.stop()
@@ -126,10 +156,11 @@ async def test_past_the_bound_callers_get_json_503_overloaded_and_the_gateway_gi
         key = await seeded(http, proc)
         before = rss_kib(proc.pid)
         listen = proc.config.listen
+        kept = held_connections(proc.pid, listen.port)  # the http session's, which seeded the key
         outcomes, _ = await overload(listen.host, listen.port, f"/v1/features/items/{key}", {"v": 1}, 400, 3.0)
         assert set(outcomes) <= {"ok", "503 overloaded"}, outcomes
         assert outcomes["ok"] > 0 and outcomes["503 overloaded"] > 0, outcomes
-        await asyncio.sleep(0.5)
+        await all_closed(proc.pid, listen.port, "every caller's connection closed", kept=kept)
         assert rss_kib(proc.pid) - before < 20 * 1024, (before, rss_kib(proc.pid))
     finally:
         proc.stop()
