@@ -6,7 +6,7 @@ the epoch of the version they got (its token names the epoch and the region that
 writes refused (503 ``primary_unreachable``), those answered 200 but not applied (``stale_event_time``: the key
 already held a newer write; or ``duplicate``) and those that failed otherwise, by the time they were answered.
 
-``overlaps`` is the no-overlap check of tests/integration/cluster/test_partitions.py: per region that applied writes as
+``overlaps`` is the no-overlap check of tests/integration/test_partitions.py: per region that applied writes as
 primary, the interval from the sending of its first acknowledged write to the answer of its last; no two may
 overlap. It is conservative: a write is taken as applied anywhere between its sending and its answer.
 """

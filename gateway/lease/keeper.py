@@ -2,8 +2,8 @@
 
 Every ``lease / 3`` (every ``lease / 20`` while a scope it is primary of has no lease, so that a new primary
 takes its lease at the first instant the old promises allow; and at once when a rule makes this region a scope's
-primary, ``rules_changed``: a switch's held writes wait for that first lease), the keeper asks every region, its own included,
-to confirm the scopes its routing snapshot says this region is the active primary of: one request per region
+primary, ``rules_changed``: a switch's held writes wait for that first lease), the keeper asks every region, its
+own included, to confirm the scopes its routing snapshot says this region is the active primary of: one request per region
 per round whatever the number of scopes, its own region's answered by its own ``PromiseBook``, the others' by
 ``POST /internal/v1/lease`` to a gateway of that region. ``LeaseHolder`` turns a round's answers into leases.
 

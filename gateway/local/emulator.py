@@ -162,9 +162,7 @@ class _Pair:
     source: str
     target: str
     backlog: deque[tuple[float, Change]] = field(default_factory=deque)  # (due, change), due non-decreasing
-    in_flight: int = 0
-    #: When the oldest change in flight was read (``Change.seen``); infinity while none is.
-    in_flight_seen: float = float("inf")
+    in_flight: tuple[Change, ...] = ()  # the batch being applied
     lag: float = 0.0
     jitter: float = 0.0
     paused: bool = False
@@ -233,7 +231,6 @@ class GlobalTableEmulator:
         # (source, source) is the stamping lane of a region: stamps are applied in their own region.
         self._pairs = {(s, t): _Pair(s, t) for s in self.regions for t in self.regions}
         self._sources = [_Source(region, table) for region in self.regions for table in self.tables]
-        #: Monotonic time of the last change handed to a backlog or applied (for ``wait_idle``).
         #: When the last change that writes a stream record of its own to replicate (a stamp, a delete) was applied.
         self._chained_at = float("-inf")
 
@@ -331,7 +328,7 @@ class GlobalTableEmulator:
     def backlog(self, source: str, target: str) -> int:
         """Changes from ``source`` not yet applied to ``target`` (queued or in flight)."""
         pair = self._pair(source, target)
-        return len(pair.backlog) + pair.in_flight
+        return len(pair.backlog) + len(pair.in_flight)
 
     def stats(self, source: str, target: str) -> PairStats:
         return self._pair(source, target).stats
@@ -339,7 +336,8 @@ class GlobalTableEmulator:
     def _pending(self, seen_before: float) -> bool:
         """Whether a change read before ``seen_before`` is still queued or in flight for some target."""
         return any(
-            pair.in_flight_seen < seen_before or any(change.seen < seen_before for _, change in pair.backlog)
+            any(change.seen < seen_before for change in pair.in_flight)
+            or any(change.seen < seen_before for _, change in pair.backlog)
             for pair in self._pairs.values()
         )
 
@@ -495,12 +493,11 @@ class GlobalTableEmulator:
                         await pair.wake.wait()
                 continue
             batch = self._take_due(pair)
-            pair.in_flight = len(batch)
-            pair.in_flight_seen = min((change.seen for change in batch), default=float("inf"))
+            pair.in_flight = tuple(batch)
             try:
                 left = await self._apply_batch(pair, batch)
             finally:
-                pair.in_flight, pair.in_flight_seen = 0, float("inf")
+                pair.in_flight = ()
             if any(change.kind is not Kind.PUT for change in batch):
                 self._chained_at = self._clock.monotonic()
             if left:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -98,6 +99,21 @@ async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float, what: 
             return last
         await asyncio.sleep(0.02)
     raise AssertionError(f"{what} not within {timeout}s; last saw {last!r}")
+
+
+async def metric_sum(http, cluster, name: str, **labels: str) -> float:
+    """A metric summed over every running gateway of the cluster."""
+    total = 0.0
+    for region, r in cluster.regions.items():
+        if r.stopped:
+            continue
+        async with http.get(f"{url(cluster, region)}/metrics") as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+            if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+                total += float(match.group(2))
+    return total
 
 
 async def routing_of(http: aiohttp.ClientSession, cluster: LocalCluster, region: str) -> dict[str, dict[str, Any]]:

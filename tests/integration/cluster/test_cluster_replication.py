@@ -17,7 +17,6 @@ from gateway.local.cluster import LocalCluster
 from gateway.routing.rules import ANY_REGION, Rule
 from tests.support.cluster_http import (
     REGIONS,
-    clear_faults,
     converge,
     eventually,
     get,
@@ -36,19 +35,12 @@ EVERYWHERE = Rule(f"view#items#prefix#{P}", ANY_REGION, None, epoch=1, version=1
 
 
 @pytest.fixture(scope="module")
-async def cluster(three_regions: LocalCluster) -> AsyncIterator[LocalCluster]:
-    await three_regions.put_rules([EVERYWHERE])
+async def cluster(cluster: LocalCluster) -> AsyncIterator[LocalCluster]:
+    """The package's cluster (tests/integration/cluster/conftest.py), obeying EVERYWHERE."""
+    await cluster.put_rules([EVERYWHERE])
     async with aiohttp.ClientSession() as http:
-        await obeyed_everywhere(http, three_regions, EVERYWHERE, 10)
-    yield three_regions
-    await clear_faults(three_regions)
-
-
-@pytest.fixture
-async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-    await clear_faults(cluster)
+        await obeyed_everywhere(http, cluster, EVERYWHERE, 10)
+    yield cluster
 
 
 async def test_a_write_in_each_region_appears_in_the_other_two(cluster, http):

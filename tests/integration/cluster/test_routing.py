@@ -14,11 +14,8 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
-import pytest
 
 from gateway.clock import SystemClock
 from gateway.local.cluster import LocalCluster
@@ -29,20 +26,12 @@ from gateway.store.lean import open_lean_store
 from tests.fakes import FakeClock
 from tests.support.cluster_http import (
     REGIONS,
-    clear_faults,
     eventually,
     get,
     obeyed_everywhere,
     put,
     url,
 )
-
-
-@pytest.fixture
-async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-    await clear_faults(cluster)
 
 
 async def stored(cluster: LocalCluster, region: str, key: str, view: str = "items") -> dict | None:

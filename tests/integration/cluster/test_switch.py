@@ -18,12 +18,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
-import aiohttp
 import orjson
-import pytest
 
 from gateway.clock import SystemClock
 from gateway.ctl import main as ctl_main
@@ -35,9 +32,9 @@ from gateway.switch.coordinator import Outcome
 from loadtest.writers import Writers
 from tests.support.cluster_http import (
     REGIONS,
-    clear_faults,
     converge,
     eventually,
+    metric_sum,
     obeyed_everywhere,
     put,
     routing_of,
@@ -50,13 +47,6 @@ from tests.support.convergence import Write
 #: of ~2.2 ms CPU. At 60/s the switch's own bounds (<= 3 s, no write held past it) hold with margin.
 RATE = 60.0
 LAG = 0.2
-
-
-@pytest.fixture
-async def http(cluster: LocalCluster) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-    await clear_faults(cluster)
 
 
 def lag_everywhere(cluster: LocalCluster, seconds: float) -> None:
@@ -72,21 +62,6 @@ def gatewayctl(cluster: LocalCluster, *args: str, env: dict[str, str] | None = N
         [sys.executable, "-m", "gateway.ctl.main", "--local", "--state-dir", str(cluster.state_dir), *args],
         capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
     )
-
-
-async def metric_sum(http, cluster, name: str, **labels: str) -> float:
-    """A metric summed over every running gateway of the cluster."""
-    total = 0.0
-    for region, r in cluster.regions.items():
-        if r.stopped:
-            continue
-        async with http.get(f"{url(cluster, region)}/metrics") as resp:
-            text = await resp.text()
-        for line in text.splitlines():
-            match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
-            if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
-                total += float(match.group(2))
-    return total
 
 
 async def new_scope(http, cluster, primary: str = "us-east-1", wait: bool = True, **kw) -> tuple[str, str]:
